@@ -1,0 +1,5 @@
+"""``python -m onnxslim`` runs the CLI."""
+
+from onnxslim.cli import main
+
+main()

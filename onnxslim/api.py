@@ -1,0 +1,275 @@
+"""The library entry points behind the CLI: optimize, verify and inspect.
+
+``optimize`` owns the whole run: load, check the data, run the pipeline through the pass
+manager, compare the result with the original in ONNX Runtime, measure latency, and write the
+output atomically, only when parity holds (or ``force``). It never prints; it returns an
+``Outcome`` holding the report, and the CLI decides what to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxslim import report as reporting
+from onnxslim.core.context import PassContext
+from onnxslim.core.manager import PassManager
+from onnxslim.core.pipeline import Pipeline, parse
+from onnxslim.errors import UsageError
+from onnxslim.ir.io import check, file_bytes, is_large, load_model, save_model, to_graph
+from onnxslim.ir.stats import compressed_bytes, flops, model_stats
+from onnxslim.runtime.bench import measure_latency
+from onnxslim.runtime.data import open_data
+from onnxslim.runtime.feeds import random_feeds
+from onnxslim.runtime.parity import Tolerance, compare_models
+from onnxslim.runtime.session import optimized_node_count, resolve_providers
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PIPELINE = "remove-identity,fold-constants,fold-bn,dce"
+VERIFY_EACH_BATCHES = 2  # batches of --data each per-pass parity check runs: a cheap gate, not the final word
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Everything ``optimize``/``verify`` take besides the paths (the CLI flags)."""
+
+    passes: str | None = None
+    data: str | None = None
+    calibration_data: str | None = None
+    preprocess: str | None = None
+    input_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    providers: tuple[str, ...] = ("cpu",)
+    threads: int | None = None
+    seed: int = 0
+    tolerance: str | None = None
+    verify_each: bool = False
+    verify: bool = True
+    dry_run: bool = False
+    force: bool = False
+    latency_seconds: float = 5.0
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The result of a run: the report, the exit code the CLI should use, what was written."""
+
+    report: dict[str, Any]
+    exit_code: int
+    output: Path | None
+    plan: list[str] = dataclasses.field(default_factory=list)
+
+
+def default_output(input_path: Path) -> Path:
+    stem = input_path.name[: -len(".onnx")] if input_path.name.endswith(".onnx") else input_path.name
+    return input_path.with_name(f"{stem}.slim.onnx")
+
+
+def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | None = None,
+             options: RunOptions = RunOptions(), progress: Progress | None = None) -> Outcome:
+    """Run the pipeline on ``input_path`` and write the verified result to ``output_path``."""
+    say = progress or (lambda _msg: None)
+    source = Path(input_path)
+    target = Path(output_path) if output_path is not None else default_output(source)
+    _check_output_path(source, target, options.dry_run)
+    pipeline = parse(options.passes or DEFAULT_PIPELINE)
+    providers = resolve_providers(options.providers)
+    model = load_model(source)
+    parity_data = _parity_data(model, options)
+    ctx = PassContext(model, _calibration(model, options), providers, options.threads, options.seed)
+    if options.calibration_data == "random":
+        ctx.warn("calibration uses random data (--calibration-data random): results say nothing about real inputs")
+    verify_feeds = list(itertools.islice(parity_data, VERIFY_EACH_BATCHES)) if options.verify_each else None
+    manager = PassManager(pipeline, ctx, verify_feeds, on_pass=lambda name: say(f"pass {name}"))
+    manager.check_requirements()
+    graph = to_graph(model)
+    doc = reporting.header(str(pipeline), providers)
+    if options.dry_run:
+        plan = _plan(manager, graph)
+        doc.update(dry_run=True, plan=plan, warnings=ctx.warnings)
+        return Outcome(doc, 0, None, plan)
+    graph = manager.run(graph)
+    result = ctx.export(graph)
+    check(result)
+    first_feeds = next(iter(parity_data))
+    doc["input"] = describe(model, first_feeds, path=source)
+    doc["output"] = describe(result, first_feeds, path=target)
+    doc["passes"] = [r.to_dict() for r in manager.records]
+    tolerance = _tolerance(pipeline, options.tolerance)
+    held = True
+    doc["parity"], doc["latency"] = {}, {}
+    if options.verify:
+        say("parity")
+        parity = compare_models(model, result, parity_data, providers[0], options.threads)
+        failures = parity.failures(tolerance)
+        held = not failures
+        doc["parity"] = {"tolerance": str(tolerance), "held": held, "failures": failures,
+                         "data": getattr(parity_data, "description", "generated"), "outputs": parity.to_dict()}
+        say("latency")
+        doc["latency"] = _latency([model, result], first_feeds, providers, options)
+    doc["warnings"] = ctx.warnings
+    if held or options.force:
+        save_model(result, target)
+        doc["output"]["bytes"] = file_bytes(target)
+        return Outcome(doc, 0, target)
+    doc["output"]["path"] = None
+    return Outcome(doc, 1, None)
+
+
+def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
+           options: RunOptions = RunOptions(), progress: Progress | None = None) -> Outcome:
+    """Parity and latency of ``candidate`` against ``reference``; exit code 1 when parity fails."""
+    say = progress or (lambda _msg: None)
+    providers = resolve_providers(options.providers)
+    reference, candidate = load_model(reference_path), load_model(candidate_path)
+    _check_same_interface(reference, candidate)
+    data = _parity_data(reference, options)
+    tolerance = Tolerance.parse(options.tolerance or "exact")
+    say("parity")
+    parity = compare_models(reference, candidate, data, providers[0], options.threads)
+    failures = parity.failures(tolerance)
+    doc = reporting.header("", providers)
+    first = next(iter(data))
+    doc["input"] = describe(reference, first, path=Path(reference_path))
+    doc["output"] = describe(candidate, first, path=Path(candidate_path))
+    doc["passes"] = []
+    doc["parity"] = {"tolerance": str(tolerance), "held": not failures, "failures": failures,
+                     "data": getattr(data, "description", "generated"), "outputs": parity.to_dict()}
+    say("latency")
+    doc["latency"] = _latency([reference, candidate], first, providers, options)
+    doc["warnings"] = []
+    return Outcome(doc, 0 if not failures else 1, None)
+
+
+def inspect(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Op histogram, params, bytes, FLOPs by op type, inputs and outputs of one model."""
+    model = load_model(path)
+    feeds = random_feeds(model, input_shapes or {}, seed)
+    doc = describe(model, feeds, path=Path(path))
+    doc["inputs"] = [_value_info(v) for v in model.graph.input if v.name not in _initializer_names(model)]
+    doc["outputs"] = [_value_info(v) for v in model.graph.output]
+    doc["opset"] = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    doc["feed_shapes"] = {k: list(v.shape) for k, v in feeds.items()}
+    return doc
+
+
+def describe(model: onnx.ModelProto, feeds: dict[str, np.ndarray], path: Path | None) -> dict[str, Any]:
+    """Costs of one model: bytes, params, FLOPs and node counts (raw and as ORT runs it)."""
+    stats = model_stats(model)
+    if path is not None and path.exists():
+        size = file_bytes(path)
+    else:
+        size = None if is_large(model) else model.ByteSize()
+    packed = None if is_large(model) else compressed_bytes(model.SerializeToString())
+    return {
+        "path": str(path) if path is not None else None,
+        "bytes": size,
+        "compressed_bytes": packed,
+        "params": stats.params,
+        "nonzero_params": stats.nonzero_params,
+        "flops": flops(model, feeds),
+        "nodes": stats.nodes,
+        "nodes_optimized": optimized_node_count(model),
+        "op_histogram": stats.op_histogram,
+    }
+
+
+def _check_output_path(source: Path, target: Path, dry_run: bool) -> None:
+    same = target.resolve() == source.resolve() or (target.exists() and source.exists() and os.path.samefile(source, target))
+    if same:
+        raise UsageError(f"output path {target} is the input file; choose another -o")
+    if dry_run:
+        return
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output directory {parent} is not writable")
+    if target.is_dir():
+        raise UsageError(f"output path {target} is a directory")
+
+
+def _parity_data(model: onnx.ModelProto, options: RunOptions) -> Iterable[dict[str, np.ndarray]]:
+    if options.data:
+        data = open_data(options.data, model, preprocess=options.preprocess, seed=options.seed,
+                         input_shapes=options.input_shapes)
+        next(iter(data))  # fail now, before any work, on data that does not fit the model
+        return data
+    return [random_feeds(model, options.input_shapes, options.seed)]
+
+
+def _calibration(model: onnx.ModelProto, options: RunOptions) -> Iterable[dict[str, np.ndarray]] | None:
+    if not options.calibration_data:
+        return None
+    data = open_data(options.calibration_data, model, preprocess=options.preprocess, seed=options.seed,
+                     input_shapes=options.input_shapes)
+    next(iter(data))
+    return data
+
+
+def _tolerance(pipeline: Pipeline, text: str | None) -> Tolerance:
+    if text:
+        return Tolerance.parse(text)
+    budgets = [b for b in (spec.create().tolerance() for spec in pipeline.specs()) if b is not None]
+    tolerance = Tolerance.parse("exact")
+    if budgets:
+        tolerance = budgets[0]
+        for budget in budgets[1:]:
+            tolerance = tolerance.merge(budget)
+    return tolerance
+
+
+def _latency(models: list[onnx.ModelProto], feeds: dict[str, np.ndarray], providers: list[str],
+             options: RunOptions) -> dict[str, Any]:
+    threads = options.threads or os.cpu_count() or 1
+    out: dict[str, Any] = {}
+    for provider in providers:
+        original, result = measure_latency(models, feeds, provider, threads, max_seconds=options.latency_seconds)
+        out[provider] = {"original": original.to_dict(), "result": result.to_dict(),
+                         "ratio": _ratio(original.median_ms, result.median_ms)}
+    return out
+
+
+def _ratio(before: float, after: float) -> float | None:
+    return round(before / after, 3) if after > 0 else None
+
+
+def _plan(manager: PassManager, graph: Any) -> list[str]:
+    """Run the pipeline on a copy and describe what each pass would change and where it declines."""
+    manager.run(graph.copy())
+    lines: list[str] = []
+    for record in manager.records:
+        head = f"{record.name}{{{record.options}}}" if record.options else record.name
+        changes = ", ".join(f"{k}={v}" for k, v in record.stats.items() if not isinstance(v, (dict, list)))
+        lines.append(f"{head}: {'would change' if record.changed else 'no change'}" + (f" ({changes})" if changes else ""))
+        lines += [f"  declines {d['where']}: {d['reason']}" for d in record.declines]
+        lines += [f"  note: {n}" for n in record.notes]
+    return lines
+
+
+def _check_same_interface(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    names_a = [o.name for o in a.graph.output]
+    names_b = [o.name for o in b.graph.output]
+    if names_a != names_b:
+        raise UsageError(f"the models have different outputs: {names_a} vs {names_b}")
+
+
+def _initializer_names(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def _value_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
+    tensor = value.type.tensor_type
+    dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in tensor.shape.dim]
+    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+            if tensor.elem_type else None, "dims": dims}

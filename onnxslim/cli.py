@@ -1,0 +1,171 @@
+"""The command line: optimize, inspect, verify, passes. The only module that prints.
+
+Exit codes: 0 ok; 1 verification failed; 2 bad input or usage; 3 internal error (a bug: the
+message says so, and -v shows the traceback). Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from onnxslim import __version__, api
+from onnxslim.cli_format import format_inspect, format_outcome, format_passes
+from onnxslim.errors import OnnxSlimError, ParityError, UsageError
+from onnxslim.report import write_json
+from onnxslim.runtime.feeds import parse_input_shapes
+
+EXIT_PARITY, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+
+
+def _common(func):
+    func = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
+                        help="Bind the dynamic dims of an input (repeatable).")(func)
+    func = click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated inputs and sampling.")(func)
+    return func
+
+
+def _runtime(func):
+    func = click.option("--data", metavar="D", help="Parity inputs: .npz (keys = input names), .npy, or a folder of them.")(func)
+    func = click.option("--tolerance", metavar="T", help="'exact' or metric=value pairs, e.g. cosine=0.999,top1=0.99.")(func)
+    func = click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu,cuda,tensorrt.")(func)
+    func = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for latency and sessions.")(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxslim")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Compress ONNX models and prove the result computes the same thing."""
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+    level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output path (default IN.slim.onnx beside IN).")
+@click.option("--passes", metavar="P", help="Pipeline text, e.g. 'fold-constants,dce,prune-weights{sparsity=0.5}'.")
+@click.option("--calibration-data", metavar="C", help="Calibration data (same formats as --data, an image folder, or 'random').")
+@click.option("--preprocess", metavar="SPEC", help="Image preprocessing, e.g. 'size=224x224,mean=...,std=...,layout=NCHW'.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
+@click.option("--verify-each", is_flag=True, help="Check parity after each pass; roll back a pass that breaks its budget.")
+@click.option("--no-verify", is_flag=True, help="Skip the final parity and latency measurement.")
+@click.option("--dry-run", is_flag=True, help="Show what each pass would change; write nothing.")
+@click.option("--force", is_flag=True, help="Write the output even when parity fails (exit code stays 1).")
+@_runtime
+@_common
+@click.pass_context
+def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path | None, **flags: Any) -> None:
+    """Run a pipeline of passes on MODEL, verify the result and write it."""
+    options = _run_options(flags, verify=not flags.pop("no_verify"))
+    if report is not None:
+        _check_report_path(report)
+    outcome = api.optimize(model, output, options, progress=_progress(ctx))
+    _finish(ctx, outcome, report, lambda: format_outcome(outcome, model))
+
+
+@cli.command()
+@click.argument("reference", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("candidate", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
+@_runtime
+@_common
+@click.pass_context
+def verify(ctx: click.Context, reference: Path, candidate: Path, report: Path | None, **flags: Any) -> None:
+    """Parity and latency of CANDIDATE against REFERENCE."""
+    options = _run_options(flags)
+    outcome = api.verify(reference, candidate, options, progress=_progress(ctx))
+    _finish(ctx, outcome, report, lambda: format_outcome(outcome, reference))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_common
+@click.pass_context
+def inspect(ctx: click.Context, model: Path, as_json: bool, input_shapes: tuple[str, ...], seed: int) -> None:
+    """Op histogram, parameters, bytes, FLOPs by op type, inputs and outputs."""
+    doc = api.inspect(model, parse_input_shapes(input_shapes), seed)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(doc, indent=2))
+    elif not ctx.obj["quiet"]:
+        click.echo(format_inspect(doc))
+
+
+@cli.command("passes")
+def list_passes() -> None:
+    """Every registered pass with its options, defaults and help."""
+    click.echo(format_passes())
+
+
+def _run_options(flags: dict[str, Any], **extra: Any) -> api.RunOptions:
+    names = {f.name for f in dataclasses.fields(api.RunOptions)}
+    values = {k: v for k, v in flags.items() if k in names and v is not None}
+    values["input_shapes"] = parse_input_shapes(flags.get("input_shapes", ()))
+    values["providers"] = tuple(p.strip() for p in flags["providers"].split(",") if p.strip())
+    return api.RunOptions(**values, **extra)
+
+
+def _check_report_path(report: Path) -> None:
+    if not report.parent.is_dir():
+        raise UsageError(f"report directory {report.parent} does not exist")
+
+
+def _progress(ctx: click.Context):
+    if ctx.obj["quiet"] or not sys.stderr.isatty():
+        return None
+    return lambda message: click.echo(f"... {message}", err=True)
+
+
+def _finish(ctx: click.Context, outcome: api.Outcome, report: Path | None, render) -> None:
+    if report is not None:
+        write_json(outcome.report, report)
+    if not ctx.obj["quiet"]:
+        click.echo(render())
+    if outcome.exit_code == EXIT_PARITY:
+        raise ParityError("parity failed: " + "; ".join(outcome.report.get("parity", {}).get("failures", [])[:3])
+                          + ("" if outcome.output else " (nothing written; --force writes anyway)"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors and the contract's exit codes, never a traceback."""
+    verbose = any(a in ("-v", "-vv", "--verbose") for a in (argv or sys.argv[1:]))
+    try:
+        cli.main(args=argv, prog_name="onnxslim", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", EXIT_USAGE)
+    except click.UsageError as exc:
+        _fail(exc.format_message().replace("\n", " "), EXIT_USAGE)
+    except click.ClickException as exc:
+        _fail(exc.format_message().replace("\n", " "), EXIT_USAGE)
+    except ParityError as exc:
+        _fail(str(exc), EXIT_PARITY)
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except OnnxSlimError as exc:
+        _fail(str(exc), EXIT_INTERNAL)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if verbose:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)", EXIT_INTERNAL)
+
+
+def _fail(message: str, code: int) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "error"
+    click.echo(f"onnxslim: error: {first}", err=True)
+    sys.exit(code)

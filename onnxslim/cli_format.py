@@ -1,0 +1,119 @@
+"""Human-readable tables for the CLI: compact, aligned, one screen."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+from onnxslim.core.pipeline import format_value
+from onnxslim.core.registry import all_passes
+
+
+def format_outcome(outcome: Any, model: Path) -> str:
+    doc = outcome.report
+    if doc.get("dry_run"):
+        return "\n".join([f"dry run of '{doc['pipeline']}' on {model} (nothing written)", *outcome.plan])
+    lines = [f"{model} -> {outcome.output or 'nothing written'}"]
+    if doc.get("pipeline"):
+        lines.append(f"pipeline: {doc['pipeline']}")
+    lines += ["", _cost_table(doc["input"], doc["output"])]
+    if doc.get("passes"):
+        lines += ["", _passes_table(doc["passes"])]
+    if doc.get("parity"):
+        lines += ["", _parity_table(doc["parity"])]
+    for provider, lat in doc.get("latency", {}).items():
+        o, r = lat["original"], lat["result"]
+        lines.append(
+            f"latency {provider} (batch {o['batch']}, {o['threads']} threads, {o['runs']} runs each): "
+            f"median {o['median_ms']:.3f} -> {r['median_ms']:.3f} ms ({lat['ratio']}x), "
+            f"p90 {o['p90_ms']:.3f} -> {r['p90_ms']:.3f} ms"
+        )
+    lines += [f"warning: {w}" for w in doc.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def _cost_table(before: dict[str, Any], after: dict[str, Any]) -> str:
+    rows = [
+        ("nodes", before["nodes"], after["nodes"]),
+        ("nodes after ORT optimization", before["nodes_optimized"], after["nodes_optimized"]),
+        ("params", before["params"], after["params"]),
+        ("nonzero params", before["nonzero_params"], after["nonzero_params"]),
+        ("bytes", before["bytes"], after["bytes"]),
+        ("zip bytes", before["compressed_bytes"], after["compressed_bytes"]),
+        ("FLOPs", before["flops"]["total"], after["flops"]["total"]),
+    ]
+    out = [f"{'':30}{'before':>14}{'after':>14}{'after/before':>14}"]
+    for name, b, a in rows:
+        ratio = f"{a / b:.3f}" if isinstance(a, int) and isinstance(b, int) and b else "-"
+        out.append(f"{name:30}{_num(b):>14}{_num(a):>14}{ratio:>14}")
+    return "\n".join(out)
+
+
+def _passes_table(passes: list[dict[str, Any]]) -> str:
+    out = [f"{'pass':28}{'changed':>9}{'seconds':>9}  stats"]
+    for p in passes:
+        name = f"{p['name']}{{{p['options']}}}" if p["options"] else p["name"]
+        stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items() if not isinstance(v, (dict, list)))
+        flag = "rolled back" if p.get("rolled_back") else ("yes" if p["changed"] else "no")
+        out.append(f"{name:28}{flag:>9}{p['seconds']:>9.3f}  {stats}")
+        if p["declines"]:
+            first = p["declines"][0]
+            more = f" (+{len(p['declines']) - 1} more)" if len(p["declines"]) > 1 else ""
+            out.append(f"{'':28}  declined {first['where']}: {first['reason']}{more}")
+    return "\n".join(out)
+
+
+def _parity_table(parity: dict[str, Any]) -> str:
+    verdict = "held" if parity["held"] else "FAILED"
+    out = [f"parity on {parity['data']} (tolerance {parity['tolerance']}): {verdict}",
+           f"{'output':24}{'max_abs':>12}{'max_rel':>12}{'cosine':>12}{'sqnr_db':>10}{'top1':>8}"]
+    for name, m in parity["outputs"].items():
+        top1 = "-" if m.get("top1") is None else f"{m['top1']:.4f}"
+        out.append(f"{name[:24]:24}{m['max_abs']:>12.3g}{m['max_rel']:>12.3g}{m['cosine']:>12.6f}"
+                   f"{m['sqnr_db']:>10.1f}{top1:>8}")
+    return "\n".join(out)
+
+
+def format_inspect(doc: dict[str, Any]) -> str:
+    lines = [f"{doc['path']}: opset {doc['opset']}",
+             f"nodes {doc['nodes']} (after ORT optimization {doc['nodes_optimized']}), params {_num(doc['params'])} "
+             f"(nonzero {_num(doc['nonzero_params'])}), bytes {_num(doc['bytes'])} (zip {_num(doc['compressed_bytes'])})"]
+    for kind in ("inputs", "outputs"):
+        for v in doc[kind]:
+            lines.append(f"{kind[:-1]:7} {v['name']}: {v['dtype']} {v['dims']}")
+    flops = doc["flops"]
+    lines.append(f"FLOPs at {doc['feed_shapes']}: {_num(flops['total'])} (compute {_num(flops['compute'])}, "
+                 f"elementwise {_num(flops['elementwise'])})")
+    for op, value in flops.items():
+        if op not in ("total", "compute", "elementwise"):
+            lines.append(f"  {op:20}{_num(value):>16}")
+    lines.append("ops:")
+    for op, count in sorted(doc["op_histogram"].items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {op:28}{count:>6}")
+    return "\n".join(lines)
+
+
+def format_passes() -> str:
+    lines: list[str] = []
+    for cls in all_passes():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        kind = "exact" if cls.exact else "lossy"
+        lines.append(f"{cls.name} ({kind}): {doc}")
+        hints = typing.get_type_hints(cls.Options)
+        for f in dataclasses.fields(cls.Options):
+            choices = f.metadata.get("choices")
+            kind_text = "|".join(choices) if choices else getattr(hints[f.name], "__name__", str(hints[f.name]))
+            lines.append(f"    {f.name} ({kind_text}, default {format_value(f.default)}): {f.metadata.get('help', '')}")
+        budget = cls().tolerance() if not cls.exact else None
+        lines.append(f"    parity budget: {budget if budget is not None else 'exact'}")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,1 @@
+"""The pass infrastructure: pass base class, registry, pipeline text and the pass manager."""

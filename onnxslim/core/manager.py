@@ -1,0 +1,142 @@
+"""The pass manager: runs a pipeline over a graph and checks the graph between passes.
+
+After every pass that changed the graph it toposorts, verifies the structure and runs
+``onnx.checker`` on the export. With ``verify_each`` it also compares the graph before and
+after the pass with ONNX Runtime, under the pass's own budget (exact passes: ``exact``); a pass
+that breaks it is rolled back, the first diverging node is named, and the pipeline goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.core.pipeline import PassSpec, Pipeline, Repeat, format_options
+from onnxslim.errors import OnnxSlimError, PassError, VerificationError
+from onnxslim.ir.io import check, to_graph
+from onnxslim.ir.verify import verify_structure
+from onnxslim.runtime.parity import Tolerance, compare_models, first_divergence
+
+logger = logging.getLogger(__name__)
+
+EXACT = Tolerance.parse("exact")
+
+
+@dataclasses.dataclass
+class PassRecord:
+    """One executed pass, as the report shows it."""
+
+    name: str
+    options: str
+    changed: bool
+    seconds: float
+    stats: dict[str, Any]
+    declines: list[dict[str, str]]
+    notes: list[str]
+    rolled_back: bool = False
+    parity: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class PassManager:
+    """Runs ``pipeline``; ``parity_feeds`` (a list of feed dicts) enables per-pass parity checks."""
+
+    pipeline: Pipeline
+    ctx: PassContext
+    parity_feeds: Sequence[dict[str, np.ndarray]] | None = None
+    on_pass: Callable[[str], None] | None = None
+    records: list[PassRecord] = dataclasses.field(default_factory=list)
+
+    def check_requirements(self) -> None:
+        """Fail before any work when a pass needs calibration data that was not given."""
+        for spec in self.pipeline.specs():
+            if spec.create().needs_calibration():
+                self.ctx.require_calibration(spec.name)
+
+    def run(self, graph: gs.Graph) -> gs.Graph:
+        """Run every pass; returns the final graph (a rollback replaces the graph object)."""
+        graph, _ = self._run_items(self.pipeline.items, graph)
+        return graph
+
+    def _run_items(self, items: Sequence[PassSpec | Repeat], graph: gs.Graph) -> tuple[gs.Graph, bool]:
+        changed_any = False
+        for item in items:
+            if isinstance(item, Repeat):
+                for _ in range(item.times):
+                    graph, changed = self._run_items(item.items, graph)
+                    changed_any |= changed
+                    if not changed:
+                        break
+            else:
+                graph, changed = self._run_pass(item, graph)
+                changed_any |= changed
+        return graph, changed_any
+
+    def _run_pass(self, spec: PassSpec, graph: gs.Graph) -> tuple[gs.Graph, bool]:
+        the_pass = spec.create()
+        if self.on_pass:
+            self.on_pass(spec.name)
+        before = self.ctx.export(graph) if self.parity_feeds else None
+        start = time.perf_counter()
+        try:
+            result = the_pass.run(graph, self.ctx)
+        except OnnxSlimError:
+            raise
+        except Exception as exc:
+            raise PassError(f"pass {spec.name} failed in pipeline '{self.pipeline}': {exc}") from exc
+        seconds = time.perf_counter() - start
+        record = self._record(spec, result, seconds)
+        self.records.append(record)
+        if not result.modified:
+            return graph, False
+        graph.toposort()
+        self._verify(spec.name, graph)
+        if before is not None:
+            graph = self._check_parity(the_pass, record, before, graph)
+        return graph, not record.rolled_back
+
+    def _record(self, spec: PassSpec, result: PassResult, seconds: float) -> PassRecord:
+        return PassRecord(
+            name=spec.name,
+            options=format_options(spec.options),
+            changed=result.modified,
+            seconds=round(seconds, 4),
+            stats=result.stats,
+            declines=[d.to_dict() for d in result.declines],
+            notes=list(result.notes),
+        )
+
+    def _verify(self, name: str, graph: gs.Graph) -> None:
+        verify_structure(graph)
+        try:
+            check(self.ctx.export(graph))
+        except onnx.checker.ValidationError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise VerificationError(f"after pass {name}: onnx.checker rejects the graph: {first}") from None
+
+    def _check_parity(self, the_pass: Pass, record: PassRecord, before: onnx.ModelProto, graph: gs.Graph) -> gs.Graph:
+        tolerance = the_pass.tolerance() or EXACT
+        after = self.ctx.export(graph)
+        report = compare_models(before, after, self.parity_feeds, self.ctx.target_provider, self.ctx.threads)
+        failures = report.failures(tolerance)
+        record.parity = {"tolerance": str(tolerance), "held": not failures, "outputs": report.to_dict()}
+        if not failures:
+            return graph
+        node = first_divergence(before, after, self.parity_feeds[0], tolerance)
+        record.rolled_back = True
+        record.changed = False
+        blame = f"; first diverging node: {node}" if node else ""
+        self.ctx.warn(f"pass {the_pass.name} broke its budget ({failures[0]}){blame}; rolled back")
+        return to_graph(before)

@@ -1,0 +1,41 @@
+"""Explicit pass registry. A name registered twice by different classes is an error.
+
+The second-registration check is what catches ``passes/`` being imported twice (once as
+``onnxslim.passes`` and once as a top-level ``passes`` from the repository root).
+"""
+
+from __future__ import annotations
+
+from onnxslim.core.pass_base import Pass
+from onnxslim.errors import OptionError
+
+_REGISTRY: dict[str, type[Pass]] = {}
+
+
+class RegistryError(RuntimeError):
+    """A programming error in pass registration (never a user error)."""
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    other = _REGISTRY.get(cls.name)
+    if other is not None and other is not cls:
+        raise RegistryError(
+            f"pass {cls.name!r} registered twice: {other.__module__} and {cls.__module__} "
+            "(import the passes as onnxslim.passes, never as a top-level 'passes')"
+        )
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_pass(name: str) -> type[Pass]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise OptionError(name, None, f"unknown pass (known passes: {known})") from None
+
+
+def all_passes() -> list[type[Pass]]:
+    """Registered passes, exact ones first, each group in name order."""
+    return sorted(_REGISTRY.values(), key=lambda c: (not c.exact, c.name))

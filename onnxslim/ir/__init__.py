@@ -1,0 +1,1 @@
+"""Loading, saving and inspecting models; helpers over the onnx-graphsurgeon graph."""

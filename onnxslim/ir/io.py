@@ -1,0 +1,143 @@
+"""Load and save models: external data, models over 2 GB, atomic writes, gs round trips.
+
+A protobuf cannot be serialized above 2 GB, so a model whose size passes ``LARGE_MODEL_BYTES``
+is saved with external data and checked through the path-based checker; it is never turned
+into one byte string. Tests lower ``LARGE_MODEL_BYTES`` to exercise that path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import google.protobuf.message
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxslim.errors import ModelLoadError, UsageError
+
+logger = logging.getLogger(__name__)
+
+LARGE_MODEL_BYTES = 2**31 - 2**24  # below protobuf's 2 GiB cap, with room for the graph itself
+MIN_OPSET = 11
+_MODEL_FIELDS = ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string")
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and check a model with its external data; raise ``ModelLoadError`` on anything wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (google.protobuf.message.DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(f"{path}: not an ONNX model, or truncated ({_first_line(exc)})") from None
+    if model.ir_version == 0 or not model.HasField("graph") or not model.graph.output:
+        raise ModelLoadError(f"{path}: not an ONNX model, or truncated (no graph or no outputs)")
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: cannot read its external data ({_first_line(exc)})") from None
+    _check_opset(model, path)
+    try:
+        check(model, path)
+    except onnx.checker.ValidationError as exc:
+        raise ModelLoadError(f"{path}: rejected by onnx.checker: {_first_line(exc)}") from None
+    return model
+
+
+def check(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> None:
+    """onnx.checker on the model; by path when it is too large to serialize."""
+    if is_large(model):
+        if path is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                target = Path(tmp) / "model.onnx"
+                _save_external(model, target)
+                onnx.checker.check_model(str(target))
+            return
+        onnx.checker.check_model(str(path))
+    else:
+        onnx.checker.check_model(model)
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """True when the model's tensors alone would push a protobuf over the threshold."""
+    total = 0
+    for init in model.graph.initializer:
+        total += len(init.raw_data) if init.raw_data else init.ByteSize()
+        if total > LARGE_MODEL_BYTES:
+            return True
+    return model.ByteSize() > LARGE_MODEL_BYTES if total < LARGE_MODEL_BYTES // 2 else True
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write ``model`` to ``path`` atomically (temp file + rename), with external data if large.
+
+    The model proto may be modified (tensors moved to external data) when it is large.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{path}: output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{path}: output directory {parent} is not writable")
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".onnxslim-") as tmp:
+        staged = Path(tmp) / path.name
+        if is_large(model):
+            _save_external(model, staged)
+            data = staged.with_name(staged.name + ".data")
+            os.replace(data, path.with_name(path.name + ".data"))
+        else:
+            staged.write_bytes(model.SerializeToString())
+        os.replace(staged, path)
+
+
+def _save_external(model: onnx.ModelProto, target: Path) -> None:
+    onnx.save_model(
+        model,
+        str(target),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=target.name + ".data",
+        size_threshold=1024,
+    )
+
+
+def to_graph(model: onnx.ModelProto) -> gs.Graph:
+    return gs.import_onnx(model)
+
+
+def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
+    """Export ``graph``, keeping the model-level fields of ``template`` that gs drops."""
+    model = gs.export_onnx(graph, do_type_check=False)
+    for name in _MODEL_FIELDS:
+        setattr(model, name, getattr(template, name))
+    del model.metadata_props[:]
+    model.metadata_props.extend(template.metadata_props)
+    return model
+
+
+def file_bytes(path: str | os.PathLike) -> int:
+    """File size plus the external data files it names."""
+    path = Path(path)
+    total = path.stat().st_size
+    sidecar = path.with_name(path.name + ".data")
+    return total + (sidecar.stat().st_size if sidecar.exists() else 0)
+
+
+def _check_opset(model: onnx.ModelProto, path: Path) -> None:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version < MIN_OPSET:
+            raise ModelLoadError(
+                f"{path}: opset {opset.version} is older than {MIN_OPSET}; "
+                "upgrade it first with onnx.version_converter.convert_version"
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

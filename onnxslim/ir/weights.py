@@ -1,0 +1,75 @@
+"""Constant weights, wherever an exporter put them.
+
+A weight may be an initializer (a ``gs.Constant`` tensor) or the output of a ``Constant`` node
+(Paddle exports have no initializers at all). Every pass reads weights through
+``constant_value`` and writes them through ``replace_input``, so both look the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+_SCALAR_ATTRS = {
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
+}
+
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The array behind ``tensor`` if it is constant, else None."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) != 1 or tensor.inputs[0].op != "Constant":
+        return None
+    attrs = tensor.inputs[0].attrs
+    if isinstance(attrs.get("value"), gs.Constant):
+        return np.asarray(attrs["value"].values)
+    for key, dtype in _SCALAR_ATTRS.items():
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    return None
+
+
+def is_constant(tensor: gs.Tensor) -> bool:
+    if isinstance(tensor, gs.Constant):
+        return True
+    return len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant" and constant_value(tensor) is not None
+
+
+def replace_input(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray, suffix: str) -> gs.Constant:
+    """Point ``node.inputs[index]`` at a new constant holding ``values``.
+
+    The old tensor is never edited in place: another node may share it. It is left for
+    ``dce`` to remove once unused.
+    """
+    old = node.inputs[index]
+    new = gs.Constant(unique_name(graph, f"{old.name}_{suffix}"), np.ascontiguousarray(values))
+    node.inputs[index] = new
+    return new
+
+
+def unique_name(graph: gs.Graph, base: str) -> str:
+    taken = graph_tensor_names(graph)
+    if base not in taken:
+        return base
+    for i in itertools.count(1):
+        candidate = f"{base}_{i}"
+        if candidate not in taken:
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def graph_tensor_names(graph: gs.Graph) -> set[str]:
+    names = set(graph.tensors().keys())
+    names.update(n.name for n in graph.nodes)
+    return names
+
+
+def consumers_outside(tensor: gs.Tensor, allowed: set[int]) -> list[gs.Node]:
+    """Nodes reading ``tensor`` whose ``id`` is not in ``allowed``."""
+    return [n for n in tensor.outputs if id(n) not in allowed]

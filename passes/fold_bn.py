@@ -1,0 +1,90 @@
+"""fold-bn: fold an inference BatchNormalization into the preceding Conv, ConvTranspose or Gemm.
+
+    s  = gamma / sqrt(var + eps)
+    W' = W * s                      (on the producer's output-channel axis)
+    b' = (b - mean) * s + beta      (Gemm: b = beta_gemm * C, and beta_gemm becomes 1)
+
+Computed in float64 and cast back to the weight's dtype. Declines when the producer's output
+has another reader, when a weight or BN parameter is not constant, on training-mode BN, and on
+grouped ConvTranspose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pass_base import Decline, Pass, PassResult
+from onnxslim.core.registry import register_pass
+from onnxslim.ir.weights import constant_value, replace_input, unique_name
+
+PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
+
+
+@register_pass
+class FoldBatchNorm(Pass):
+    """Fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm."""
+
+    name = "fold-bn"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        folded = 0
+        declines: list[Decline] = []
+        for bn in [n for n in graph.nodes if n.op == "BatchNormalization" and n.domain in ("", "ai.onnx")]:
+            producer = bn.inputs[0].inputs[0] if bn.inputs[0].inputs else None
+            if producer is None or producer.op not in PRODUCERS:
+                continue
+            reason = _blocker(producer, bn)
+            if reason:
+                declines.append(Decline(bn.name, reason))
+                continue
+            _fold(graph, producer, bn)
+            folded += 1
+        return PassResult(modified=folded > 0, stats={"folded": folded}, declines=declines)
+
+
+def _blocker(producer: gs.Node, bn: gs.Node) -> str | None:
+    if len(bn.inputs[0].outputs) != 1:
+        return f"the output of {producer.op} {producer.name!r} has other readers"
+    if bn.attrs.get("training_mode", 0) or sum(1 for t in bn.outputs if t.name) > 1:
+        return "BatchNormalization is in training mode"
+    if any(constant_value(t) is None for t in bn.inputs[1:5]):
+        return "BatchNormalization parameters are not constant"
+    if constant_value(producer.inputs[1]) is None:
+        return f"the weight of {producer.name!r} is not constant"
+    if len(producer.inputs) > 2 and producer.inputs[2].name and constant_value(producer.inputs[2]) is None:
+        return f"the bias of {producer.name!r} is not constant"
+    if producer.op == "ConvTranspose" and producer.attrs.get("group", 1) != 1:
+        return "grouped ConvTranspose is not folded"
+    if producer.op == "Gemm" and bn.inputs[0].shape is not None and len(bn.inputs[0].shape) != 2:
+        return "Gemm output is not 2-D"
+    return None
+
+
+def _fold(graph: gs.Graph, producer: gs.Node, bn: gs.Node) -> None:
+    gamma, beta, mean, var = (constant_value(t).astype(np.float64) for t in bn.inputs[1:5])
+    scale = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+    weight = constant_value(producer.inputs[1])
+    has_bias = len(producer.inputs) > 2 and bool(producer.inputs[2].name)
+    bias = constant_value(producer.inputs[2]).astype(np.float64) if has_bias else np.zeros(1)
+    if producer.op == "Gemm":
+        bias = bias * producer.attrs.get("beta", 1.0)
+        producer.attrs["beta"] = 1.0
+    axis = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0 if producer.attrs.get("transB", 0) else 1}[producer.op]
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    new_weight = weight.astype(np.float64) * scale.reshape(shape)
+    new_bias = (bias - mean) * scale + beta
+    replace_input(graph, producer, 1, new_weight.astype(weight.dtype), "bnfold")
+    bias_values = new_bias.astype(weight.dtype)
+    if has_bias:
+        replace_input(graph, producer, 2, bias_values, "bnfold")
+    else:
+        name = unique_name(graph, f"{producer.name or producer.outputs[0].name}_bias_bnfold")
+        producer.inputs.append(gs.Constant(name, np.ascontiguousarray(bias_values)))
+    out = bn.outputs[0]
+    bn.inputs.clear()
+    bn.outputs.clear()
+    graph.nodes.remove(bn)
+    producer.outputs[0] = out

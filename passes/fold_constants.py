@@ -1,0 +1,182 @@
+"""fold-constants: evaluate nodes whose inputs are all constant, with a size guard.
+
+The constant part of the graph is evaluated once with ONNX Runtime (optimizations off) and
+each tensor where it meets the rest of the graph becomes a constant. A fold is applied only
+if it does not grow the model: the folded tensor may be no larger than the constants and nodes
+it makes dead (onnxsim's folding of a Tile or Expand can grow a model 10x). ``Shape`` of a
+tensor whose shape is fully static folds too. Random ops, Q/DQ, nodes with subgraphs and
+custom domains are never folded; subgraph bodies are left as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
+from onnxslim.core.registry import register_pass
+from onnxslim.ir.weights import constant_value
+from onnxslim.runtime.session import make_session
+
+logger = logging.getLogger(__name__)
+
+NEVER_FOLD = {
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Constant",
+}
+NODE_BYTES = 64  # rough serialized size of a node: what removing one saves
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldConstantsOptions(PassOptions):
+    max_growth_bytes: int = option(0, "bytes a fold may add to the model (0: a fold must not grow it)")
+
+    def validate(self) -> None:
+        if self.max_growth_bytes < 0:
+            raise self.error("max_growth_bytes", f"must be >= 0, got {self.max_growth_bytes}")
+
+
+@register_pass
+class FoldConstants(Pass):
+    """Evaluate constant subgraphs ahead of time, unless that grows the model."""
+
+    name = "fold-constants"
+    Options = FoldConstantsOptions
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        cone = _foldable_nodes(graph)
+        if not cone:
+            return PassResult(modified=False, stats={"folded": 0})
+        boundary = [t for n in cone for t in n.outputs if _read_outside(t, cone, graph)]
+        values = _evaluate(graph, cone, boundary, ctx)
+        folded, saved = 0, 0
+        declines: list[Decline] = []
+        for tensor in boundary:
+            value = values.get(tensor.name)
+            if value is None:
+                declines.append(Decline(tensor.name, "ONNX Runtime could not evaluate it"))
+                continue
+            if tensor in graph.outputs:
+                continue  # a graph output must stay the output of a node
+            freed = _freed_bytes(tensor, cone)
+            if value.nbytes > freed + self.options.max_growth_bytes:
+                declines.append(Decline(tensor.name, f"folding would grow the model ({value.nbytes} bytes for {freed})"))
+                continue
+            _replace_with_constant(tensor, value)
+            folded += 1
+            saved += freed - value.nbytes
+        if folded:
+            graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=False, remove_unused_graph_inputs=False)
+        return PassResult(modified=folded > 0, stats={"folded": folded, "bytes_saved": saved}, declines=declines)
+
+
+def _foldable_nodes(graph: gs.Graph) -> set[gs.Node]:
+    """Nodes whose every input is constant, directly or through other foldable nodes."""
+    graph.toposort(recurse_subgraphs=False)
+    const_out: set[str] = set()
+    cone: set[gs.Node] = set()
+    for node in graph.nodes:
+        if node.op == "Constant":
+            const_out.update(t.name for t in node.outputs)
+            continue
+        if not _foldable_op(node):
+            continue
+        if node.op == "Shape" and _static_shape(node.inputs[0]):
+            cone.add(node)
+            const_out.update(t.name for t in node.outputs)
+            continue
+        if node.inputs and all(not t.name or isinstance(t, gs.Constant) or t.name in const_out for t in node.inputs):
+            cone.add(node)
+            const_out.update(t.name for t in node.outputs)
+    return cone
+
+
+def _foldable_op(node: gs.Node) -> bool:
+    if node.domain not in ("", "ai.onnx") or node.op in NEVER_FOLD:
+        return False
+    return not any(isinstance(v, gs.Graph) or (isinstance(v, list) and any(isinstance(x, gs.Graph) for x in v))
+                   for v in node.attrs.values())
+
+
+def _static_shape(tensor: gs.Tensor) -> bool:
+    return tensor.shape is not None and all(isinstance(d, int) and d >= 0 for d in tensor.shape)
+
+
+def _read_outside(tensor: gs.Tensor, cone: set[gs.Node], graph: gs.Graph) -> bool:
+    return tensor in graph.outputs or any(c not in cone for c in tensor.outputs)
+
+
+def _evaluate(graph: gs.Graph, cone: set[gs.Node], boundary: list[gs.Tensor], ctx: PassContext) -> dict[str, np.ndarray]:
+    """Run the constant cone once in ONNX Runtime and return the boundary tensors' values."""
+    values: dict[str, np.ndarray] = {}
+    nodes = [n for n in graph.nodes if n in cone]
+    protos, initializers = [], {}
+    for node in nodes:
+        if node.op == "Shape" and _static_shape(node.inputs[0]):
+            start, end = node.attrs.get("start", 0), node.attrs.get("end", None)
+            values[node.outputs[0].name] = np.array(node.inputs[0].shape, dtype=np.int64)[start:end]
+            continue
+        protos.append(OnnxExporter.export_node(node))
+        for t in node.inputs:
+            if t.name and t.name not in initializers and (t.name in values or not (t.inputs and t.inputs[0] in cone)):
+                value = values.get(t.name)
+                initializers[t.name] = value if value is not None else constant_value(t)
+    wanted = [t.name for t in boundary if t.name not in values]
+    if not protos or not wanted:
+        return values
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            protos, "constant_cone", [], [onnx.helper.make_empty_tensor_value_info(n) for n in wanted],
+            [onnx.numpy_helper.from_array(np.asarray(v), name) for name, v in initializers.items()],
+        ),
+        opset_imports=list(ctx.template.opset_import),
+        ir_version=ctx.template.ir_version,
+    )
+    try:
+        session = make_session(model, "CPUExecutionProvider", optimize=False)
+        names = [o.name for o in session.get_outputs()]
+        values.update(zip(names, session.run(names, {})))
+    except Exception as exc:  # noqa: BLE001 - an op ORT cannot run on constants is simply not folded
+        logger.info("fold-constants: could not evaluate the constant subgraph: %s", exc)
+    return values
+
+
+def _freed_bytes(tensor: gs.Tensor, cone: set[gs.Node]) -> int:
+    """Bytes of the constants and nodes that only exist to compute ``tensor``."""
+    freed = 0
+    stack = [tensor]
+    seen: set[int] = set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t is not tensor and any(c not in cone for c in t.outputs):
+            continue  # still read elsewhere: stays in the model
+        value = constant_value(t) if isinstance(t, gs.Constant) or (t.inputs and t.inputs[0].op == "Constant") else None
+        if value is not None:
+            freed += value.nbytes
+            if t.inputs:
+                freed += NODE_BYTES
+            continue
+        if t.inputs and t.inputs[0] in cone:
+            freed += NODE_BYTES
+            stack.extend(t.inputs[0].inputs)
+    return freed
+
+
+def _replace_with_constant(tensor: gs.Tensor, value: np.ndarray) -> None:
+    producer = tensor.inputs[0]
+    index = producer.outputs.index(tensor)
+    producer.outputs[index] = gs.Variable(f"{tensor.name}__folded_away")
+    constant = gs.Constant(tensor.name, np.ascontiguousarray(value))
+    for consumer in list(tensor.outputs):
+        for i, t in enumerate(consumer.inputs):
+            if t is tensor:
+                consumer.inputs[i] = constant

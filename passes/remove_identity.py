@@ -1,0 +1,72 @@
+"""remove-identity: drop Identity nodes and inference-mode Dropout.
+
+A node whose output is a graph output keeps that output's name: the producer of its input is
+renamed to produce the output directly. It declines where the input is itself a graph input,
+a constant or another graph output (the graph interface would change), and on a Dropout whose
+mask is used or whose training_mode is not a constant false.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pass_base import Decline, Pass, PassResult
+from onnxslim.core.registry import register_pass
+from onnxslim.ir.weights import constant_value
+
+
+@register_pass
+class RemoveIdentity(Pass):
+    """Remove Identity and inference-mode Dropout nodes."""
+
+    name = "remove-identity"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        removed = 0
+        declines: list[Decline] = []
+        for node in [n for n in graph.nodes if n.op in ("Identity", "Dropout") and n.domain in ("", "ai.onnx")]:
+            reason = _blocker(node, graph)
+            if reason:
+                declines.append(Decline(node.name, reason))
+                continue
+            _bypass(node, graph)
+            removed += 1
+        return PassResult(modified=removed > 0, stats={"removed": removed}, declines=declines)
+
+
+def _blocker(node: gs.Node, graph: gs.Graph) -> str | None:
+    if node.op == "Dropout":
+        if len(node.outputs) > 1 and node.outputs[1].outputs:
+            return "its mask output is used"
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            mode = constant_value(node.inputs[2])
+            if mode is None or bool(mode):
+                return "training_mode is not a constant false"
+    source, out = node.inputs[0], node.outputs[0]
+    if out in graph.outputs:
+        if source in graph.inputs or source in graph.outputs or not source.inputs or source.inputs[0].op == "Constant":
+            return "it joins a graph input, constant or output to a graph output"
+    return None
+
+
+def _bypass(node: gs.Node, graph: gs.Graph) -> None:
+    source, out = node.inputs[0], node.outputs[0]
+    node.inputs.clear()
+    node.outputs.clear()
+    graph.nodes.remove(node)
+    if out in graph.outputs:
+        # Keep the output's name: the producer now writes `out`, and readers of `source` read `out`.
+        for consumer in list(source.outputs):
+            _swap_input(consumer, source, out)
+        producer = source.inputs[0]
+        producer.outputs[producer.outputs.index(source)] = out
+    else:
+        for consumer in list(out.outputs):
+            _swap_input(consumer, out, source)
+
+
+def _swap_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
+    for i, tensor in enumerate(node.inputs):
+        if tensor is old:
+            node.inputs[i] = new
