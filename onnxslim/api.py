@@ -113,8 +113,7 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
         parity = compare_models(model, result, parity_data, providers[0], options.threads)
         failures = parity.failures(tolerance)
         held = not failures
-        doc["parity"] = {"tolerance": str(tolerance), "held": held, "failures": failures,
-                         "data": getattr(parity_data, "description", "generated"), "outputs": parity.to_dict()}
+        doc["parity"] = {"data": _describe_data(parity_data), **parity.to_dict(tolerance)}
         say("latency")
         doc["latency"] = _latency([model, result], first_feeds, providers, options)
     doc["warnings"] = ctx.warnings
@@ -143,8 +142,7 @@ def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
     doc["input"] = describe(reference, first, path=Path(reference_path))
     doc["output"] = describe(candidate, first, path=Path(candidate_path))
     doc["passes"] = []
-    doc["parity"] = {"tolerance": str(tolerance), "held": not failures, "failures": failures,
-                     "data": getattr(data, "description", "generated"), "outputs": parity.to_dict()}
+    doc["parity"] = {"data": _describe_data(data), **parity.to_dict(tolerance)}
     say("latency")
     doc["latency"] = _latency([reference, candidate], first, providers, options)
     doc["warnings"] = []
@@ -255,6 +253,10 @@ def _plan(manager: PassManager, graph: Any) -> list[str]:
         lines += [f"  declines {d['where']}: {d['reason']}" for d in record.declines]
         lines += [f"  note: {n}" for n in record.notes]
     return lines
+
+
+def _describe_data(data: Iterable[dict[str, np.ndarray]]) -> str:
+    return getattr(data, "description", None) or "generated inputs (seeded normal; see README)"
 
 
 def _check_same_interface(a: onnx.ModelProto, b: onnx.ModelProto) -> None:

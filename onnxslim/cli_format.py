@@ -69,10 +69,13 @@ def _parity_table(parity: dict[str, Any]) -> str:
     verdict = "held" if parity["held"] else "FAILED"
     out = [f"parity on {parity['data']} (tolerance {parity['tolerance']}): {verdict}",
            f"{'output':24}{'max_abs':>12}{'max_rel':>12}{'cosine':>12}{'sqnr_db':>10}{'top1':>8}"]
-    for name, m in parity["outputs"].items():
+    for m in parity["outputs"]:
+        if m.get("error"):
+            out.append(f"{m['name'][:24]:24}  not compared: {m['error']}")
+            continue
         top1 = "-" if m.get("top1") is None else f"{m['top1']:.4f}"
-        out.append(f"{name[:24]:24}{m['max_abs']:>12.3g}{m['max_rel']:>12.3g}{m['cosine']:>12.6f}"
-                   f"{m['sqnr_db']:>10.1f}{top1:>8}")
+        out.append(f"{m['name'][:24]:24}{_g(m['max_abs']):>12}{_g(m['max_rel']):>12}{_g(m['cosine'], 6):>12}"
+                   f"{_g(m['sqnr_db'], 1):>10}{top1:>8}")
     return "\n".join(out)
 
 
@@ -109,6 +112,13 @@ def format_passes() -> str:
         budget = cls().tolerance() if not cls.exact else None
         lines.append(f"    parity budget: {budget if budget is not None else 'exact'}")
     return "\n".join(lines)
+
+
+def _g(value: Any, digits: int | None = None) -> str:
+    """A metric for the table; JSON keeps inf/nan as strings, shown as they are."""
+    if isinstance(value, str):
+        return value
+    return f"{value:.{digits}f}" if digits is not None else f"{value:.3g}"
 
 
 def _num(value: Any) -> str:

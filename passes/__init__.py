@@ -1,3 +1,12 @@
 """The rewrite passes. Each module registers its passes on import; the list here is explicit."""
 
-from onnxslim.passes import cleanup, fold_bn, fold_constants, remove_identity  # noqa: F401
+from onnxslim.passes import (  # noqa: F401
+    cleanup,
+    fold_bn,
+    fold_constants,
+    prune_channels,
+    prune_weights,
+    quantize,
+    remove_identity,
+    svd,
+)

@@ -35,7 +35,7 @@ class FoldBatchNorm(Pass):
             producer = bn.inputs[0].inputs[0] if bn.inputs[0].inputs else None
             if producer is None or producer.op not in PRODUCERS:
                 continue
-            reason = _blocker(producer, bn)
+            reason = _blocker(producer, bn, graph)
             if reason:
                 declines.append(Decline(bn.name, reason))
                 continue
@@ -44,8 +44,8 @@ class FoldBatchNorm(Pass):
         return PassResult(modified=folded > 0, stats={"folded": folded}, declines=declines)
 
 
-def _blocker(producer: gs.Node, bn: gs.Node) -> str | None:
-    if len(bn.inputs[0].outputs) != 1:
+def _blocker(producer: gs.Node, bn: gs.Node, graph: gs.Graph) -> str | None:
+    if len(bn.inputs[0].outputs) != 1 or bn.inputs[0] in graph.outputs:
         return f"the output of {producer.op} {producer.name!r} has other readers"
     if bn.attrs.get("training_mode", 0) or sum(1 for t in bn.outputs if t.name) > 1:
         return "BatchNormalization is in training mode"

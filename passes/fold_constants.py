@@ -53,7 +53,7 @@ class FoldConstants(Pass):
         cone = _foldable_nodes(graph)
         if not cone:
             return PassResult(modified=False, stats={"folded": 0})
-        boundary = [t for n in cone for t in n.outputs if _read_outside(t, cone, graph)]
+        boundary = [t for n in graph.nodes if id(n) in cone for t in n.outputs if _read_outside(t, cone, graph)]
         values = _evaluate(graph, cone, boundary, ctx)
         folded, saved = 0, 0
         declines: list[Decline] = []
@@ -76,11 +76,11 @@ class FoldConstants(Pass):
         return PassResult(modified=folded > 0, stats={"folded": folded, "bytes_saved": saved}, declines=declines)
 
 
-def _foldable_nodes(graph: gs.Graph) -> set[gs.Node]:
+def _foldable_nodes(graph: gs.Graph) -> set[int]:
     """Nodes whose every input is constant, directly or through other foldable nodes."""
     graph.toposort(recurse_subgraphs=False)
     const_out: set[str] = set()
-    cone: set[gs.Node] = set()
+    cone: set[int] = set()
     for node in graph.nodes:
         if node.op == "Constant":
             const_out.update(t.name for t in node.outputs)
@@ -88,11 +88,11 @@ def _foldable_nodes(graph: gs.Graph) -> set[gs.Node]:
         if not _foldable_op(node):
             continue
         if node.op == "Shape" and _static_shape(node.inputs[0]):
-            cone.add(node)
+            cone.add(id(node))
             const_out.update(t.name for t in node.outputs)
             continue
         if node.inputs and all(not t.name or isinstance(t, gs.Constant) or t.name in const_out for t in node.inputs):
-            cone.add(node)
+            cone.add(id(node))
             const_out.update(t.name for t in node.outputs)
     return cone
 
@@ -108,14 +108,14 @@ def _static_shape(tensor: gs.Tensor) -> bool:
     return tensor.shape is not None and all(isinstance(d, int) and d >= 0 for d in tensor.shape)
 
 
-def _read_outside(tensor: gs.Tensor, cone: set[gs.Node], graph: gs.Graph) -> bool:
-    return tensor in graph.outputs or any(c not in cone for c in tensor.outputs)
+def _read_outside(tensor: gs.Tensor, cone: set[int], graph: gs.Graph) -> bool:
+    return tensor in graph.outputs or any(id(c) not in cone for c in tensor.outputs)
 
 
-def _evaluate(graph: gs.Graph, cone: set[gs.Node], boundary: list[gs.Tensor], ctx: PassContext) -> dict[str, np.ndarray]:
+def _evaluate(graph: gs.Graph, cone: set[int], boundary: list[gs.Tensor], ctx: PassContext) -> dict[str, np.ndarray]:
     """Run the constant cone once in ONNX Runtime and return the boundary tensors' values."""
     values: dict[str, np.ndarray] = {}
-    nodes = [n for n in graph.nodes if n in cone]
+    nodes = [n for n in graph.nodes if id(n) in cone]
     protos, initializers = [], {}
     for node in nodes:
         if node.op == "Shape" and _static_shape(node.inputs[0]):
@@ -124,7 +124,7 @@ def _evaluate(graph: gs.Graph, cone: set[gs.Node], boundary: list[gs.Tensor], ct
             continue
         protos.append(OnnxExporter.export_node(node))
         for t in node.inputs:
-            if t.name and t.name not in initializers and (t.name in values or not (t.inputs and t.inputs[0] in cone)):
+            if t.name and t.name not in initializers and (t.name in values or not (t.inputs and id(t.inputs[0]) in cone)):
                 value = values.get(t.name)
                 initializers[t.name] = value if value is not None else constant_value(t)
     wanted = [t.name for t in boundary if t.name not in values]
@@ -147,7 +147,7 @@ def _evaluate(graph: gs.Graph, cone: set[gs.Node], boundary: list[gs.Tensor], ct
     return values
 
 
-def _freed_bytes(tensor: gs.Tensor, cone: set[gs.Node]) -> int:
+def _freed_bytes(tensor: gs.Tensor, cone: set[int]) -> int:
     """Bytes of the constants and nodes that only exist to compute ``tensor``."""
     freed = 0
     stack = [tensor]
@@ -157,7 +157,7 @@ def _freed_bytes(tensor: gs.Tensor, cone: set[gs.Node]) -> int:
         if id(t) in seen:
             continue
         seen.add(id(t))
-        if t is not tensor and any(c not in cone for c in t.outputs):
+        if t is not tensor and any(id(c) not in cone for c in t.outputs):
             continue  # still read elsewhere: stays in the model
         value = constant_value(t) if isinstance(t, gs.Constant) or (t.inputs and t.inputs[0].op == "Constant") else None
         if value is not None:
@@ -165,7 +165,7 @@ def _freed_bytes(tensor: gs.Tensor, cone: set[gs.Node]) -> int:
             if t.inputs:
                 freed += NODE_BYTES
             continue
-        if t.inputs and t.inputs[0] in cone:
+        if t.inputs and id(t.inputs[0]) in cone:
             freed += NODE_BYTES
             stack.extend(t.inputs[0].inputs)
     return freed

@@ -131,7 +131,7 @@ class PassManager:
         after = self.ctx.export(graph)
         report = compare_models(before, after, self.parity_feeds, self.ctx.target_provider, self.ctx.threads)
         failures = report.failures(tolerance)
-        record.parity = {"tolerance": str(tolerance), "held": not failures, "outputs": report.to_dict()}
+        record.parity = report.to_dict(tolerance)
         if not failures:
             return graph
         node = first_divergence(before, after, self.parity_feeds[0], tolerance)

@@ -1,0 +1,1 @@
+"""Graph analyses that produce plans: channel dependency groups and their rules."""

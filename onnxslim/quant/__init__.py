@@ -1,0 +1,1 @@
+"""Quantization internals: calibration collectors, qparams, QDQ placement."""

@@ -1,0 +1,1 @@
+"""Weight sparsity internals: importance criteria, N:M masks, reconstruction, sparse storage."""

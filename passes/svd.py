@@ -1,0 +1,1 @@
+"""Placeholder: the pass is being written."""
