@@ -1,0 +1,206 @@
+"""Tolerance text, metric values, streaming accumulation, model comparison, blame."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnxslim.errors import DataError, UsageError
+from onnxslim.runtime.data import open_data
+from onnxslim.runtime.parity import (
+    OutputParity,
+    Tolerance,
+    _Accumulator,
+    compare_models,
+    first_divergence,
+    is_class_scores,
+)
+
+
+def _metrics(*pairs) -> OutputParity:
+    acc = _Accumulator("y")
+    for a, b in pairs:
+        acc.add(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    return acc.result()
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("exact", "exact"),
+        ("cosine=0.999, top1=0.99", "cosine=0.999,top1=0.99"),
+        (
+            "top1=0.99,sqnr_db=30,max_rel=1e-3,max_abs=1e-05,exact",
+            "exact,max_abs=1e-05,max_rel=0.001,sqnr=30,top1=0.99",
+        ),
+        ("none", "none"),
+    ],
+)
+def test_tolerance_parse_and_print(text, canonical):
+    tol = Tolerance.parse(text)
+    assert str(tol) == canonical
+    assert Tolerance.parse(str(tol)) == tol
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty --tolerance"),
+        ("cosin=0.9", "unknown tolerance 'cosin=0.9'"),
+        ("cosine=abc", "'abc' is not a number"),
+        ("cosine=1.5", r"out of range \[-1, 1\]"),
+        ("top1=-0.1", "out of range"),
+        ("max_abs=nan", "out of range"),
+        ("cosine=0.9,cosine=0.8", "twice"),
+        ("strict", "unknown tolerance"),
+    ],
+)
+def test_tolerance_parse_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        Tolerance.parse(text)
+
+
+def test_tolerance_merge_takes_the_looser_bound():
+    a = Tolerance.parse("cosine=0.999,max_abs=0.01")
+    b = Tolerance.parse("cosine=0.99,top1=0.98,max_abs=0.001")
+    assert str(a.merge(b)) == "max_abs=0.01,cosine=0.99,top1=0.98"
+    exact = Tolerance.parse("exact")
+    assert exact.merge(exact) == exact
+    assert exact.merge(a) == a
+    assert a.merge(Tolerance()) == a
+
+
+def test_identical_outputs():
+    m = _metrics(([[1.0, 2.0], [3.0, -4.0]], [[1.0, 2.0], [3.0, -4.0]]))
+    assert (m.max_abs, m.max_rel, m.cosine, m.sqnr_db, m.top1, m.max_ref) == (
+        0.0,
+        0.0,
+        1.0,
+        math.inf,
+        1.0,
+        4.0,
+    )
+    assert Tolerance.parse("exact,cosine=1,sqnr=200,top1=1").check([m]) == []
+
+
+def test_known_perturbation():
+    m = _metrics(([[3.0, 4.0]], [[3.0, 4.5]]))
+    assert m.max_abs == 0.5 and m.max_rel == 0.125
+    assert m.sqnr_db == pytest.approx(10 * math.log10(25 / 0.25))
+    assert m.cosine == pytest.approx((9 + 18) / (5 * math.sqrt(9 + 20.25)))
+    assert m.top1 == 1.0
+    failures = Tolerance.parse("exact,sqnr=30,cosine=0.99").check([m])
+    assert failures == [
+        "y: max_abs 0.5 > 1e-05 + 0.0001 × max|a| = 0.00041 (exact)",
+        "y: sqnr 20 < 30",
+    ]
+
+
+def test_streaming_matches_one_shot():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((10, 6)).astype(np.float32)
+    b = a + 0.01 * rng.standard_normal((10, 6)).astype(np.float32)
+    streamed = _metrics((a[:3], b[:3]), (a[3:7], b[3:7]), (a[7:], b[7:]))
+    whole = _metrics((a, b))
+    for key in ("max_abs", "max_rel", "cosine", "sqnr_db", "top1", "elements"):
+        assert getattr(streamed, key) == pytest.approx(getattr(whole, key), rel=1e-12)
+
+
+def test_top1_agreement_and_rule():
+    m = _metrics(([[0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]))
+    assert m.top1 == 0.5
+    assert Tolerance.parse("top1=0.9").check([m]) == ["y: top1 0.5 < 0.9"]
+    assert _metrics(([1.0, 2.0], [1.0, 2.0])).top1 is None  # 1-D: no class axis
+    assert Tolerance.parse("top1=0.9").check([_metrics(([1.0], [5.0]))]) == []
+    assert not is_class_scores((4, 1), np.dtype(np.float32))
+    assert not is_class_scores((4, 10), np.dtype(np.int64))
+
+
+def test_nan_in_candidate_fails_and_shared_nan_does_not():
+    bad = _metrics(([1.0, 2.0], [1.0, float("nan")]))
+    assert math.isnan(bad.max_abs) and Tolerance.parse("cosine=0.5").check([bad])
+    assert Tolerance.parse("exact").check([bad])
+    same = _metrics(([1.0, float("nan"), float("inf")], [1.0, float("nan"), float("inf")]))
+    assert same.max_abs == 0.0 and Tolerance.parse("exact").check([same]) == []
+
+
+def test_zero_reference():
+    m = _metrics(([0.0, 0.0], [0.0, 1e-7]))
+    assert m.max_rel == math.inf and m.cosine == 0.0 and m.sqnr_db == -math.inf
+    assert Tolerance.parse("exact").check([m]) == []  # the absolute floor covers near-zero outputs
+
+
+def test_shape_mismatch_is_reported():
+    acc = _Accumulator("y")
+    acc.add(np.zeros((2, 3)), np.zeros((2, 4)))
+    (failure,) = Tolerance.parse("none").check([acc.result()])
+    assert failure == "y: shape [2, 4] differs from the reference's [2, 3]"
+
+
+def test_compare_models(chain, mlp):
+    report = compare_models(chain(2.0), chain(2.0), open_data("random", chain(2.0), batch_size=4))
+    assert report.holds(Tolerance.parse("exact")) and (report.batches, report.samples) == (8, 32)
+    close = compare_models(chain(2.0), chain(2.001), open_data("random", chain(2.0), batch_size=4))
+    (failure,) = close.failures(Tolerance.parse("exact"))
+    assert failure.startswith("Y: max_abs")
+    assert close.holds(Tolerance.parse("cosine=0.9999,sqnr=40"))
+    document = close.to_dict(Tolerance.parse("exact"))
+    assert document["held"] is False and document["tolerance"] == "exact"
+    json.dumps(report.to_dict(), allow_nan=False)  # sqnr=inf is written as "inf"
+    assert report.outputs[0].to_dict()["sqnr_db"] == "inf"
+
+
+def test_compare_models_errors(chain, mlp):
+    with pytest.raises(UsageError, match="outputs differ"):
+        two = chain()
+        two.graph.output.append(two.graph.output[0])
+        two.graph.output[1].name = "A"
+        compare_models(chain(), two, [])
+    with pytest.raises(DataError, match="no batches"):
+        compare_models(chain(), chain(), [])
+    with pytest.raises(DataError, match="no data for model input"):
+        compare_models(chain(), chain(), [{"Z": np.zeros((1, 5), np.float32)}])
+
+
+def test_first_divergence_names_the_node(chain):
+    feeds = {"X": np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)}
+    exact = Tolerance.parse("exact")
+    found = first_divergence(chain(2.0, 1.0), chain(2.5, 1.0), feeds, exact)
+    assert (found.node, found.op_type, found.tensor) == ("mul", "Mul", "M")
+    assert "max_abs" in str(found) and str(found).startswith("node 'mul' (Mul) output 'M'")
+    assert first_divergence(chain(2.0, 1.0), chain(2.0, 1.5), feeds, exact).node == "add"
+    assert first_divergence(chain(), chain(), feeds, exact) is None
+
+
+def test_first_divergence_sees_folded_constants(build):
+    """A tensor computed in the reference and stored as an initializer in the candidate."""
+    two = np.full(5, 2.0, np.float32)
+    reference = build("g (float[N,5] X) => (float[N,5] Y) { S = Add(H, H)\n Y = Mul(X, S) }", H=two / 2)
+    reference.graph.node[0].name = "fold_me"
+    candidate = build("g (float[N,5] X) => (float[N,5] Y) { Y = Mul(X, S) }", S=two + 1)
+    found = first_divergence(
+        reference, candidate, {"X": np.ones((1, 5), np.float32)}, Tolerance.parse("exact")
+    )
+    assert (found.node, found.tensor) == ("fold_me", "S")
+
+
+_bounds = {
+    "max_abs": st.floats(0, 1e6),
+    "max_rel": st.floats(0, 1e6),
+    "cosine": st.floats(-1, 1),
+    "sqnr": st.floats(-1e3, 1e3),
+    "top1": st.floats(0, 1),
+}
+
+
+@settings(deadline=None)
+@given(st.booleans(), st.fixed_dictionaries({}, optional=_bounds))
+def test_tolerance_text_round_trips(exact, bounds):
+    tol = Tolerance(exact=exact, **bounds)
+    assert Tolerance.parse(str(tol)) == tol
+    assert tol.merge(tol) == tol
