@@ -11,6 +11,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.registry import register_pass
+from onnxslim.ir.nodes import subgraphs
 
 
 @register_pass
@@ -34,10 +35,7 @@ class DeadCodeElimination(Pass):
 def count_nodes(graph: gs.Graph) -> int:
     total = 0
     for node in graph.nodes:
-        total += 1
-        for value in node.attrs.values():
-            subs = value if isinstance(value, list) else [value]
-            total += sum(count_nodes(s) for s in subs if isinstance(s, gs.Graph))
+        total += 1 + sum(count_nodes(sub) for sub in subgraphs(node))
     return total
 
 

@@ -17,6 +17,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
+from onnxslim.ir.nodes import is_onnx_op
 from onnxslim.ir.weights import constant_value, replace_input, unique_name
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
@@ -31,7 +32,7 @@ class FoldBatchNorm(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         folded = 0
         declines: list[Decline] = []
-        for bn in [n for n in graph.nodes if n.op == "BatchNormalization" and n.domain in ("", "ai.onnx")]:
+        for bn in [n for n in graph.nodes if is_onnx_op(n, "BatchNormalization")]:
             producer = bn.inputs[0].inputs[0] if bn.inputs[0].inputs else None
             if producer is None or producer.op not in PRODUCERS:
                 continue

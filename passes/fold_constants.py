@@ -21,6 +21,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.ir.nodes import is_onnx_op, subgraphs
 from onnxslim.ir.weights import constant_value
 from onnxslim.runtime.session import make_session
 
@@ -78,7 +79,7 @@ class FoldConstants(Pass):
 
 def _foldable_nodes(graph: gs.Graph) -> set[int]:
     """Nodes whose every input is constant, directly or through other foldable nodes."""
-    graph.toposort(recurse_subgraphs=False)
+    graph.toposort(recurse_subgraphs=False, recurse_functions=False, mode="nodes")
     const_out: set[str] = set()
     cone: set[int] = set()
     for node in graph.nodes:
@@ -98,10 +99,7 @@ def _foldable_nodes(graph: gs.Graph) -> set[int]:
 
 
 def _foldable_op(node: gs.Node) -> bool:
-    if node.domain not in ("", "ai.onnx") or node.op in NEVER_FOLD:
-        return False
-    return not any(isinstance(v, gs.Graph) or (isinstance(v, list) and any(isinstance(x, gs.Graph) for x in v))
-                   for v in node.attrs.values())
+    return is_onnx_op(node) and node.op not in NEVER_FOLD and not subgraphs(node)
 
 
 def _static_shape(tensor: gs.Tensor) -> bool:

@@ -13,6 +13,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
+from onnxslim.ir.nodes import is_onnx_op
 from onnxslim.ir.weights import constant_value
 
 
@@ -25,7 +26,7 @@ class RemoveIdentity(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         removed = 0
         declines: list[Decline] = []
-        for node in [n for n in graph.nodes if n.op in ("Identity", "Dropout") and n.domain in ("", "ai.onnx")]:
+        for node in [n for n in graph.nodes if is_onnx_op(n, "Identity", "Dropout")]:
             reason = _blocker(node, graph)
             if reason:
                 declines.append(Decline(node.name, reason))
@@ -37,7 +38,7 @@ class RemoveIdentity(Pass):
 
 def _blocker(node: gs.Node, graph: gs.Graph) -> str | None:
     if node.op == "Dropout":
-        if len(node.outputs) > 1 and node.outputs[1].outputs:
+        if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1] in graph.outputs):
             return "its mask output is used"
         if len(node.inputs) > 2 and node.inputs[2].name:
             mode = constant_value(node.inputs[2])

@@ -35,7 +35,7 @@ def run_pass(the_pass: Pass, model: onnx.ModelProto, ctx: PassContext | None = N
     ctx = ctx or PassContext(model)
     graph = to_graph(model)
     result = the_pass.run(graph, ctx)
-    graph.toposort()
+    graph.toposort(recurse_functions=False, mode="nodes")
     out = to_model(graph, model)
     onnx.checker.check_model(out, full_check=True)
     return out, result

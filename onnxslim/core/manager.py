@@ -101,7 +101,7 @@ class PassManager:
         self.records.append(record)
         if not result.modified:
             return graph, False
-        graph.toposort()
+        graph.toposort(recurse_functions=False, mode="nodes")  # functions pass through untouched
         self._verify(spec.name, graph)
         if before is not None:
             graph = self._check_parity(the_pass, record, before, graph)
@@ -137,6 +137,6 @@ class PassManager:
         node = first_divergence(before, after, self.parity_feeds[0], tolerance)
         record.rolled_back = True
         record.changed = False
-        blame = f"; first diverging node: {node}" if node else ""
+        blame = f"; first divergence at {node}" if node else ""
         self.ctx.warn(f"pass {the_pass.name} broke its budget ({failures[0]}){blame}; rolled back")
         return to_graph(before)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from typing import Any, Union
 
@@ -202,7 +203,7 @@ def _coerce(pass_name: str, key: str, hint: Any, parts: list[tuple[str, bool]]) 
     if len(parts) != 1:
         raise OptionError(pass_name, key, "takes one value, not a ';' list")
     text = parts[0][0].replace(_ESCAPED_SEMI, ";")
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin in (Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         if text == "none":
             return None

@@ -1,8 +1,9 @@
 """Load and save models: external data, models over 2 GB, atomic writes, gs round trips.
 
-A protobuf cannot be serialized above 2 GB, so a model whose size passes ``LARGE_MODEL_BYTES``
+A protobuf cannot be serialized above 2 GB, so a model whose tensors pass the threshold
 is saved with external data and checked through the path-based checker; it is never turned
-into one byte string. Tests lower ``LARGE_MODEL_BYTES`` to exercise that path.
+into one byte string. The threshold is ``onnxslim.runtime.session.LARGE_MODEL_BYTES``; tests
+lower it to exercise that path.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.errors import ModelLoadError, UsageError
+from onnxslim.runtime import session
 
 logger = logging.getLogger(__name__)
 
-LARGE_MODEL_BYTES = 2**31 - 2**24  # below protobuf's 2 GiB cap, with room for the graph itself
 MIN_OPSET = 11
 _MODEL_FIELDS = ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string")
 
@@ -65,20 +66,12 @@ def check(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> None
 
 
 def is_large(model: onnx.ModelProto) -> bool:
-    """True when the model's tensors alone would push a protobuf over the threshold."""
-    total = 0
-    for init in model.graph.initializer:
-        total += len(init.raw_data) if init.raw_data else init.ByteSize()
-        if total > LARGE_MODEL_BYTES:
-            return True
-    return model.ByteSize() > LARGE_MODEL_BYTES if total < LARGE_MODEL_BYTES // 2 else True
+    """True when the model's tensors would push one protobuf past ``session.LARGE_MODEL_BYTES``."""
+    return session.tensor_bytes(model) >= session.LARGE_MODEL_BYTES
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (temp file + rename), with external data if large.
-
-    The model proto may be modified (tensors moved to external data) when it is large.
-    """
+    """Write ``model`` to ``path`` atomically (temp file + rename), with external data if large."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -97,6 +90,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
 
 
 def _save_external(model: onnx.ModelProto, target: Path) -> None:
+    """Save with every tensor in ``target``.data; ``model`` is left as it was (data in memory)."""
     onnx.save_model(
         model,
         str(target),
@@ -105,6 +99,7 @@ def _save_external(model: onnx.ModelProto, target: Path) -> None:
         location=target.name + ".data",
         size_threshold=1024,
     )
+    onnx.load_external_data_for_model(model, str(target.parent))  # saving moved the data out of the proto
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from onnxslim.errors import VerificationError
+from onnxslim.ir.nodes import subgraphs
 
 
 def verify_structure(graph: gs.Graph, outer: set[str] | None = None, where: str = "graph") -> None:
@@ -23,7 +24,7 @@ def verify_structure(graph: gs.Graph, outer: set[str] | None = None, where: str 
                 raise VerificationError(f"{where}: tensor {out.name!r} is produced twice")
             produced.add(out.name)
     try:
-        graph.toposort(recurse_subgraphs=False)
+        graph.toposort(recurse_subgraphs=False, recurse_functions=False, mode="nodes")
     except Exception as exc:  # gs raises a bare Exception on cycles
         raise VerificationError(f"{where}: the graph has a cycle ({exc})") from None
     known = available | produced
@@ -31,18 +32,8 @@ def verify_structure(graph: gs.Graph, outer: set[str] | None = None, where: str 
         for tensor in node.inputs:
             if tensor.name and tensor.name not in known:
                 raise VerificationError(f"{where}: node {node.name!r} reads {tensor.name!r}, which nothing produces")
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             verify_structure(sub, known, f"{where}/{node.name}")
     for out in graph.outputs:
         if out.name not in known:
             raise VerificationError(f"{where}: output {out.name!r} is not produced")
-
-
-def _subgraphs(node: gs.Node) -> list[gs.Graph]:
-    subs: list[gs.Graph] = []
-    for value in node.attrs.values():
-        if isinstance(value, gs.Graph):
-            subs.append(value)
-        elif isinstance(value, list):
-            subs.extend(v for v in value if isinstance(v, gs.Graph))
-    return subs

@@ -1,0 +1,147 @@
+"""Loading and saving: what must survive a pipeline, the >2 GB path, atomic writes, bad files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxslim import api
+from onnxslim.errors import ModelLoadError
+from onnxslim.ir import io as ir_io
+from onnxslim.runtime import session as ort_session
+
+
+def _rich_model(rng) -> onnx.ModelProto:
+    """If with outer-scope reads, a model-local function, a com.microsoft op, fp16 and bf16 data."""
+    then_g = helper.make_graph([helper.make_node("Add", ["h", "one"], ["t_out"])], "then", [],
+                               [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([helper.make_node("Sub", ["h", "one"], ["e_out"])], "else", [],
+                               [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)])
+    func = helper.make_function("local", "Double", ["a"], ["b"],
+                                [helper.make_node("Add", ["a", "a"], ["b"])], [helper.make_opsetid("", 17)])
+    nodes = [
+        helper.make_node("Identity", ["x"], ["xi"]),
+        helper.make_node("MatMul", ["xi", "w"], ["h"]),
+        helper.make_node("ReduceSum", ["h"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["branch"], then_branch=then_g, else_branch=else_g),
+        helper.make_node("Double", ["branch"], ["doubled"], domain="local"),
+        helper.make_node("Gelu", ["doubled"], ["y"], domain="com.microsoft"),
+        helper.make_node("Cast", ["y"], ["y16"], to=TensorProto.FLOAT16),
+        helper.make_node("Add", ["y16", "bias16"], ["out16"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "rich",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("out16", TensorProto.FLOAT16, ["N", 4]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [numpy_helper.from_array(rng.normal(size=(4, 4)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+         numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+         numpy_helper.from_array(rng.normal(size=4).astype(np.float16), "bias16"),
+         helper.make_tensor("unused_bf16", TensorProto.BFLOAT16, [2], [1.0, 2.0])],
+    )
+    model = helper.make_model(graph, functions=[func], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("local", 1)])
+    model.ir_version = 8
+    model.producer_name = "test-exporter"
+    helper.set_model_props(model, {"author": "tests", "license": "MIT"})
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_default_pipeline_preserves_everything_it_must(tmp_path, rng):
+    source = tmp_path / "rich.onnx"
+    onnx.save(_rich_model(rng), source)
+    before = source.read_bytes()
+    outcome = api.optimize(source, tmp_path / "rich.out.onnx")
+    assert outcome.exit_code == 0, outcome.report["parity"]
+    assert source.read_bytes() == before
+    out = onnx.load(tmp_path / "rich.out.onnx")
+    assert [i.name for i in out.graph.input] == ["x"]
+    assert [o.name for o in out.graph.output] == ["out16", "cond"]
+    assert {p.key: p.value for p in out.metadata_props} == {"author": "tests", "license": "MIT"}
+    assert out.producer_name == "test-exporter" and out.ir_version == 8
+    assert [f.name for f in out.functions] == ["Double"]
+    ops = [n.op_type for n in out.graph.node]
+    assert "If" in ops and "Gelu" in ops and "Double" in ops and "Identity" not in ops
+    branch = next(n for n in out.graph.node if n.op_type == "If")
+    assert [n.op_type for n in branch.attribute[0].g.node] in (["Add"], ["Sub"])
+    assert out.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    assert outcome.report["parity"]["held"]
+
+
+def test_large_model_path_uses_external_data(tmp_path, rng, monkeypatch):
+    monkeypatch.setattr(ort_session, "LARGE_MODEL_BYTES", 1000)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+        [numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), "w")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    serialize = onnx.ModelProto.SerializeToString
+    calls = []
+
+    def guarded(self, *args, **kwargs):  # a large model must never become one byte string
+        calls.append(self.ByteSize())
+        return serialize(self, *args, **kwargs)
+
+    ir_io._save_external(model, tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx.data").exists()
+    loaded = ir_io.load_model(tmp_path / "big.onnx")
+    assert ir_io.is_large(loaded)
+    monkeypatch.setattr(onnx.ModelProto, "SerializeToString", guarded)
+    ir_io.save_model(loaded, tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx.data").stat().st_size >= 64 * 64 * 4
+    assert all(size < 1000 for size in calls)
+    monkeypatch.setattr(onnx.ModelProto, "SerializeToString", serialize)
+    again = ir_io.load_model(tmp_path / "out.onnx")
+    w = next(numpy_helper.to_array(i) for i in again.graph.initializer)
+    np.testing.assert_array_equal(w, numpy_helper.to_array(model.graph.initializer[0]))
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path, rng):
+    model = _rich_model(rng)
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"previous")
+    ir_io.save_model(model, target)
+    assert onnx.load(target).graph.name == "rich"
+    assert sorted(os.listdir(tmp_path)) == ["out.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not an onnx model", "not an ONNX model"),
+        (b"", "not an ONNX model"),
+    ],
+)
+def test_load_rejects_non_onnx(tmp_path, content, message):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message):
+        ir_io.load_model(bad)
+
+
+def test_load_rejects_old_opset(tmp_path):
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]), opset_imports=[helper.make_opsetid("", 9)])
+    onnx.save(model, tmp_path / "old.onnx")
+    with pytest.raises(ModelLoadError, match="opset 9 is older than 11"):
+        ir_io.load_model(tmp_path / "old.onnx")
+
+
+def test_load_rejects_what_the_checker_rejects(tmp_path):
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["nowhere"], ["y"])], "broken", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "broken.onnx")
+    with pytest.raises(ModelLoadError, match="rejected by onnx.checker"):
+        ir_io.load_model(tmp_path / "broken.onnx")
