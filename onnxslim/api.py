@@ -117,12 +117,13 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
         say("latency")
         doc["latency"] = _latency([model, result], first_feeds, providers, options)
     doc["warnings"] = ctx.warnings
+    exit_code = 0 if held else 1  # --force writes a failing result but still says it failed
     if held or options.force:
         save_model(result, target)
         doc["output"]["bytes"] = file_bytes(target)
-        return Outcome(doc, 0, target)
+        return Outcome(doc, exit_code, target)
     doc["output"]["path"] = None
-    return Outcome(doc, 1, None)
+    return Outcome(doc, exit_code, None)
 
 
 def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,

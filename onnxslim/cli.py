@@ -23,7 +23,29 @@ from onnxslim.runtime.feeds import parse_input_shapes
 EXIT_PARITY, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
 
+def _verbosity(func):
+    """-q/-v accepted after the command too (``onnxslim optimize m.onnx -q``), as pipelines write them."""
+
+    def apply(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value:
+            ctx.ensure_object(dict)[param.name] = value
+            _configure_logging(ctx.obj.get("verbose", 0), ctx.obj.get("quiet", False))
+        return value
+
+    func = click.option("-v", "--verbose", count=True, expose_value=False, callback=apply,
+                        help="More logging (-vv for debug).")(func)
+    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=apply,
+                        help="Print nothing but errors.")(func)
+    return func
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else max(logging.WARNING - 10 * verbose, logging.DEBUG)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True, level=level)
+
+
 def _common(func):
+    func = _verbosity(func)
     func = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
                         help="Bind the dynamic dims of an input (repeatable).")(func)
     func = click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated inputs and sampling.")(func)
@@ -46,8 +68,7 @@ def _runtime(func):
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Compress ONNX models and prove the result computes the same thing."""
     ctx.obj = {"verbose": verbose, "quiet": quiet}
-    level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _configure_logging(verbose, quiet)
 
 
 @cli.command()
@@ -104,6 +125,7 @@ def inspect(ctx: click.Context, model: Path, as_json: bool, input_shapes: tuple[
 
 
 @cli.command("passes")
+@_verbosity
 def list_passes() -> None:
     """Every registered pass with its options, defaults and help."""
     click.echo(format_passes())

@@ -43,3 +43,7 @@ class VerificationError(OnnxSlimError):
 
 class ParityError(OnnxSlimError):
     """The result does not match the original within the tolerance. CLI exit code 1."""
+
+
+class UnsupportedModelError(UsageError):
+    """The model uses something a pass cannot handle and cannot decline around. CLI exit code 2."""

@@ -10,7 +10,7 @@ concatenating outputs:
 * ``cosine`` = Σab / √(Σa² Σb²) (1 when both are all zeros);
 * ``sqnr_db`` = 10·log10(Σa² / Σ(a − b)²), +inf when a = b everywhere;
 * ``top1``: the share of rows whose argmax agrees, for outputs shaped like class scores:
-  floating point, 2-D ``[N, C]`` with C > 1 (see ``is_class_scores``); None otherwise.
+  floating point, 2-D ``[N, C]`` with C > 1, not named like an embedding (see ``is_class_scores``); None otherwise.
 
 Elements equal in both (NaN included, and infinities of the same sign) count as exact
 matches and add nothing to the sums; a NaN only in one model makes ``max_abs`` NaN, which
@@ -98,10 +98,15 @@ class Divergence:
         return f"node {self.node!r} ({self.op_type}) output {self.tensor!r}: {'; '.join(self.failures)}"
 
 
-def is_class_scores(shape: tuple[int, ...], dtype: np.dtype) -> bool:
-    """Whether an output gets a top-1 metric: floating point, 2-D ``[N, C]`` with C > 1."""
+_NOT_SCORES = ("embed", "hidden", "feature", "pool", "vector")
+
+
+def is_class_scores(shape: tuple[int, ...], dtype: np.dtype, name: str = "") -> bool:
+    """Whether an output gets a top-1 metric: floating point, 2-D ``[N, C]`` with C > 1, and not
+    named like an embedding (``sentence_embedding`` [N, 384] is not a set of class scores)."""
     floating = dtype.kind == "f" or dtype.name == "bfloat16"
-    return floating and len(shape) == 2 and shape[1] > 1
+    named_vector = any(word in name.lower() for word in _NOT_SCORES)
+    return floating and len(shape) == 2 and shape[1] > 1 and not named_vector
 
 
 def compare_models(
@@ -195,7 +200,7 @@ class _Accumulator:
             return
         self.shape = self.shape or a.shape
         self.elements += a.size
-        self.top1_applies = self.top1_applies and is_class_scores(a.shape, a.dtype)
+        self.top1_applies = self.top1_applies and is_class_scores(a.shape, a.dtype, self.name)
         if a.size == 0:
             return
         x, y = _as_float(a), _as_float(b)

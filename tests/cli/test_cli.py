@@ -1,0 +1,164 @@
+"""The command line as users and pipelines run it: exit codes, one-line errors, nothing written on failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import onnx
+import pytest
+from helpers import model_from_text
+
+import onnxslim
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "docs" / "report.schema.json").read_text())
+
+CONV_BN = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,3,8,8] input) => (float[N,4] logits) {
+    c = Conv<pads=[1,1,1,1]>(input, w, b)
+    n = BatchNormalization(c, gamma, beta, mean, var)
+    i = Identity(n)
+    r = Relu(i)
+    p = GlobalAveragePool(r)
+    logits = Flatten(p)
+}"""
+
+
+def onnxslim_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onnxslim", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.normal(size=(4, 3, 3, 3)), "b": rng.normal(size=4), "gamma": rng.uniform(0.5, 2, 4),
+               "beta": rng.normal(size=4), "mean": rng.normal(size=4), "var": rng.uniform(0.5, 2, 4)}
+    model = model_from_text(CONV_BN, {k: v.astype(np.float32) for k, v in weights.items()})
+    path = tmp_path_factory.mktemp("cli") / "model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_optimize_writes_default_output_report_and_table(model_path, tmp_path):
+    source = tmp_path / "m.onnx"
+    source.write_bytes(model_path.read_bytes())
+    proc = onnxslim_cli("optimize", source, "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m.slim.onnx").exists()
+    assert "parity" in proc.stdout and "latency" in proc.stdout and "fold-bn" in proc.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["pipeline"] == "remove-identity,fold-constants,fold-bn,dce"
+    assert report["output"]["op_histogram"] == {"Conv": 1, "Flatten": 1, "GlobalAveragePool": 1, "Relu": 1}
+    assert report["parity"]["held"] is True
+
+
+def test_same_input_pipeline_and_seed_give_identical_bytes(model_path, tmp_path):
+    for name in ("a.onnx", "b.onnx"):
+        assert onnxslim_cli("optimize", model_path, "-o", tmp_path / name, "--seed", "3", "-q").returncode == 0
+    assert digest(tmp_path / "a.onnx") == digest(tmp_path / "b.onnx")
+
+
+def test_parity_failure_exits_1_writes_nothing_but_the_report(model_path, tmp_path):
+    out = tmp_path / "out.onnx"
+    proc = onnxslim_cli("optimize", model_path, "-o", out, "--tolerance", "max_abs=0", "--report", tmp_path / "r.json")
+    assert proc.returncode == 1, proc.stderr
+    assert not out.exists()
+    assert proc.stderr.count("\n") == 1 and "parity failed" in proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["parity"]["held"] is False
+    forced = onnxslim_cli("optimize", model_path, "-o", out, "--tolerance", "max_abs=0", "--force")
+    assert forced.returncode == 1 and out.exists()
+
+
+def test_verify_each_reports_parity_per_pass(model_path, tmp_path):
+    proc = onnxslim_cli("optimize", model_path, "-o", tmp_path / "o.onnx", "--verify-each", "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    folded = next(p for p in report["passes"] if p["name"] == "fold-bn")
+    assert folded["parity"]["held"] is True and not folded["rolled_back"]
+
+
+def test_dry_run_writes_nothing_and_shows_the_plan(model_path, tmp_path):
+    proc = onnxslim_cli("optimize", model_path, "-o", tmp_path / "o.onnx", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "o.onnx").exists()
+    assert "fold-bn: would change (folded=1)" in proc.stdout
+
+
+def test_verify_inspect_and_passes(model_path, tmp_path):
+    same = onnxslim_cli("verify", model_path, model_path)
+    assert same.returncode == 0 and "held" in same.stdout
+    other = tmp_path / "other.onnx"
+    model = onnx.load(model_path)
+    model.graph.initializer[0].raw_data = (onnx.numpy_helper.to_array(model.graph.initializer[0]) * 2).tobytes()
+    onnx.save(model, other)
+    differs = onnxslim_cli("verify", model_path, other)
+    assert differs.returncode == 1 and "parity failed" in differs.stderr
+    inspected = onnxslim_cli("inspect", model_path)
+    assert inspected.returncode == 0
+    assert "BatchNormalization" in inspected.stdout and "FLOPs" in inspected.stdout
+    listed = onnxslim_cli("passes")
+    assert listed.returncode == 0
+    for name in ("fold-constants", "dce", "fold-bn", "remove-identity"):
+        assert name in listed.stdout
+
+
+BAD_INPUTS = {
+    "missing file": (["optimize", "{tmp}/nope.onnx", "-o", "{tmp}/bad.onnx"], "no such file"),
+    "not ONNX": (["optimize", "{tmp}/garbage.onnx", "-o", "{tmp}/bad.onnx"], "not an ONNX model"),
+    "truncated": (["optimize", "{tmp}/truncated.onnx", "-o", "{tmp}/bad.onnx"], "not an ONNX model"),
+    "checker rejects": (["optimize", "{tmp}/broken.onnx", "-o", "{tmp}/bad.onnx"], "rejected by onnx.checker"),
+    "unknown pass": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--passes", "no-such-pass"], "unknown pass"),
+    "unknown option": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--passes", "fold-constants{nope=1}"], "unknown option"),
+    "mistyped option": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--passes", "fold-constants{max_growth_bytes=lots}"], "expected a int"),
+    "lossy pass without calibration data": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--passes", "quantize"], "calibration data"),
+    "output equals input": (["optimize", "{tmp}/same.onnx", "-o", "{tmp}/same.onnx"], "is the input file"),
+    "output directory missing": (["optimize", "{model}", "-o", "{tmp}/no/such/dir/bad.onnx"], "does not exist"),
+    "output directory is a file": (["optimize", "{model}", "-o", "{tmp}/garbage.onnx/bad.onnx"], "does not exist"),
+    "unknown data key": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--data", "{tmp}/k.npz"], "names no model input"),
+    "malformed input shape": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--input-shape", "input=1xbig"], "input-shape"),
+    "bad tolerance": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--tolerance", "closeness=1"], "closeness"),
+    "unavailable provider": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--providers", "cpu,cuda"], "onnxslim[gpu]"),
+    "unknown flag": (["optimize", "{model}", "-o", "{tmp}/bad.onnx", "--frobnicate"], "frobnicate"),
+    "verify with a missing file": (["verify", "{model}", "{tmp}/nope.onnx"], "no such file"),
+    "inspect garbage": (["inspect", "{tmp}/garbage.onnx"], "not an ONNX model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, model_path, tmp_path):
+    (tmp_path / "garbage.onnx").write_text("not an onnx model")
+    (tmp_path / "truncated.onnx").write_bytes(model_path.read_bytes()[:300])
+    (tmp_path / "same.onnx").write_bytes(model_path.read_bytes())
+    broken = onnx.load(model_path)
+    broken.graph.node[0].input[0] = "nowhere"
+    (tmp_path / "broken.onnx").write_bytes(broken.SerializeToString())
+    np.savez(tmp_path / "k.npz", nosuch=np.zeros((1, 3, 8, 8), np.float32))
+    before = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
+    args, message = BAD_INPUTS[case]
+    proc = onnxslim_cli(*[a.replace("{tmp}", str(tmp_path)).replace("{model}", str(model_path)) for a in args])
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "bad.onnx").exists()
+    assert {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_this_checkout_is_the_onnxslim_imported():
+    # The public OnnxSlim on PyPI has the same import name; the two must not share an environment.
+    assert Path(onnxslim.__file__).resolve().is_relative_to(REPO)
