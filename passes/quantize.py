@@ -1,1 +1,326 @@
-"""Placeholder: the pass is being written."""
+"""quantize: QDQ int8 post-training quantization, calibrated, verified with the real kernels.
+
+Weights: int8 symmetric, per output channel (or per tensor); bias int32 with
+scale = s_input · s_weight. Activations: uint8 asymmetric on CPU,
+scale = (max − min) / 255 and zero_point = round(−min / scale) with min ≤ 0 ≤ max; int8
+symmetric (zero point 0) for TensorRT or with ``activation_type=int8``. Placement follows
+ORT's integer kernels (``onnxslim.quant.placement``); statistics are streamed
+(``onnxslim.quant.calibration``).
+
+Steps: plan → calibrate (one ORT run per batch; a second for histogram methods) → probe every
+quantized layer alone with the real kernels (its error, and AVX2 int16 saturation, which gets
+that layer 7-bit weights) → quantize → mixed precision: while the model's output cosine on a
+few calibration samples (real kernels) is under ``target_cosine``, keep the layers with the
+largest measured error in float → time fp32 against int8 and warn (or, with
+``require_speedup``, keep fp32) when int8 is slower.
+
+Limits: opset < 13 is upgraded with onnx's version converter (refused if that fails);
+Gemm with alpha/beta ≠ 1 or a non-vector bias stays float; ConvTranspose with groups is
+quantized per tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
+from onnxslim.core.registry import register_pass
+from onnxslim.errors import UsageError
+from onnxslim.ir.io import to_graph
+from onnxslim.quant import calibration, cpu
+from onnxslim.quant.placement import Plan, node_key, plan
+from onnxslim.quant.probe import LayerProbe, probe_layer
+from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
+from onnxslim.quant.qparams import QParams, activation_params
+from onnxslim.runtime.bench import measure_latency
+from onnxslim.runtime.parity import Tolerance, compare_models
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeOptions(PassOptions):
+    method: str = option("minmax", "activation calibration method", choices=calibration.METHODS)
+    percentile: float = option(99.999, "percentile of |x| kept by method=percentile")
+    per_channel: bool = option(True, "weights per output channel (false: per tensor)")
+    activation_type: str = option("auto", "activations: uint8 asymmetric, int8 symmetric; auto = int8 for "
+                                  "TensorRT, else uint8", choices=("auto", "uint8", "int8"))
+    saturation: str = option("auto", "7-bit weights against AVX2 int16 saturation: auto = the layers the "
+                             "real kernels show saturating (CPUs without VNNI), all, off", choices=("auto", "all", "off"))
+    activation_matmul: bool = option(True, "also quantize MatMul of two activations (attention)")
+    target_cosine: float | None = option(0.995, "mixed precision: keep layers in float until the output "
+                                         "cosine on calibration samples reaches this (none: off)")
+    max_excluded: float = option(0.25, "mixed precision keeps at most this share of quantized layers in float")
+    exclude: tuple[str, ...] = option((), "node names kept in float")
+    calibration_samples: int | None = option(None, "use at most this many calibration samples (none: all)")
+    check_samples: int = option(64, "calibration samples used by the probes and mixed precision")
+    bins: int = option(2048, "histogram bins for percentile/entropy/mse")
+    check_speed: bool = option(True, "time fp32 against int8 after quantizing")
+    require_speedup: bool = option(False, "keep the fp32 graph when int8 is not faster")
+
+    def validate(self) -> None:
+        if not 50.0 < self.percentile <= 100.0:
+            raise self.error("percentile", "must be in (50, 100]")
+        if self.target_cosine is not None and not -1.0 <= self.target_cosine <= 1.0:
+            raise self.error("target_cosine", "must be in [-1, 1]")
+        if not 0.0 <= self.max_excluded <= 1.0:
+            raise self.error("max_excluded", "must be in [0, 1]")
+        if self.calibration_samples is not None and self.calibration_samples < 1:
+            raise self.error("calibration_samples", "must be at least 1")
+        if self.check_samples < 1:
+            raise self.error("check_samples", "must be at least 1")
+        if self.bins < 256:
+            raise self.error("bins", "must be at least 256")
+        if self.require_speedup and not self.check_speed:
+            raise self.error("require_speedup", "needs check_speed=true")
+
+
+@register_pass
+class Quantize(Pass):
+    """QDQ int8 quantization with streaming calibration and automatic mixed precision."""
+
+    name = "quantize"
+    Options = QuantizeOptions
+    exact = False
+
+    def needs_calibration(self) -> bool:
+        return True
+
+    def tolerance(self) -> Tolerance:
+        target = self.options.target_cosine
+        return Tolerance(cosine=0.985 if target is None else min(0.985, target - 0.01))
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        o = self.options
+        start = time.perf_counter()
+        work = _upgraded(graph, ctx)
+        act_type = o.activation_type if o.activation_type != "auto" else (
+            "int8" if ctx.target_provider == "TensorrtExecutionProvider" else "uint8")
+        base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
+        declines = [Decline(w, r) for w, r in base.declines]
+        if not base.compute:
+            return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
+        if len(work.nodes) and any(n.op == "BatchNormalization" for n in work.nodes):
+            ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
+        data = _Limited(ctx.require_calibration(self.name), o.calibration_samples)
+        names = base.tensors
+        stats = calibration.collect(_activations(ctx, work, names, data), names, o.method, o.bins,
+                                    rerun=lambda: _activations(ctx, work, names, data))
+        act = _act_params(base, stats, o, act_type)
+        t_calib = time.perf_counter() - start
+        check_feeds = _first_samples(data, o.check_samples)
+        probes, choices = self._probe(work, base, act, ctx, check_feeds, act_type)
+        result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, act_type)
+        candidate, chosen, excluded, cosine = result
+        stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start)
+        notes: list[str] = []
+        if o.check_speed:
+            keep = self._speed(ctx, work, candidate, check_feeds, stats_out, notes)
+            if not keep:
+                return PassResult(False, stats_out, declines, notes)
+        _transplant(graph, candidate)
+        stats_out["seconds_total"] = round(time.perf_counter() - start, 3)
+        return PassResult(True, stats_out, declines, notes)
+
+    def _probe(self, work: gs.Graph, p: Plan, act, ctx, feeds, act_type):
+        """Per-layer error with the real kernels; 7-bit weights where the int16 pair sums saturate."""
+        o = self.options
+        risk = o.saturation == "all" or (o.saturation == "auto" and cpu.saturation_risk(ctx.target_provider, act_type))
+        nodes = {node_key(n): n for n in work.nodes}
+        values = _layer_inputs(ctx, work, [nodes[k] for k in p.compute], feeds)
+        probes: dict[str, LayerProbe] = {}
+        choices: dict[str, WeightChoice] = {}
+        for key in p.compute:
+            node = nodes[key]
+            absorbed = _absorbed(node, p)
+            choice = WeightChoice(o.per_channel, o.saturation == "all")
+            probe = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider)
+            if probe.saturated and risk and not choice.bits7:
+                choice = WeightChoice(o.per_channel, True)
+                probe = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider)
+                probe.saturated = True
+            probes[key], choices[key] = probe, choice
+        return probes, choices
+
+    def _mixed_precision(self, work, base: Plan, act, choices, probes, ctx, feeds, act_type):
+        """Greedy exclusion by measured layer error: doubling, then bisection on the count."""
+        o = self.options
+        reference = ctx.export(work)
+
+        def build(k: int):
+            exclude = {p.node for p in ranked[:k]}
+            p = plan(work, set(o.exclude) | exclude, o.activation_matmul, act_type == "uint8")
+            g = work.copy()
+            materialize(g, p, act, choices)
+            model = ctx.export(g)
+            report = compare_models(reference, model, [feeds], ctx.target_provider, ctx.threads)
+            return g, p, exclude, min(out.cosine for out in report.outputs)
+
+        ranked = sorted(probes.values(), key=lambda p: -p.error)
+        best = build(0)
+        if o.target_cosine is None or best[3] >= o.target_cosine:
+            return best[0], best[1], [], best[3]
+        limit = max(1, int(o.max_excluded * len(ranked)))
+        lo, k, found = 0, 1, None
+        while k <= limit:
+            trial = build(k)
+            if trial[3] >= o.target_cosine:
+                found = (k, trial)
+                break
+            lo, k = k, min(limit, 2 * k) if k < limit else limit + 1
+        if found is None:
+            trial = build(limit)
+            ctx.warn(f"quantize: output cosine {trial[3]:.4f} stays under target_cosine={o.target_cosine} with "
+                     f"{limit} layers in float (max_excluded={o.max_excluded})")
+            found = (limit, trial)
+        hi, best = found
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            trial = build(mid)
+            if trial[3] >= o.target_cosine:
+                hi, best = mid, trial
+            else:
+                lo = mid
+        return best[0], best[1], [p for p in ranked[:hi]], best[3]
+
+    def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start):
+        total = sum(p.macs for p in probes.values())
+        int8 = sum(probes[k].macs for k in chosen.compute if k in probes)
+        return {
+            "method": self.options.method,
+            "activation_type": act_type,
+            "weights": "int8 per-channel" if self.options.per_channel else "int8 per-tensor",
+            "cpu": cpu.describe(),
+            "quantized_nodes": len(chosen.compute),
+            "quantized_tensors": len(chosen.tensors),
+            "int8_mac_fraction": round(int8 / total, 4) if total else 0.0,
+            "saturation_safe_layers": sorted(k for k, c in choices.items() if c.bits7),
+            "excluded": [{"node": p.node, "op": p.op, "layer_error": round(p.error, 5), "macs": p.macs}
+                         for p in excluded],
+            "output_cosine_calibration": round(float(cosine), 6),
+            "seconds_calibration": round(t_calib, 3),
+            "seconds_total": round(time.perf_counter() - start, 3),
+        }
+
+    def _speed(self, ctx, work, candidate, feeds, stats, notes) -> bool:
+        fp32, int8 = ctx.export(work), ctx.export(candidate)
+        a, b = measure_latency([fp32, int8], feeds, ctx.target_provider, ctx.threads or 1, warmup=3,
+                               repeat=30, max_seconds=3.0)
+        stats["latency_ms"] = {"fp32": round(a.median_ms, 4), "int8": round(b.median_ms, 4),
+                               "speedup": round(a.median_ms / b.median_ms, 3) if b.median_ms else None,
+                               "provider": ctx.target_provider, "threads": ctx.threads or 1}
+        if ctx.target_provider == "CUDAExecutionProvider":
+            notes.append("CUDA runs most Q/DQ graphs unfused in float: int8 brings size, not speed")
+        if b.median_ms <= a.median_ms:
+            return True
+        message = (f"quantize: int8 is SLOWER than fp32 here ({b.median_ms:.3f} ms vs {a.median_ms:.3f} ms, "
+                   f"{ctx.target_provider}, batch {b.batch}, {ctx.threads or 1} thread(s))")
+        if self.options.require_speedup:
+            ctx.warn(message + "; kept the fp32 graph (require_speedup=true)")
+            stats["kept_fp32"] = True
+            return False
+        ctx.warn(message)
+        return True
+
+
+class _Limited:
+    """Re-iterable calibration source cut at ``limit`` samples (None: all)."""
+
+    def __init__(self, source, limit: int | None) -> None:
+        self.source, self.limit = source, limit
+
+    def __iter__(self):
+        seen = 0
+        for feeds in self.source:
+            if self.limit is not None and seen >= self.limit:
+                return
+            n = _rows(feeds)
+            if self.limit is not None and seen + n > self.limit:
+                feeds = {k: v[: self.limit - seen] for k, v in feeds.items()}
+                n = self.limit - seen
+            seen += n
+            logger.info("quantize: calibration %d samples", seen)
+            yield feeds
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def _activations(ctx: PassContext, graph: gs.Graph, names, data):
+    """``ctx.activations`` over our (possibly limited) source."""
+    saved = ctx.calibration
+    ctx.calibration = data
+    try:
+        yield from ctx.activations(graph, names)
+    finally:
+        ctx.calibration = saved
+
+
+def _first_samples(data, count: int) -> dict[str, np.ndarray]:
+    parts, seen = [], 0
+    for feeds in data:
+        parts.append(feeds)
+        seen += _rows(feeds)
+        if seen >= count:
+            break
+    return {k: np.concatenate([p[k] for p in parts])[:count] for k in parts[0]}
+
+
+def _layer_inputs(ctx, work, nodes, feeds) -> dict[str, np.ndarray]:
+    names = list(dict.fromkeys(t.name for n in nodes for t in n.inputs if t.name and not isinstance(t, gs.Constant)))
+    saved = ctx.calibration
+    ctx.calibration = [feeds]
+    try:
+        return next(iter(ctx.activations(work, names)))
+    finally:
+        ctx.calibration = saved
+
+
+def _absorbed(node: gs.Node, p: Plan) -> gs.Node | None:
+    readers = node.outputs[0].outputs
+    if len(readers) == 1 and node_key(readers[0]) in p.absorbed:
+        return readers[0]
+    return None
+
+
+def _act_params(p: Plan, stats, o: QuantizeOptions, act_type: str) -> dict[str, QParams]:
+    ranges: dict[str, tuple[float, float]] = {}
+    for name in p.tensors:
+        st = stats[name]
+        lo, hi = calibration.clipped_range(st, calibration.threshold(st, o.method, o.percentile))
+        root = p.group(name)
+        old = ranges.get(root, (0.0, 0.0))
+        ranges[root] = (min(old[0], lo), max(old[1], hi))
+    symmetric = act_type == "int8"
+    by_group = {g: activation_params(lo, hi, "uint8", symmetric) for g, (lo, hi) in ranges.items()}
+    return {name: by_group[p.group(name)] for name in p.tensors}
+
+
+def _upgraded(graph: gs.Graph, ctx: PassContext) -> gs.Graph:
+    if (graph.opset or 0) >= MIN_QDQ_OPSET:
+        return graph.copy()
+    try:
+        model = onnx.version_converter.convert_version(ctx.export(graph), MIN_QDQ_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        raise UsageError(f"quantize needs opset >= {MIN_QDQ_OPSET}; upgrading from opset "
+                                    f"{graph.opset} failed: {exc}") from None
+    return to_graph(model)
+
+
+def _transplant(graph: gs.Graph, source: gs.Graph) -> None:
+    """Make ``graph`` hold ``source``'s nodes (the manager keeps the graph object)."""
+    graph.nodes = source.nodes
+    graph.inputs = source.inputs
+    graph.outputs = source.outputs
+    graph.opset = source.opset
+
+

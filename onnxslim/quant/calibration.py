@@ -1,0 +1,146 @@
+"""Streaming activation statistics: minmax, percentile, entropy (KL) and mse.
+
+Every tensor of interest is collected in one ONNX Runtime run per batch (``ctx.activations``),
+and each batch is reduced at once into fixed-size state, so memory does not grow with the
+number of samples:
+
+* pass 1 (all methods): running min and max per tensor;
+* pass 2 (percentile, entropy, mse): a histogram of |x| with ``bins`` bins on [0, max|x|] per
+  tensor, merged by addition batch after batch (the edges are fixed by pass 1).
+
+The range of a tensor is then [max(min, -T), min(max, T)] for the threshold T the method picks:
+
+* minmax: T = max|x| (no clipping);
+* percentile: T = the ``percentile``-th percentile of |x|;
+* entropy: the T minimising KL(P || Q), P the clipped histogram and Q its quantization to
+  ``levels`` levels (TensorRT's algorithm), searched over ``bins``/``levels`` .. ``bins``;
+* mse: the T minimising the expected squared error, clipping plus rounding (step²/12).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+@dataclasses.dataclass
+class TensorStats:
+    """Streaming statistics of one tensor."""
+
+    lo: float = np.inf
+    hi: float = -np.inf
+    hist: np.ndarray | None = None
+    count: int = 0
+
+    @property
+    def amax(self) -> float:
+        return max(abs(self.lo), abs(self.hi), 0.0)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        return values.astype(np.float32)
+    return values[np.isfinite(values)] if not np.isfinite(values).all() else values
+
+
+def collect(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], method: str,
+            bins: int = 2048, progress: Callable[[int], None] | None = None,
+            rerun: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None) -> dict[str, TensorStats]:
+    """Collect statistics of ``names``; ``rerun`` restarts the stream for the histogram pass."""
+    stats = {n: TensorStats() for n in names}
+    samples = 0
+    for values in batches:
+        for name in names:
+            v = _finite(values[name])
+            if v.size:
+                st = stats[name]
+                st.lo, st.hi = min(st.lo, float(v.min())), max(st.hi, float(v.max()))
+        samples += _batch(values, names)
+        if progress:
+            progress(samples)
+    for st in stats.values():
+        if not np.isfinite(st.lo):
+            st.lo = st.hi = 0.0
+    if method == "minmax" or rerun is None:
+        return stats
+    for st in stats.values():
+        st.hist = np.zeros(bins, dtype=np.float64)
+    for values in rerun():
+        for name in names:
+            st = stats[name]
+            v = np.abs(_finite(values[name])).ravel()
+            top = st.amax or 1.0
+            h, _ = np.histogram(v, bins=bins, range=(0.0, top))
+            st.hist += h
+            st.count += v.size
+    return stats
+
+
+def _batch(values: dict[str, np.ndarray], names: Sequence[str]) -> int:
+    first = values[names[0]] if names else None
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def threshold(st: TensorStats, method: str, percentile: float = 99.999, levels: int = 128) -> float:
+    """The clipping threshold T for one tensor (see the module docstring)."""
+    if method == "minmax" or st.hist is None or st.hist.sum() == 0 or st.amax == 0:
+        return st.amax
+    width = st.amax / len(st.hist)
+    if method == "percentile":
+        cdf = np.cumsum(st.hist) / st.hist.sum()
+        idx = int(np.searchsorted(cdf, percentile / 100.0))
+        return min(st.amax, (idx + 1) * width)
+    if method == "mse":
+        return _mse_threshold(st.hist, width, levels)
+    return _kl_threshold(st.hist, width, levels)
+
+
+def clipped_range(st: TensorStats, t: float) -> tuple[float, float]:
+    return max(st.lo, -t), min(st.hi, t)
+
+
+def _mse_threshold(hist: np.ndarray, width: float, levels: int) -> float:
+    centers = (np.arange(len(hist)) + 0.5) * width
+    n = len(hist)
+    candidates = np.unique(np.linspace(max(n // 32, 1), n, 256).astype(int))
+    best, best_err = n * width, np.inf
+    for i in candidates:
+        t = i * width
+        step = t / levels
+        clip = centers > t
+        err = np.sum(hist[clip] * (centers[clip] - t) ** 2) + hist[~clip].sum() * step * step / 12.0
+        if err < best_err:
+            best, best_err = t, err
+    return float(best)
+
+
+def _kl_threshold(hist: np.ndarray, width: float, levels: int) -> float:
+    """TensorRT's entropy calibration on the |x| histogram, candidates every few bins."""
+    n = len(hist)
+    stride = max(1, (n - levels) // 256)
+    best, best_kl = n, np.inf
+    for i in range(levels, n + 1, stride):
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()
+        nonzero = p > 0
+        # quantize the first i bins into `levels` groups, spread each group over its nonzero bins
+        groups = np.minimum((np.arange(i) * levels) // i, levels - 1)
+        sums = np.bincount(groups, weights=hist[:i], minlength=levels)
+        counts = np.bincount(groups, weights=(hist[:i] > 0).astype(np.float64), minlength=levels)
+        q = np.where(nonzero, sums[groups] / np.maximum(counts[groups], 1), 0.0)
+        ps, qs = p.sum(), q.sum()
+        if ps == 0 or qs == 0:
+            continue
+        pn, qn = p[nonzero] / ps, q[nonzero] / qs
+        kl = float(np.sum(pn * np.log(pn / np.maximum(qn, 1e-12))))
+        if kl < best_kl:
+            best, best_kl = i, kl
+    return float(best * width)
