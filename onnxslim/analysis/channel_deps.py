@@ -1,0 +1,374 @@
+"""Channel dependency analysis: which channels of an ONNX graph must be removed together.
+
+A *source* is a channel space created by one layer: the output channels of a Conv with
+group=1, of a ConvTranspose, or the output features of a Gemm/MatMul with a constant weight.
+Every other tensor on a channel path carries a *layout* along its channel axis: a sequence of
+segments, each the channels of one source, every channel spanning ``inner`` consecutive
+positions (``inner`` > 1 after Flatten/Reshape merges C×H×W into one axis; the index map of
+channel ``c`` is ``offset + c·inner + [0, inner)``; Concat joins segments, Split/Slice cut them).
+
+Per-op rules (``channel_rules``) propagate layouts in topological order and declare:
+
+* unions: an elementwise op between two activations makes their sources one *group*
+  (union-find; a residual Add couples every producer in its block);
+* members: what must shrink when a group's channels go: weight/bias/normalization slices on
+  an axis, integer shape constants (Reshape, Split, Slice, Resize), the ``group`` attribute of a
+  depthwise Conv; and *consumers*: layers that read the channels on their input axis (their
+  weights lose columns; recovery refits them);
+* blockers: a reason that freezes every source of a layout. Fail closed: an op with no rule,
+  a graph input or output on the path, a reshape that is not a plain flatten or whose shape is
+  not constant, a grouped Conv, and so on.
+
+``analyze`` is pure (reads the graph, returns a ``Plan``); ``apply_plan`` is the only mutation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.ir.weights import constant_value, replace_input
+
+FIXED = -1  # source id of channels that are never pruned (e.g. a Concat input with no tracked channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """``size`` channels of ``source``, each spanning ``inner`` consecutive positions."""
+
+    source: int
+    size: int
+    inner: int = 1
+
+    @property
+    def width(self) -> int:
+        return self.size * self.inner
+
+
+Layout = tuple[Segment, ...]
+
+
+def width(layout: Layout) -> int:
+    return sum(s.width for s in layout)
+
+
+def scaled(layout: Layout, factor: int) -> Layout:
+    return tuple(Segment(s.source, s.size, s.inner * factor) for s in layout)
+
+
+def slice_layout(layout: Layout, start: int, stop: int) -> Layout | None:
+    """The segments covering positions [start, stop), or None when a cut falls inside a segment."""
+    out, pos = [], 0
+    for seg in layout:
+        lo, hi = pos, pos + seg.width
+        pos = hi
+        if hi <= start or lo >= stop:
+            continue
+        if lo < start or hi > stop:
+            return None
+        out.append(seg)
+    return tuple(out)
+
+
+def kept_positions(layout: Layout, keep: Mapping[int, np.ndarray]) -> np.ndarray:
+    """Positions along the axis that survive when each source keeps ``keep[source]`` (sorted)."""
+    parts, base = [], 0
+    for seg in layout:
+        channels = keep.get(seg.source)
+        if channels is None:
+            idx = np.arange(seg.width)
+        else:
+            idx = (np.asarray(channels)[:, None] * seg.inner + np.arange(seg.inner)).ravel()
+        parts.append(base + idx)
+        base += seg.width
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def position_owner(layout: Layout) -> list[tuple[int, np.ndarray]]:
+    """Per segment: (source, channel index of each position) in position order."""
+    return [(seg.source, np.repeat(np.arange(seg.size), seg.inner)) for seg in layout]
+
+
+@dataclasses.dataclass
+class Source:
+    id: int
+    node: str
+    op: str
+    tensor: str
+    size: int
+
+
+@dataclasses.dataclass
+class Member:
+    """Something that changes when the channels of ``layout`` shrink.
+
+    kind: ``param`` (slice input ``index`` of ``node`` on ``axis``), ``size`` (integer constant
+    input ``index`` entry ``axis`` becomes the kept width: ``mode`` "abs" of the layout, "delta"
+    old value minus the removed positions), ``attr`` (attribute ``attr`` becomes the kept width),
+    ``attr_list`` (entry ``axis`` of list attribute ``attr``, same modes as ``size``).
+    role: ``producer`` (the rows of a source), ``consumer`` (input columns of a layer reading the
+    channels; ``tensor`` is the activation it reads on ``tensor_axis``) or ``param``.
+    """
+
+    kind: str
+    node: gs.Node
+    index: int
+    axis: int
+    layout: Layout
+    role: str = "param"
+    mode: str = "abs"
+    attr: str | None = None
+    tensor: str | None = None
+    tensor_axis: int = 1
+
+    def sources(self) -> set[int]:
+        return {s.source for s in self.layout if s.source != FIXED}
+
+
+@dataclasses.dataclass
+class Group:
+    """Channels removed together: one index set applied to every source of the group."""
+
+    id: int
+    size: int
+    sources: list[Source]
+    members: list[Member]
+    reasons: list[str]
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.reasons)
+
+    def describe(self) -> str:
+        producers = ", ".join(f"{s.op} {s.node!r}" for s in self.sources)
+        ops = sorted({f"{m.node.op}" for m in self.members if m.role != "producer"})
+        consumers = sum(1 for m in self.members if m.role == "consumer")
+        return (f"group {self.id}: {self.size} channels, {len(self.sources)} producer(s) [{producers}], "
+                f"{consumers} consumer(s), {len(self.members)} member(s) ({', '.join(ops) or 'none'})")
+
+
+@dataclasses.dataclass
+class Plan:
+    sources: list[Source]
+    groups: list[Group]
+    members: list[Member]
+    spaces: dict[str, tuple[int, Layout]]
+    group_of: dict[int, int]  # source id -> group id
+
+    def prunable(self) -> list[Group]:
+        return [g for g in self.groups if not g.frozen]
+
+    def frozen(self) -> list[Group]:
+        return [g for g in self.groups if g.frozen]
+
+    def source_keep(self, keep: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Per source id, the kept channels, from ``keep`` per group id."""
+        return {sid: np.sort(np.asarray(keep[gid], np.int64)) for sid, gid in self.group_of.items() if gid in keep}
+
+    def lines(self) -> list[str]:
+        out = []
+        for g in self.groups:
+            state = "frozen: " + "; ".join(dict.fromkeys(g.reasons)) if g.frozen else "prunable"
+            out.append(f"{g.describe()} - {state}")
+        return out
+
+
+class Builder:
+    """What the rules see: spaces of tensors, constants, shapes, and the plan being built."""
+
+    def __init__(self, graph: gs.Graph, shapes: Mapping[str, Sequence[Any]]) -> None:
+        self.graph = graph
+        self.shapes = shapes
+        self.sources: list[Source] = []
+        self.parent: list[int] = []
+        self.reasons: dict[int, list[str]] = defaultdict(list)
+        self.members: list[Member] = []
+        self.spaces: dict[str, tuple[int, Layout]] = {}
+        self.shape_exprs: dict[str, list[Any]] = {}
+
+    # ---- spaces -------------------------------------------------------------------------
+    def space(self, tensor: gs.Tensor) -> tuple[int, Layout] | None:
+        return self.spaces.get(tensor.name) if tensor is not None and tensor.name else None
+
+    def set_space(self, tensor: gs.Tensor, axis: int, layout: Layout) -> None:
+        if tensor is not None and tensor.name and layout:
+            self.spaces[tensor.name] = (axis, layout)
+
+    def new_source(self, node: gs.Node, tensor: gs.Tensor, size: int) -> Layout:
+        sid = len(self.sources)
+        self.sources.append(Source(sid, node.name, node.op, tensor.name, int(size)))
+        self.parent.append(sid)
+        return (Segment(sid, int(size)),)
+
+    # ---- union-find ---------------------------------------------------------------------
+    def find(self, sid: int) -> int:
+        while self.parent[sid] != sid:
+            self.parent[sid] = self.parent[self.parent[sid]]
+            sid = self.parent[sid]
+        return sid
+
+    def union(self, a: int, b: int, where: str) -> None:
+        if a == FIXED and b == FIXED:
+            return
+        if a == FIXED or b == FIXED:
+            self.freeze_source(b if a == FIXED else a, f"{where} adds these channels to channels that are never pruned")
+            return
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+    def unify(self, a: Layout, b: Layout, where: str) -> bool:
+        if len(a) == len(b) and all(x.size == y.size and x.inner == y.inner for x, y in zip(a, b)):
+            for x, y in zip(a, b):
+                self.union(x.source, y.source, where)
+            return True
+        self.freeze(a, f"{where} couples channel layouts that do not line up")
+        self.freeze(b, f"{where} couples channel layouts that do not line up")
+        return False
+
+    def freeze(self, layout: Iterable[Segment], reason: str) -> None:
+        for seg in layout:
+            if seg.source != FIXED:
+                self.freeze_source(seg.source, reason)
+
+    def freeze_source(self, sid: int, reason: str) -> None:
+        if reason not in self.reasons[sid]:
+            self.reasons[sid].append(reason)
+
+    # ---- members ------------------------------------------------------------------------
+    def param(self, node: gs.Node, index: int, axis: int, layout: Layout, role: str = "param",
+              tensor: gs.Tensor | None = None, tensor_axis: int = 1) -> bool:
+        """Declare a constant slice; freezes the layout when the constant's size does not match."""
+        value = self.const(node.inputs[index]) if index < len(node.inputs) else None
+        if value is None:
+            self.freeze(layout, f"{node.op} {node.name!r}: input {index} is not a constant")
+            return False
+        if value.ndim <= axis or value.shape[axis] != width(layout):
+            self.freeze(layout, f"{node.op} {node.name!r}: input {index} has shape {list(value.shape)}, "
+                                f"not {width(layout)} on axis {axis}")
+            return False
+        self.members.append(Member("param", node, index, axis, layout, role,
+                                   tensor=tensor.name if tensor is not None else None, tensor_axis=tensor_axis))
+        return True
+
+    def size_edit(self, node: gs.Node, index: int, entry: int, layout: Layout, mode: str = "abs") -> None:
+        self.members.append(Member("size", node, index, entry, layout, mode=mode))
+
+    def attr_edit(self, node: gs.Node, attr: str, layout: Layout, entry: int = -1, mode: str = "abs") -> None:
+        kind = "attr" if entry < 0 else "attr_list"
+        self.members.append(Member(kind, node, -1, entry, layout, mode=mode, attr=attr))
+
+    # ---- graph facts --------------------------------------------------------------------
+    def const(self, tensor: gs.Tensor | None) -> np.ndarray | None:
+        if tensor is None or not tensor.name:
+            return None
+        return constant_value(tensor)
+
+    def shape(self, tensor: gs.Tensor) -> list[Any] | None:
+        dims = self.shapes.get(tensor.name)
+        if dims is None and isinstance(tensor, gs.Constant):
+            dims = list(tensor.values.shape)
+        if dims is None:
+            value = self.const(tensor)
+            dims = list(value.shape) if value is not None else None
+        return list(dims) if dims is not None else None
+
+    def rank(self, tensor: gs.Tensor) -> int | None:
+        dims = self.shape(tensor)
+        return len(dims) if dims is not None else None
+
+    # ---- result -------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        roots: dict[int, list[Source]] = defaultdict(list)
+        for src in self.sources:
+            roots[self.find(src.id)].append(src)
+        group_ids = {root: gid for gid, root in enumerate(sorted(roots))}
+        group_of = {src.id: group_ids[self.find(src.id)] for src in self.sources}
+        by_group: dict[int, list[Member]] = defaultdict(list)
+        for m in self.members:
+            for gid in sorted({group_of[s] for s in m.sources()}):
+                by_group[gid].append(m)
+        groups = []
+        for root, gid in sorted(group_ids.items(), key=lambda kv: kv[1]):
+            srcs = roots[root]
+            reasons = [r for s in srcs for r in self.reasons.get(s.id, [])]
+            sizes = {s.size for s in srcs}
+            if len(sizes) != 1:
+                reasons.append(f"couples sources of different sizes {sorted(sizes)}")
+            groups.append(Group(gid, srcs[0].size, srcs, by_group[gid], list(dict.fromkeys(reasons))))
+        return Plan(self.sources, groups, self.members, dict(self.spaces), group_of)
+
+
+def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Iterable[str] = ()) -> Plan:
+    """Build the channel groups of ``graph`` (toposorted) without changing it."""
+    from onnxslim.analysis.channel_rules import RULES, no_rule
+
+    b = Builder(graph, shapes)
+    excluded = set(exclude)
+    for node in graph.nodes:
+        rule = RULES.get(node.op) if (node.domain or "") in ("", "ai.onnx") else None
+        if rule is None:
+            no_rule(node, b)
+        else:
+            rule(node, b)
+        if node.name in excluded:
+            for out in node.outputs:
+                space = b.space(out)
+                if space and any(b.sources[s.source].node == node.name for s in space[1] if s.source != FIXED):
+                    b.freeze(space[1], f"{node.name!r} is excluded by the exclude option")
+    for out in graph.outputs:
+        space = b.space(out)
+        if space:
+            b.freeze(space[1], f"reaches graph output {out.name!r}")
+    return b.plan()
+
+
+def apply_plan(graph: gs.Graph, plan: Plan, keep: Mapping[int, np.ndarray]) -> dict[str, int]:
+    """Remove every channel not in ``keep[group id]``; returns counts of what changed."""
+    src_keep = plan.source_keep(keep)
+    params: dict[tuple[int, int], tuple[gs.Node, int, list[tuple[int, np.ndarray]]]] = {}
+    sizes: dict[tuple[int, int], tuple[gs.Node, list[Member]]] = {}
+    stats = {"params_sliced": 0, "shape_constants": 0, "attributes": 0}
+    for m in plan.members:
+        if not any(s in src_keep for s in m.sources()):
+            continue
+        if m.kind == "param":
+            entry = params.setdefault((id(m.node), m.index), (m.node, m.index, []))
+            if all(axis != m.axis for axis, _ in entry[2]):  # the same slice declared twice applies once
+                entry[2].append((m.axis, kept_positions(m.layout, src_keep)))
+        elif m.kind == "size":
+            sizes.setdefault((id(m.node), m.index), (m.node, []))[1].append(m)
+        else:
+            old = m.node.attrs[m.attr] if m.kind == "attr" else list(m.node.attrs[m.attr])
+            if m.kind == "attr":
+                m.node.attrs[m.attr] = _new_size(int(old), m, src_keep)
+            else:
+                old[m.axis] = _new_size(int(old[m.axis]), m, src_keep)
+                m.node.attrs[m.attr] = old
+            stats["attributes"] += 1
+    for node, index, slices in params.values():
+        value = constant_value(node.inputs[index])
+        for axis, positions in slices:
+            value = np.take(value, positions, axis=axis)
+        replace_input(graph, node, index, value, "pruned")
+        stats["params_sliced"] += 1
+    for node, edits in sizes.values():
+        value = np.array(constant_value(node.inputs[edits[0].index]), copy=True)
+        flat = value.reshape(-1)
+        for m in edits:
+            flat[m.axis] = _new_size(int(flat[m.axis]), m, src_keep)
+        replace_input(graph, node, edits[0].index, value, "pruned")
+        stats["shape_constants"] += 1
+    return stats
+
+
+def _new_size(old: int, m: Member, src_keep: Mapping[int, np.ndarray]) -> int:
+    kept = len(kept_positions(m.layout, src_keep))
+    if m.mode == "abs":
+        return kept
+    return old - (width(m.layout) - kept)

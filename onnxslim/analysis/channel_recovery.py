@@ -1,0 +1,245 @@
+"""Least-squares recovery: refit the layers that read pruned channels, without training.
+
+For each consumer (Conv with group=1, Gemm, MatMul with a constant weight) whose input lost
+channels, find weights W' and bias b' that make its output on the pruned input match the
+original model's output on the original input, over calibration samples:
+
+    min ‖ [X' 1] Θ − Y ‖²_F + λ‖Θ‖²,   Θ = (AᵀA + λI)⁻¹ AᵀY,   λ = 1e-4 · tr(AᵀA) / d
+
+X' are rows of the consumer's input in the pruned graph (im2col patches for a Conv), Y the
+matching rows of the original consumer output (only its kept output channels). AᵀA and AᵀY
+are accumulated batch by batch in float64 from a random sample of at most ``rows`` output
+positions per batch, so memory does not grow with the data. Consumers are refit level by
+level in topological order: a layer is refit on inputs produced by the already-refit layers
+above it. The relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from
+the same normal equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose and
+unnamed nodes are not refit (reported).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.core.context import PassContext
+from onnxslim.ir.weights import constant_value, replace_input, unique_name
+
+RIDGE = 1e-4
+
+
+@dataclasses.dataclass
+class LayerFit:
+    node: str
+    error_before: float
+    error_after: float
+    rows: int
+
+
+@dataclasses.dataclass
+class _Normal:
+    gram: np.ndarray
+    cross: np.ndarray
+    yy: float = 0.0
+    rows: int = 0
+
+
+def refit(ctx: PassContext, original: gs.Graph, pruned: gs.Graph, consumers: Sequence[str],
+          out_keep: Mapping[str, np.ndarray | None], rows: int, rng: np.random.Generator) -> tuple[list[LayerFit], list[str]]:
+    """Refit ``consumers`` (node names in ``pruned``) in place; returns fits and skipped notes."""
+    by_name = {n.name: n for n in pruned.nodes if n.name}
+    orig_by_name = {n.name: n for n in original.nodes if n.name}
+    todo, skipped = [], []
+    for name in consumers:
+        node = by_name.get(name)
+        reason = _unsupported(node, orig_by_name.get(name))
+        if reason:
+            skipped.append(f"{name or '?'}: not refit ({reason})")
+        else:
+            todo.append(name)
+    fits: list[LayerFit] = []
+    for level in _levels(pruned, set(todo)):
+        nodes = [by_name[n] for n in level]
+        fits += _refit_level(ctx, original, pruned, nodes, orig_by_name, out_keep, rows, rng)
+    return fits, skipped
+
+
+def _unsupported(node: gs.Node | None, orig: gs.Node | None) -> str | None:
+    if node is None or orig is None:
+        return "node has no unique name"
+    if node.op == "Conv" and (len(constant_value(node.inputs[1]).shape) != 4 or node.attrs.get("group", 1) != 1):
+        return "only 2-D Conv with group=1"
+    if node.op == "Conv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return "auto_pad SAME is not refit"
+    if node.op == "Gemm" and node.attrs.get("transA", 0):
+        return "Gemm with transA"
+    if node.op not in ("Conv", "Gemm", "MatMul"):
+        return f"{node.op} is not refit"
+    return None
+
+
+def _levels(graph: gs.Graph, consumers: set[str]) -> list[list[str]]:
+    depth: dict[str, int] = {}
+    levels: dict[int, list[str]] = {}
+    for node in graph.nodes:
+        d = max((depth.get(t.name, 0) for t in node.inputs if t.name), default=0)
+        if node.name in consumers:
+            levels.setdefault(d, []).append(node.name)
+            d += 1
+        for t in node.outputs:
+            depth[t.name] = d
+    return [levels[k] for k in sorted(levels)]
+
+
+def _refit_level(ctx, original, pruned, nodes, orig_by_name, out_keep, rows, rng) -> list[LayerFit]:
+    x_names = [n.inputs[0].name for n in nodes]
+    y_names = [orig_by_name[n.name].outputs[0].name for n in nodes]
+    acc: dict[str, _Normal] = {}
+    for ref, cur in zip(ctx.activations(original, y_names), ctx.activations(pruned, x_names)):
+        for node, xn, yn in zip(nodes, x_names, y_names):
+            a, y = _rows(node, cur[xn], ref[yn], out_keep.get(node.name), rows, rng)
+            if _intercept(node):
+                a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
+            normal = acc.get(node.name)
+            if normal is None:
+                normal = acc[node.name] = _Normal(np.zeros((a.shape[1],) * 2), np.zeros((a.shape[1], y.shape[1])))
+            normal.gram += a.T @ a
+            normal.cross += a.T @ y
+            normal.yy += float((y**2).sum())
+            normal.rows += a.shape[0]
+    fits = []
+    for node in nodes:
+        normal = acc.get(node.name)
+        if normal is None or normal.rows == 0:
+            continue
+        theta0 = _current(node)
+        d = normal.gram.shape[0]
+        lam = RIDGE * np.trace(normal.gram) / d + 1e-12
+        theta = np.linalg.solve(normal.gram + lam * np.eye(d), normal.cross)
+        before, after = _error(normal, theta0), _error(normal, theta)
+        if after < before:
+            _write(pruned, node, theta)
+        fits.append(LayerFit(node.name, before, min(after, before), normal.rows))
+    return fits
+
+
+def _intercept(node: gs.Node) -> bool:
+    """A MatMul has nowhere to put a bias unless an Add with a constant follows it."""
+    return node.op != "MatMul" or _bias_add(node) is not None
+
+
+def _error(n: _Normal, theta: np.ndarray) -> float:
+    res = n.yy - 2 * float(np.sum(theta * n.cross)) + float(np.sum(theta * (n.gram @ theta)))
+    return float(np.sqrt(max(res, 0.0) / max(n.yy, 1e-30)))
+
+
+def _rows(node: gs.Node, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None, rows: int,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    if node.op == "Conv":
+        return _conv_rows(node, x, y, keep, rows, rng)
+    x2 = x.reshape(-1, x.shape[-1])
+    y2 = y.reshape(-1, y.shape[-1])
+    if keep is not None:
+        y2 = y2[:, keep]
+    if x2.shape[0] > rows:
+        pick = rng.choice(x2.shape[0], rows, replace=False)
+        x2, y2 = x2[pick], y2[pick]
+    return x2, y2
+
+
+def _conv_rows(node, x, y, keep, rows, rng):
+    w = constant_value(node.inputs[1])
+    kh, kw = w.shape[2:]
+    sh, sw = node.attrs.get("strides", [1, 1])
+    dh, dw = node.attrs.get("dilations", [1, 1])
+    pads = node.attrs.get("pads", [0, 0, 0, 0])
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    n, _, oh, ow = y.shape
+    total = n * oh * ow
+    pick = rng.choice(total, min(rows, total), replace=False) if total > rows else np.arange(total)
+    ni, rem = np.divmod(pick, oh * ow)
+    hi, wi = np.divmod(rem, ow)
+    hh = hi[:, None] * sh + np.arange(kh) * dh
+    ww = wi[:, None] * sw + np.arange(kw) * dw
+    c = np.arange(x.shape[1])
+    patches = xp[ni[:, None, None, None], c[None, :, None, None], hh[:, None, :, None], ww[:, None, None, :]]
+    target = y[ni, :, hi, wi]
+    if keep is not None:
+        target = target[:, keep]
+    return patches.reshape(len(pick), -1), target
+
+
+def _current(node: gs.Node) -> np.ndarray:
+    """Θ of the layer as it stands (weights as rows of the design, bias last)."""
+    w = constant_value(node.inputs[1]).astype(np.float64)
+    if node.op == "Conv":
+        mat = w.reshape(w.shape[0], -1).T
+        out = w.shape[0]
+    elif node.op == "Gemm":
+        alpha = node.attrs.get("alpha", 1.0)
+        mat = (w.T if node.attrs.get("transB", 0) else w) * alpha
+        out = mat.shape[1]
+    else:
+        mat, out = w, w.shape[1]
+        if not _intercept(node):
+            return mat
+    bias = np.zeros(out)
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        b = constant_value(node.inputs[2]).astype(np.float64)
+        if node.op == "Gemm":
+            b = b * node.attrs.get("beta", 1.0)
+        bias = np.broadcast_to(b.reshape(-1) if b.size == out else b.reshape(-1)[:1], (out,)).copy()
+    elif node.op == "MatMul":
+        add = _bias_add(node)
+        if add is not None:
+            bias = constant_value(add[0].inputs[add[1]]).astype(np.float64).reshape(-1).copy()
+    return np.concatenate([mat, bias[None, :]], axis=0)
+
+
+def _bias_add(node: gs.Node) -> tuple[gs.Node, int] | None:
+    """The Add right after a MatMul that holds its bias as a [N] constant, if any."""
+    out = node.outputs[0]
+    if len(out.outputs) != 1 or out.outputs[0].op != "Add":
+        return None
+    add = out.outputs[0]
+    other = 1 if add.inputs[0] is out else 0
+    value = constant_value(add.inputs[other])
+    n = constant_value(node.inputs[1]).shape[1]
+    return (add, other) if value is not None and value.size == n and value.shape[-1] == n else None
+
+
+def _write(graph: gs.Graph, node: gs.Node, theta: np.ndarray) -> None:
+    w_old = constant_value(node.inputs[1])
+    dtype = w_old.dtype
+    mat, bias = (theta[:-1], theta[-1]) if _intercept(node) else (theta, None)
+    if node.op == "Conv":
+        replace_input(graph, node, 1, mat.T.reshape(w_old.shape).astype(dtype), "refit")
+        _set_bias(graph, node, bias.astype(dtype), 2)
+    elif node.op == "Gemm":
+        mat = mat / node.attrs.get("alpha", 1.0)
+        replace_input(graph, node, 1, (mat.T if node.attrs.get("transB", 0) else mat).astype(dtype), "refit")
+        beta = node.attrs.get("beta", 1.0)
+        if beta == 0 or len(node.inputs) < 3 or not node.inputs[2].name:
+            node.attrs["beta"] = 1.0
+            beta = 1.0
+        _set_bias(graph, node, (bias / beta).astype(dtype), 2)
+    else:
+        replace_input(graph, node, 1, mat.astype(dtype), "refit")
+        add = _bias_add(node)
+        if add is not None and bias is not None:
+            old = constant_value(add[0].inputs[add[1]])
+            replace_input(graph, add[0], add[1], bias.reshape(old.shape).astype(old.dtype), "refit")
+
+
+def _set_bias(graph: gs.Graph, node: gs.Node, bias: np.ndarray, index: int) -> None:
+    if len(node.inputs) > index and node.inputs[index].name:
+        old = constant_value(node.inputs[index])
+        replace_input(graph, node, index, bias.reshape(old.shape) if old.size == bias.size else bias, "refit")
+        return
+    while len(node.inputs) < index:
+        node.inputs.append(gs.Variable.empty())
+    name = unique_name(graph, f"{node.name}_bias_refit")
+    node.inputs.append(gs.Constant(name, np.ascontiguousarray(bias)))
