@@ -60,3 +60,20 @@ def op_types(model: onnx.ModelProto) -> list[str]:
 
 def graph_of(model: onnx.ModelProto) -> gs.Graph:
     return to_graph(model)
+
+
+def models_module(name: str):
+    """Import ``models/<name>.py`` (fetch, realdata, evaluate) by path: models/ is not a package."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    key = f"onnxslim_models_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    path = Path(__file__).resolve().parents[1] / "models" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module

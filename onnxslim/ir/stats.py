@@ -135,5 +135,6 @@ def _tensor_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict
 
 
 def compressed_bytes(data: bytes) -> int:
-    """Size after deflate, as a zip archive would store it."""
-    return len(zlib.compress(data, 6))
+    """Size after deflate, as a zip archive stores it. Level 1: level 6 takes ~10x longer on a
+    90 MB model and shrinks float weights by under 1% more; runs of pruned zeros compress alike."""
+    return len(zlib.compress(data, 1))
