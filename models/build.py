@@ -30,15 +30,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+from torch import nn
 
 HERE = Path(__file__).resolve().parent
 OPSET = 17
-IR_VERSION = 8  # the IR version that goes with opset 17; read by every onnxruntime since 1.11
+# the IR version that goes with opset 17; read by every onnxruntime since 1.11
+IR_VERSION = 8
 SPLIT_SEED = 0
 TEST_SIZE = 360
 CALIB_SIZE = 512
@@ -58,7 +59,7 @@ def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     scale = n_in / n_out
     for i in range(n_out):
         src = max((i + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(math.floor(src)), n_in - 1)
+        i0 = min(math.floor(src), n_in - 1)
         i1 = min(i0 + 1, n_in - 1)
         w1 = src - i0
         m[i, i0] += 1.0 - w1
@@ -196,7 +197,9 @@ class Transformer(nn.Module):
 # training
 
 
-def shift_augment(x8: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+def shift_augment(
+    x8: torch.Tensor, gen: torch.Generator, max_shift: int = 1
+) -> torch.Tensor:
     """Random translation of the 8x8 digits by up to max_shift pixels, zero fill."""
     n = x8.shape[0]
     padded = F.pad(x8, (max_shift,) * 4)
@@ -220,9 +223,30 @@ def to_input(name: str, x8: torch.Tensor) -> torch.Tensor:
 
 RECIPES = {
     # epochs, batch, lr, weight decay, label smoothing, augmentation shift
-    "mlp": dict(epochs=100, batch=32, lr=1e-3, wd=1e-4, smoothing=0.1, shift=1),
-    "cnn": dict(epochs=30, batch=32, lr=3e-3, wd=5e-4, smoothing=0.0, shift=1),
-    "transformer": dict(epochs=150, batch=32, lr=1e-3, wd=0.05, smoothing=0.1, shift=1),
+    "mlp": {
+        "epochs": 100,
+        "batch": 32,
+        "lr": 1e-3,
+        "wd": 1e-4,
+        "smoothing": 0.1,
+        "shift": 1,
+    },
+    "cnn": {
+        "epochs": 30,
+        "batch": 32,
+        "lr": 3e-3,
+        "wd": 5e-4,
+        "smoothing": 0.0,
+        "shift": 1,
+    },
+    "transformer": {
+        "epochs": 150,
+        "batch": 32,
+        "lr": 1e-3,
+        "wd": 0.05,
+        "smoothing": 0.1,
+        "shift": 1,
+    },
 }
 
 
@@ -237,7 +261,11 @@ def train(name: str, model: nn.Module, x8: np.ndarray, y: np.ndarray) -> nn.Modu
     warmup = steps_per_epoch * 2
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
+        lambda s: (
+            min(1.0, (s + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, total) / total))
+        ),
     )
     t0 = time.time()
     for epoch in range(r["epochs"]):
@@ -249,15 +277,20 @@ def train(name: str, model: nn.Module, x8: np.ndarray, y: np.ndarray) -> nn.Modu
             xb = xt[idx]
             if r["shift"]:
                 xb = shift_augment(xb, gen, r["shift"])
-            loss = F.cross_entropy(model(to_input(name, xb)), yt[idx], label_smoothing=r["smoothing"])
+            loss = F.cross_entropy(
+                model(to_input(name, xb)), yt[idx], label_smoothing=r["smoothing"]
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             tot_loss += loss.item() * len(idx)
         if (epoch + 1) % max(1, r["epochs"] // 5) == 0:
-            print(f"  {name} epoch {epoch + 1}/{r['epochs']} loss {tot_loss / len(xt):.4f}"
-                  f" ({time.time() - t0:.0f}s)", flush=True)
+            print(
+                f"  {name} epoch {epoch + 1}/{r['epochs']} loss {tot_loss / len(xt):.4f}"
+                f" ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
     model.eval()
     return model
 
@@ -306,10 +339,14 @@ class GraphBuilder:
         return m
 
 
-def gemm(g: GraphBuilder, x: str, lin: nn.Linear, prefix: str, out: str | None = None) -> str:
+def gemm(
+    g: GraphBuilder, x: str, lin: nn.Linear, prefix: str, out: str | None = None
+) -> str:
     w = g.init(f"{prefix}.weight", lin.weight)  # [out, in], transB=1 as torch stores it
     b = g.init(f"{prefix}.bias", lin.bias)
-    return g.node("Gemm", [x, w, b], f"/{prefix}/Gemm", out, alpha=1.0, beta=1.0, transB=1)
+    return g.node(
+        "Gemm", [x, w, b], f"/{prefix}/Gemm", out, alpha=1.0, beta=1.0, transB=1
+    )
 
 
 def export_mlp(m: MLP) -> onnx.ModelProto:
@@ -319,23 +356,39 @@ def export_mlp(m: MLP) -> onnx.ModelProto:
     x = gemm(g, x, m.fc2, "fc2")
     x = g.node("Relu", [x], "/relu2/Relu")
     gemm(g, x, m.fc3, "fc3", out="logits")
-    return g.model("mlp", ["N", 784], ["N", 10], "digits MLP 784-256-128-10, see models/README.md")
+    return g.model(
+        "mlp", ["N", 784], ["N", 10], "digits MLP 784-256-128-10, see models/README.md"
+    )
 
 
 def conv_bn(g: GraphBuilder, x: str, cb: ConvBN, prefix: str) -> str:
     c = cb.conv
     w = g.init(f"{prefix}.conv.weight", c.weight)
     k = c.kernel_size
-    x = g.node("Conv", [x, w], f"/{prefix}/conv/Conv",
-               kernel_shape=list(k), strides=list(c.stride),
-               pads=[c.padding[0], c.padding[1], c.padding[0], c.padding[1]],
-               dilations=list(c.dilation), group=c.groups)
+    x = g.node(
+        "Conv",
+        [x, w],
+        f"/{prefix}/conv/Conv",
+        kernel_shape=list(k),
+        strides=list(c.stride),
+        pads=[c.padding[0], c.padding[1], c.padding[0], c.padding[1]],
+        dilations=list(c.dilation),
+        group=c.groups,
+    )
     bn = cb.bn
-    x = g.node("BatchNormalization",
-               [x, g.init(f"{prefix}.bn.weight", bn.weight), g.init(f"{prefix}.bn.bias", bn.bias),
-                g.init(f"{prefix}.bn.running_mean", bn.running_mean),
-                g.init(f"{prefix}.bn.running_var", bn.running_var)],
-               f"/{prefix}/bn/BatchNormalization", epsilon=float(bn.eps), momentum=1.0 - float(bn.momentum))
+    x = g.node(
+        "BatchNormalization",
+        [
+            x,
+            g.init(f"{prefix}.bn.weight", bn.weight),
+            g.init(f"{prefix}.bn.bias", bn.bias),
+            g.init(f"{prefix}.bn.running_mean", bn.running_mean),
+            g.init(f"{prefix}.bn.running_var", bn.running_var),
+        ],
+        f"/{prefix}/bn/BatchNormalization",
+        epsilon=float(bn.eps),
+        momentum=1.0 - float(bn.momentum),
+    )
     if cb.relu:
         x = g.node("Relu", [x], f"/{prefix}/relu/Relu")
     return x
@@ -356,7 +409,9 @@ def export_cnn(m: CNN) -> onnx.ModelProto:
     x = g.node("GlobalAveragePool", [x], "/pool/GlobalAveragePool")
     x = g.node("Flatten", [x], "/flatten/Flatten", axis=1)
     gemm(g, x, m.fc, "fc", out="logits")
-    return g.model("cnn", ["N", 1, 28, 28], ["N", 10], "digits CNN, see models/README.md")
+    return g.model(
+        "cnn", ["N", 1, 28, 28], ["N", 10], "digits CNN, see models/README.md"
+    )
 
 
 def linear_matmul(g: GraphBuilder, x: str, lin: nn.Linear, prefix: str) -> str:
@@ -367,15 +422,21 @@ def linear_matmul(g: GraphBuilder, x: str, lin: nn.Linear, prefix: str) -> str:
 
 
 def layer_norm(g: GraphBuilder, x: str, ln: nn.LayerNorm, prefix: str) -> str:
-    return g.node("LayerNormalization",
-                  [x, g.init(f"{prefix}.weight", ln.weight), g.init(f"{prefix}.bias", ln.bias)],
-                  f"/{prefix}/LayerNormalization", axis=-1, epsilon=float(ln.eps))
+    return g.node(
+        "LayerNormalization",
+        [x, g.init(f"{prefix}.weight", ln.weight), g.init(f"{prefix}.bias", ln.bias)],
+        f"/{prefix}/LayerNormalization",
+        axis=-1,
+        epsilon=float(ln.eps),
+    )
 
 
 def export_transformer(m: Transformer) -> onnx.ModelProto:
     g = GraphBuilder()
     dh = D_MODEL // N_HEADS
-    split_shape = g.init("shape_split_heads", np.array([0, 0, N_HEADS, dh], dtype=np.int64))
+    split_shape = g.init(
+        "shape_split_heads", np.array([0, 0, N_HEADS, dh], dtype=np.int64)
+    )
     merge_shape = g.init("shape_merge_heads", np.array([0, 0, D_MODEL], dtype=np.int64))
     scale = g.init("attn_scale", np.array(1.0 / math.sqrt(dh), dtype=np.float32))
     sqrt2 = g.init("gelu_sqrt2", np.array(math.sqrt(2.0), dtype=np.float32))
@@ -413,20 +474,31 @@ def export_transformer(m: Transformer) -> onnx.ModelProto:
     x = layer_norm(g, x, m.ln_f, "ln_f")
     x = g.node("ReduceMean", [x], "/pool/ReduceMean", axes=[1], keepdims=0)
     gemm(g, x, m.head, "head", out="logits")
-    return g.model("transformer", ["N", 8, 8], ["N", 10], "digits transformer, see models/README.md")
+    return g.model(
+        "transformer",
+        ["N", 8, 8],
+        ["N", 10],
+        "digits transformer, see models/README.md",
+    )
 
 
 # --------------------------------------------------------------------------------------
 
 
 def ort_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     return sess.run(["logits"], {"input": x})[0]
 
 
 def check_upsampling(x8: np.ndarray) -> None:
-    ref = F.interpolate(torch.from_numpy(x8[:, None]), size=(28, 28), mode="bilinear",
-                        align_corners=False).numpy()[:, 0]
+    ref = F.interpolate(
+        torch.from_numpy(x8[:, None]),
+        size=(28, 28),
+        mode="bilinear",
+        align_corners=False,
+    ).numpy()[:, 0]
     err = np.abs(upsample28(x8) - ref).max()
     assert err < 1e-6, f"numpy bilinear upsampling differs from torch's: {err}"
 
@@ -436,7 +508,9 @@ def main() -> int:
     torch.use_deterministic_algorithms(True)
     x_tr, x_te, y_tr, y_te = load_split()
     check_upsampling(x_te)
-    calib_idx = np.sort(np.random.default_rng(CALIB_SEED).permutation(len(x_tr))[:CALIB_SIZE])
+    calib_idx = np.sort(
+        np.random.default_rng(CALIB_SEED).permutation(len(x_tr))[:CALIB_SIZE]
+    )
 
     builders = {
         "mlp": (MLP, export_mlp),
@@ -464,19 +538,29 @@ def main() -> int:
         assert err < PARITY_ATOL, f"{name}: ORT vs torch max abs err {err}"
         path = HERE / f"{name}.onnx"
         onnx.save_model(onnx_model, path)
-        np.savez_compressed(HERE / f"{name}_eval.npz", input=x_eval, label=y_te.astype(np.int64))
-        np.savez_compressed(HERE / f"{name}_calib.npz", input=x_calib,
-                            label=y_tr[calib_idx].astype(np.int64))
+        np.savez_compressed(
+            HERE / f"{name}_eval.npz", input=x_eval, label=y_te.astype(np.int64)
+        )
+        np.savez_compressed(
+            HERE / f"{name}_calib.npz",
+            input=x_calib,
+            label=y_tr[calib_idx].astype(np.int64),
+        )
 
         sys.path.insert(0, str(HERE))
-        from evaluate import accuracy  # noqa: E402  (onnxruntime only)
+        from evaluate import accuracy  # onnxruntime only, no torch
 
         acc, lo, hi, n = accuracy(path, HERE / f"{name}_eval.npz")
         params = sum(int(np.prod(t.dims)) for t in onnx_model.graph.initializer)
-        summary.append((name, acc, lo, hi, n, params, os.path.getsize(path), train_s, err))
-        print(f"[{name}] accuracy {acc:.2%} [{lo:.2%}, {hi:.2%}] n={n}, "
-              f"{params} params, {os.path.getsize(path)} bytes, trained in {train_s:.0f}s, "
-              f"parity max abs err {err:.2e}", flush=True)
+        summary.append(
+            (name, acc, lo, hi, n, params, os.path.getsize(path), train_s, err)
+        )
+        print(
+            f"[{name}] accuracy {acc:.2%} [{lo:.2%}, {hi:.2%}] n={n}, "
+            f"{params} params, {os.path.getsize(path)} bytes, trained in {train_s:.0f}s, "
+            f"parity max abs err {err:.2e}",
+            flush=True,
+        )
 
     print("\nmodel        accuracy  95% CI (Wilson)     params  bytes")
     for name, acc, lo, hi, n, params, size, _, _ in summary:

@@ -45,7 +45,10 @@ def eval_path_for(model_path: str | os.PathLike) -> Path:
     """models/mlp.slim.onnx -> models/mlp_eval.npz (beside the model, else beside this script)."""
     model_path = Path(model_path)
     stem = model_path.name.split(".")[0]
-    candidates = [model_path.parent / f"{stem}_eval.npz", Path(__file__).resolve().parent / f"{stem}_eval.npz"]
+    candidates = [
+        model_path.parent / f"{stem}_eval.npz",
+        Path(__file__).resolve().parent / f"{stem}_eval.npz",
+    ]
     for c in candidates:
         if c.is_file():
             return c
@@ -57,7 +60,9 @@ def _batch_size(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def predict(model_path_or_bytes, inputs: dict[str, np.ndarray], chunk: int = 256) -> np.ndarray:
+def predict(
+    model_path_or_bytes, inputs: dict[str, np.ndarray], chunk: int = 256
+) -> np.ndarray:
     import onnxruntime as ort
 
     src = model_path_or_bytes
@@ -76,7 +81,11 @@ def predict(model_path_or_bytes, inputs: dict[str, np.ndarray], chunk: int = 256
     for i in range(0, n, step):
         feed = {m.name: inputs[m.name][i : i + step] for m in feeds_meta}
         logits = sess.run([out_name], feed)[0]
-        preds.append(np.asarray(logits).reshape(len(feed[feeds_meta[0].name]), -1).argmax(axis=-1))
+        preds.append(
+            np.asarray(logits)
+            .reshape(len(feed[feeds_meta[0].name]), -1)
+            .argmax(axis=-1)
+        )
     return np.concatenate(preds)
 
 
@@ -93,9 +102,13 @@ def accuracy(model_path_or_bytes, data_path) -> tuple[float, float, float, int]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Accuracy of a digits ONNX model (onnxruntime, CPU).")
+    ap = argparse.ArgumentParser(
+        description="Accuracy of a digits ONNX model (onnxruntime, CPU)."
+    )
     ap.add_argument("model", help="model .onnx file")
-    ap.add_argument("--data", help="eval .npz (default: <stem before first '.'>_eval.npz)")
+    ap.add_argument(
+        "--data", help="eval .npz (default: <stem before first '.'>_eval.npz)"
+    )
     args = ap.parse_args(argv)
     if not os.path.isfile(args.model):
         print(f"error: model file not found: {args.model}", file=sys.stderr)
@@ -106,11 +119,13 @@ def main(argv=None) -> int:
         return 2
     try:
         acc, lo, hi, n = accuracy(args.model, data)
-    except Exception as e:  # one line, no traceback
+    except Exception as e:  # noqa: BLE001  CLI boundary: one line, no traceback
         print(f"error: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
         return 2
     k = round(acc * n)
-    print(f"{args.model}: accuracy {acc:.2%} ({k}/{n}), 95% CI [{lo:.2%}, {hi:.2%}] (Wilson) on {data}")
+    print(
+        f"{args.model}: accuracy {acc:.2%} ({k}/{n}), 95% CI [{lo:.2%}, {hi:.2%}] (Wilson) on {data}"
+    )
     return 0
 
 
