@@ -101,6 +101,7 @@ class Quantize(Pass):
         o = self.options
         start = time.perf_counter()
         work = _upgraded(graph, ctx)
+        _name_nodes(work)
         act_type = o.activation_type if o.activation_type != "auto" else (
             "int8" if ctx.target_provider == "TensorrtExecutionProvider" else "uint8")
         base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
@@ -293,16 +294,23 @@ def _absorbed(node: gs.Node, p: Plan) -> gs.Node | None:
 
 
 def _act_params(p: Plan, stats, o: QuantizeOptions, act_type: str) -> dict[str, QParams]:
-    ranges: dict[str, tuple[float, float]] = {}
+    """Per-tensor ranges from the method, merged over each shared group (Concat, pass-through)."""
+    own = {}
     for name in p.tensors:
         st = stats[name]
-        lo, hi = calibration.clipped_range(st, calibration.threshold(st, o.method, o.percentile))
-        root = p.group(name)
-        old = ranges.get(root, (0.0, 0.0))
-        ranges[root] = (min(old[0], lo), max(old[1], hi))
+        own[name] = calibration.clipped_range(st, calibration.threshold(st, o.method, o.percentile))
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, (lo, hi) in own.items():
+        old = ranges.get(p.group(name), (0.0, 0.0))
+        ranges[p.group(name)] = (min(old[0], lo), max(old[1], hi))
     symmetric = act_type == "int8"
     by_group = {g: activation_params(lo, hi, "uint8", symmetric) for g, (lo, hi) in ranges.items()}
-    return {name: by_group[p.group(name)] for name in p.tensors}
+    params = {name: by_group[p.group(name)] for name in p.tensors}
+    for name in p.zero_clip:
+        # an absorbed Relu is exact only with zero point 0: leave a group that holds negatives
+        if ranges[p.group(name)][0] < 0:
+            params[name] = activation_params(0.0, own[name][1], "uint8", symmetric)
+    return params
 
 
 def _upgraded(graph: gs.Graph, ctx: PassContext) -> gs.Graph:
@@ -316,11 +324,24 @@ def _upgraded(graph: gs.Graph, ctx: PassContext) -> gs.Graph:
     return to_graph(model)
 
 
+def _name_nodes(graph: gs.Graph) -> None:
+    """Nodes are referred to by name across plans and graph copies: name the unnamed ones."""
+    taken = {n.name for n in graph.nodes if n.name}
+    for i, node in enumerate(graph.nodes):
+        if not node.name:
+            name = f"{node.op}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
 def _transplant(graph: gs.Graph, source: gs.Graph) -> None:
     """Make ``graph`` hold ``source``'s nodes (the manager keeps the graph object)."""
     graph.nodes = source.nodes
     graph.inputs = source.inputs
     graph.outputs = source.outputs
     graph.opset = source.opset
+    graph.import_domains = source.import_domains
 
 

@@ -42,6 +42,8 @@ class Plan:
     #: Relu/Clip nodes removed because Q clips for them (uint8, zero point 0), by name; their
     #: producer writes their output tensor directly
     absorbed: list[str] = dataclasses.field(default_factory=list)
+    #: tensors written by a producer whose Relu/Clip was absorbed: their zero point must be qmin
+    zero_clip: set[str] = dataclasses.field(default_factory=set)
     #: tensor -> representative of its shared-parameter group
     parent: dict[str, str] = dataclasses.field(default_factory=dict)
     #: tensors whose float readers must read the DQ output too (fusion of their producer)
@@ -76,6 +78,8 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
     """Why a compute node is not quantized, or None."""
     if node.domain not in (None, "", "ai.onnx"):
         return "not an ONNX-domain op"
+    if any(t.inputs and t.inputs[0].op == "DequantizeLinear" for t in node.inputs if t.name):
+        return "already quantized (reads a DequantizeLinear)"
     if node.op == "MatMul":
         if constant_value(node.inputs[1]) is None:
             if not activation_matmul:
@@ -156,6 +160,7 @@ def _quantize_output(p: Plan, node: gs.Node, add, outputs: set[str], absorb_relu
             and node_key(readers[0]) not in exclude:
         p.absorbed.append(node_key(readers[0]))
         out = readers[0].outputs[0]
+        p.zero_clip.add(out.name)
     p.redirect_all.add(out.name)
     add(out)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.ir.weights import constant_value, unique_name
@@ -59,8 +60,16 @@ def materialize(graph: gs.Graph, plan: Plan, act: dict[str, QParams],
     for name in plan.tensors:
         _insert_qdq(graph, tensors[name], act[name], readers, name in plan.redirect_all)
         counts["activations"] += 1
-    graph.opset = max(graph.opset or MIN_QDQ_OPSET, MIN_QDQ_OPSET)
+    set_opset(graph, max(graph.opset or MIN_QDQ_OPSET, MIN_QDQ_OPSET))
     return counts
+
+
+def set_opset(graph: gs.Graph, version: int) -> None:
+    """Set the default-domain opset, in ``import_domains`` too (gs exports that list when set)."""
+    graph.opset = version
+    if graph.import_domains is not None:
+        graph.import_domains = [onnx.helper.make_opsetid("", version) if d.domain in ("", "ai.onnx") else d
+                                for d in graph.import_domains]
 
 
 def _absorb(graph: gs.Graph, acts: list[gs.Node]) -> None:

@@ -1,0 +1,377 @@
+"""quantize: QDQ placement around each supported op, parameter math, calibration, exclusion loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import model_from_text, op_types, run_model, run_pass
+from hypothesis import given
+from hypothesis import strategies as st
+from onnx import numpy_helper
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pipeline import parse
+from onnxslim.errors import OptionError, UsageError
+from onnxslim.passes.quantize import Quantize, QuantizeOptions
+from onnxslim.quant import calibration, cpu
+from onnxslim.quant.qparams import activation_params, dequantize, quantize, weight_params
+
+FAST = {"check_speed": False}
+
+
+def _quantize(model, batches, **options):
+    ctx = PassContext(model, calibration=batches)
+    out, result = run_pass(Quantize(QuantizeOptions(**{**FAST, **options})), model, ctx)
+    return out, result, ctx
+
+
+def _cosine(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def _batches(rng, name, shape, n=4, low=None):
+    def make():
+        x = rng.normal(size=shape).astype(np.float32)
+        return np.abs(x) if low == 0 else x
+    data = [{name: make()} for _ in range(n)]
+    return data
+
+
+def _consumers_of_dq(model, op):
+    """Input names of the nodes of type ``op`` that come from DequantizeLinear."""
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    return [[producers.get(i) for i in n.input if i] for n in model.graph.node if n.op_type == op]
+
+
+def _initializer(model, name):
+    return next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == name)
+
+
+# ---------------------------------------------------------------- parameter math
+
+
+@given(st.floats(-50, 0), st.floats(0.01, 50), st.integers(0, 2**31 - 1))
+def test_activation_roundtrip_error_within_half_step(lo, hi, seed):
+    params = activation_params(lo, hi, "uint8")
+    x = np.random.default_rng(seed).uniform(lo, hi, 1000).astype(np.float32)
+    err = np.abs(dequantize(quantize(x, params), params) - x)
+    assert err.max() <= params.scale / 2 * (1 + 1e-4) + 1e-7
+    assert dequantize(quantize(np.zeros(1, np.float32), params), params)[0] == 0.0  # zero is exact
+
+
+def test_activation_params_classic_mapping():
+    p = activation_params(-1.0, 3.0, "uint8")
+    assert np.isclose(p.scale, 4.0 / 255) and int(p.zero_point) == round(0 - (-1.0) / (4.0 / 255))
+    p = activation_params(0.5, 2.0, "uint8")  # range widened to hold 0
+    assert int(p.zero_point) == 0 and np.isclose(p.scale, 2.0 / 255)
+    s = activation_params(-1.0, 3.0, symmetric=True)
+    assert s.zero_point.dtype == np.int8 and int(s.zero_point) == 0 and np.isclose(s.scale, 3.0 / 127)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+@pytest.mark.parametrize("bits7", [False, True])
+def test_weight_roundtrip_per_channel_and_per_tensor(rng, axis, bits7):
+    w = (rng.normal(size=(6, 5, 3)) * rng.uniform(0.01, 10, size=(6, 1, 1))).astype(np.float32)
+    p = weight_params(w, axis, bits7)
+    q = quantize(w, p, bits7)
+    assert q.dtype == np.int8 and np.abs(q.astype(int)).max() <= (63 if bits7 else 127)
+    scale = p.scale if axis is None else p.scale.reshape([-1 if i == axis else 1 for i in range(3)])
+    assert np.all(np.abs(dequantize(q, p) - w) <= scale / 2 * (1 + 1e-4) + 1e-9)
+    if axis is not None:
+        assert p.scale.shape == (w.shape[axis],)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_streaming_statistics_do_not_depend_on_batching(rng):
+    x = rng.normal(size=(64, 10)).astype(np.float32)
+    whole = calibration.collect([{"t": x}], ["t"], "entropy", rerun=lambda: iter([{"t": x}]))["t"]
+    parts = [{"t": x[i:i + 8]} for i in range(0, 64, 8)]
+    split = calibration.collect(parts, ["t"], "entropy", rerun=lambda: iter(parts))["t"]
+    assert (whole.lo, whole.hi) == (split.lo, split.hi)
+    np.testing.assert_array_equal(whole.hist, split.hist)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+def test_histogram_methods_clip_a_rare_outlier(rng, method):
+    x = rng.normal(size=200_000).astype(np.float32)
+    x[0] = 1000.0
+    stats = calibration.collect([{"t": x}], ["t"], method, rerun=lambda: iter([{"t": x}]))["t"]
+    t = calibration.threshold(stats, method, percentile=99.99)
+    # the outlier is clipped, the bulk kept; mse weighs the outlier's own squared error, so it clips less
+    assert 2.0 < t < (600.0 if method == "mse" else 100.0)
+    assert calibration.threshold(stats, "minmax") == pytest.approx(1000.0)
+
+
+def test_non_finite_values_are_ignored_in_ranges():
+    x = np.array([-3.4e38, -np.inf, -1.0, 0.5, 2.0], np.float32)
+    stats = calibration.collect([{"t": x[2:]}, {"t": x[:2]}], ["t"], "minmax")["t"]
+    assert stats.hi == 2.0 and stats.lo == pytest.approx(-3.4e38)  # finite: kept (mixed precision handles it)
+
+
+def test_cpu_format_choice():
+    assert cpu.saturation_risk("CPUExecutionProvider", "uint8", frozenset({"avx2"}))
+    assert not cpu.saturation_risk("CPUExecutionProvider", "uint8", frozenset({"avx2", "avx512_vnni"}))
+    assert not cpu.saturation_risk("TensorrtExecutionProvider", "uint8", frozenset({"avx2"}))
+    assert "no VNNI" in cpu.describe(frozenset({"avx2"}))
+
+
+# ---------------------------------------------------------------- placement per op
+
+CONV_RELU_POOL = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,3,8,8] x) => (float[N,10] y) {
+    c = Conv<pads=[1,1,1,1]>(x, w, b)
+    r = Relu(c)
+    p = MaxPool<kernel_shape=[2,2], strides=[2,2]>(r)
+    f = Flatten(p)
+    y = Gemm<transB=1>(f, fw, fb)
+}"""
+
+
+def _conv_weights(rng):
+    return {"w": rng.normal(size=(8, 3, 3, 3)).astype(np.float32) * 0.3, "b": rng.normal(size=8).astype(np.float32),
+            "fw": rng.normal(size=(10, 128)).astype(np.float32) * 0.1, "fb": rng.normal(size=10).astype(np.float32)}
+
+
+def test_conv_relu_pool_gemm_placement_and_parity(rng):
+    model = model_from_text(CONV_RELU_POOL, _conv_weights(rng))
+    data = _batches(rng, "x", (8, 3, 8, 8))
+    out, result, _ = _quantize(model, data)
+    assert result.modified and result.stats["quantized_nodes"] == 2
+    ops = op_types(out)
+    assert "Relu" not in ops  # absorbed: uint8 Q with zero point 0 clips at 0
+    assert ops.count("Conv") == 1 and ops.count("Gemm") == 1
+    # every input of Conv and Gemm comes from a DequantizeLinear: x, weight and int32 bias
+    assert _consumers_of_dq(out, "Conv") == [["DequantizeLinear"] * 3]
+    assert _consumers_of_dq(out, "Gemm") == [["DequantizeLinear"] * 3]
+    biases = [i for i in out.graph.initializer if i.data_type == onnx.TensorProto.INT32 and i.name.endswith("_quantized")]
+    assert sorted(tuple(i.dims) for i in biases) == [(8,), (10,)]
+    weights8 = [numpy_helper.to_array(i) for i in out.graph.initializer if i.data_type == onnx.TensorProto.INT8
+                and i.name.endswith("_quantized")]
+    assert {w.shape for w in weights8} == {(8, 3, 3, 3), (10, 128)}
+    # MaxPool and Flatten pass through with their input's parameters: a Q follows each, same scale
+    q_of = {n.input[0]: n for n in out.graph.node if n.op_type == "QuantizeLinear"}
+    pool = next(n for n in out.graph.node if n.op_type == "MaxPool")
+    producer_q = next(n for n in out.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "r")
+    assert q_of[pool.output[0]].input[1:] == producer_q.input[1:] or np.array_equal(
+        _initializer(out, q_of[pool.output[0]].input[1]), _initializer(out, producer_q.input[1]))
+    feeds = {"x": rng.normal(size=(16, 3, 8, 8)).astype(np.float32)}
+    ref = run_model(model, feeds)[0]
+    for optimize in (True, False):  # real integer kernels and float-simulated Q/DQ
+        assert _cosine(ref, run_model(out, feeds, optimize)[0]) > 0.99
+    onnx.checker.check_model(out, full_check=True)
+    _, again, _ = _quantize(out, data)
+    assert not again.modified  # idempotent: quantized nodes decline
+    assert any("already quantized" in d.reason for d in again.declines)
+
+
+def test_per_tensor_option_gives_scalar_weight_scales(rng):
+    model = model_from_text(CONV_RELU_POOL, _conv_weights(rng))
+    out, result, _ = _quantize(model, _batches(rng, "x", (8, 3, 8, 8)), per_channel=False)
+    assert result.stats["weights"] == "int8 per-tensor"
+    inits = {i.name for i in out.graph.initializer}
+    dq_weight = [n for n in out.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                 and _initializer(out, n.input[0]).dtype == np.int8]
+    assert dq_weight and all(_initializer(out, n.input[1]).ndim == 0 for n in dq_weight)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_residual_add_concat_share_ranges(rng, relu):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,6,6] x) => (float[N,8,6,6] y) {
+    a = Conv<pads=[1,1,1,1]>(x, w1, b1)
+    s = Add(a, x)
+    r = Relu(s)
+    c0 = Conv(r, w2, b2)
+    c = %s(c0)
+    y = Concat<axis=1>(r, c)
+}""" % ("Relu" if relu else "Identity")
+    weights = {"w1": rng.normal(size=(4, 4, 3, 3)).astype(np.float32) * 0.2, "b1": np.zeros(4, np.float32),
+               "w2": rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "b2": np.ones(4, np.float32)}
+    model = model_from_text(text, weights)
+    out, result, _ = _quantize(model, _batches(rng, "x", (8, 4, 6, 6)))
+    ops = op_types(out)
+    assert "Add" in ops and "Relu" not in ops  # the Relus after the residual Add and the Conv are absorbed
+    concat = next(n for n in out.graph.node if n.op_type == "Concat")
+    producers = {o: n for n in out.graph.node for o in n.output}
+    scales = [_initializer(out, producers[i].input[1]) for i in concat.input]
+    out_q = next(n for n in out.graph.node if n.op_type == "QuantizeLinear" and n.input[0].startswith("y"))
+    same = [np.array_equal(s, _initializer(out, out_q.input[1])) for s in scales]
+    # one common range; except that an absorbed Relu (zero point 0) never joins a range holding negatives
+    assert same == ([True, True] if relu else [False, True])
+    feeds = {"x": rng.normal(size=(4, 4, 6, 6)).astype(np.float32)}
+    assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) > 0.99
+    assert [o.name for o in out.graph.output] == ["y"]
+    assert result.stats["excluded"] == []
+
+
+def test_transformer_matmuls_and_reshape_transpose(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,8] x) => (float[N,4,4] y) {
+    q = MatMul(x, wq)
+    k = MatMul(x, wk)
+    kt = Transpose<perm=[0,2,1]>(k)
+    s = MatMul(q, kt)
+    y = Softmax<axis=-1>(s)
+}"""
+    weights = {"wq": rng.normal(size=(8, 8)).astype(np.float32), "wk": rng.normal(size=(8, 8)).astype(np.float32)}
+    model = model_from_text(text, weights)
+    out, result, _ = _quantize(model, _batches(rng, "x", (8, 4, 8)))
+    assert result.stats["quantized_nodes"] == 3  # two weight MatMuls and the activation MatMul
+    assert _consumers_of_dq(out, "MatMul") == [["DequantizeLinear"] * 2] * 3
+    assert "Softmax" in op_types(out)  # no integer kernel: stays float
+    _, float_act, _ = _quantize(model, _batches(rng, "x", (8, 4, 8)), activation_matmul=False)
+    assert float_act.stats["quantized_nodes"] == 2
+    assert any("two activations" in d.reason for d in float_act.declines)
+
+
+def test_conv_transpose_is_quantized(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,5,5] x) => (float[N,3,10,10] y) {
+    y = ConvTranspose<strides=[2,2], kernel_shape=[2,2]>(x, w, b)
+}"""
+    model = model_from_text(text, {"w": rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
+                                   "b": rng.normal(size=3).astype(np.float32)})
+    out, result, _ = _quantize(model, _batches(rng, "x", (4, 4, 5, 5)))
+    assert result.stats["quantized_nodes"] == 1
+    w_dq = next(n for n in out.graph.node if n.op_type == "DequantizeLinear" and "w_" in n.name and "b_" not in n.name)
+    assert {a.name: a.i for a in w_dq.attribute}.get("axis") == 1  # output channels of ConvTranspose
+    feeds = {"x": rng.normal(size=(2, 4, 5, 5)).astype(np.float32)}
+    assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) > 0.99
+
+
+def test_weights_in_constant_nodes(rng):
+    w = rng.normal(size=(6, 5)).round(3)
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,5] x) => (float[N,6] y) {
+    w = Constant<value = float[6,5] {%s}>()
+    b = Constant<value = float[6] {%s}>()
+    y = Gemm<transB=1>(x, w, b)
+}""" % (",".join(map(str, w.ravel())), ",".join(map(str, rng.normal(size=6).round(3))))
+    model = model_from_text(text)
+    out, result, _ = _quantize(model, _batches(rng, "x", (16, 5)))
+    assert result.modified
+    assert "Constant" not in op_types(out)  # the float weights are gone, not left beside the int8 copy
+    feeds = {"x": rng.normal(size=(8, 5)).astype(np.float32)}
+    assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) > 0.99
+
+
+def test_old_opset_is_upgraded(rng):
+    text = CONV_RELU_POOL.replace('"": 17', '"": 11')
+    model = model_from_text(text, _conv_weights(rng))
+    out, result, _ = _quantize(model, _batches(rng, "x", (8, 3, 8, 8)))
+    assert result.modified
+    assert next(o.version for o in out.opset_import if o.domain in ("", "ai.onnx")) >= 13
+
+
+def test_declines_non_constant_weight_and_gemm_alpha(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,5] x, float[3,5] w) => (float[N,3] y, float[N,3] z) {
+    y = Gemm<transB=1>(x, w)
+    z = Gemm<transB=1, alpha=2.0>(x, c)
+}"""
+    model = model_from_text(text, {"c": rng.normal(size=(3, 5)).astype(np.float32)})
+    data = [{"x": rng.normal(size=(4, 5)).astype(np.float32), "w": rng.normal(size=(3, 5)).astype(np.float32)}]
+    out, result, _ = _quantize(model, data)
+    assert not result.modified
+    reasons = " | ".join(d.reason for d in result.declines)
+    assert "not constant" in reasons and "alpha" in reasons
+
+
+# ---------------------------------------------------------------- saturation and mixed precision
+
+
+def test_saturation_all_gives_7bit_weights(rng):
+    model = model_from_text(CONV_RELU_POOL, _conv_weights(rng))
+    out, result, _ = _quantize(model, _batches(rng, "x", (8, 3, 8, 8)), saturation="all")
+    assert len(result.stats["saturation_safe_layers"]) == 2
+    for init in out.graph.initializer:
+        value = numpy_helper.to_array(init)
+        if value.dtype == np.int8 and value.size > 1:
+            assert np.abs(value.astype(int)).max() <= 63
+
+
+def _outlier_model(rng):
+    """Two layers; the second's input has rare huge values, so its activation range is wrecked."""
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,16] x, float[N,16] m) => (float[N,16] y) {
+    h = Gemm<transB=1>(x, w1, b1)
+    hm = Add(h, m)
+    y = Gemm<transB=1>(hm, w2, b2)
+}"""
+    weights = {"w1": rng.normal(size=(16, 16)).astype(np.float32) * 0.3, "b1": np.zeros(16, np.float32),
+               "w2": rng.normal(size=(16, 16)).astype(np.float32) * 0.3, "b2": np.zeros(16, np.float32)}
+    return model_from_text(text, weights)
+
+
+def _outlier_data(rng, n=4):
+    """The last batch holds one huge value; the first (used by the checks) holds none."""
+    out = []
+    for i in range(n):
+        m = np.zeros((32, 16), np.float32)
+        if i == n - 1:
+            m[0, 0] = 1e4
+        out.append({"x": rng.normal(size=(32, 16)).astype(np.float32), "m": m})
+    return out
+
+
+def test_exclusion_loop_keeps_the_harmful_layer_in_float(rng):
+    model = _outlier_model(rng)
+    data = _outlier_data(rng)
+    _, plain, _ = _quantize(model, data, target_cosine=None, check_samples=32)
+    assert plain.stats["output_cosine_calibration"] < 0.99 and plain.stats["excluded"] == []
+    out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32)
+    excluded = result.stats["excluded"]
+    assert [e["node"] for e in excluded] == ["Gemm_2"] or [e["op"] for e in excluded] == ["Gemm"]
+    assert excluded[0]["layer_error"] > 0.05
+    assert result.stats["output_cosine_calibration"] >= 0.995
+    assert result.stats["int8_mac_fraction"] == pytest.approx(0.5)
+    gemms = _consumers_of_dq(out, "Gemm")
+    assert sorted(g.count("DequantizeLinear") for g in gemms) == [0, 3]  # one float, one int8
+
+
+def test_percentile_beats_minmax_on_outliers(rng):
+    model = _outlier_model(rng)
+    data = _outlier_data(rng)
+    _, minmax, _ = _quantize(model, data, target_cosine=None, check_samples=32)
+    _, pct, _ = _quantize(model, data, target_cosine=None, check_samples=32, method="percentile", percentile=99.0)
+    assert pct.stats["output_cosine_calibration"] > minmax.stats["output_cosine_calibration"]
+
+
+def test_speed_check_reports_latency(rng):
+    model = model_from_text(CONV_RELU_POOL, _conv_weights(rng))
+    _, result, _ = _quantize(model, _batches(rng, "x", (8, 3, 8, 8), n=2), check_speed=True)
+    lat = result.stats["latency_ms"]
+    assert lat["fp32"] > 0 and lat["int8"] > 0 and lat["provider"] == "CPUExecutionProvider"
+
+
+# ---------------------------------------------------------------- options and the pipeline
+
+
+def test_needs_calibration_and_tolerance():
+    q = Quantize()
+    assert q.needs_calibration() and not q.exact
+    assert q.tolerance().cosine == pytest.approx(0.985)
+    model = model_from_text(CONV_RELU_POOL, _conv_weights(np.random.default_rng(1)))
+    with pytest.raises(UsageError, match="calibration"):
+        PassContext(model).require_calibration("quantize")
+
+
+@pytest.mark.parametrize(("opts", "msg"), [
+    ({"method": "kl"}, "method"), ({"percentile": 10.0}, "percentile"), ({"max_excluded": 2.0}, "max_excluded"),
+    ({"bins": 8}, "bins"), ({"require_speedup": True, "check_speed": False}, "require_speedup"),
+])
+def test_option_errors(opts, msg):
+    with pytest.raises(OptionError, match=msg):
+        QuantizeOptions(**opts)
+
+
+def test_pipeline_text_round_trip():
+    text = 'quantize{method=entropy,per_channel=false,target_cosine=none,exclude="/a/Conv;/b/Conv"}'
+    pipeline = parse(text)
+    assert parse(str(pipeline)) == pipeline
+    options = pipeline.specs()[0].create().options
+    assert options.method == "entropy" and options.target_cosine is None and options.exclude == ("/a/Conv", "/b/Conv")
