@@ -84,7 +84,8 @@ def _foldable_nodes(graph: gs.Graph) -> set[int]:
     cone: set[int] = set()
     for node in graph.nodes:
         if node.op == "Constant":
-            const_out.update(t.name for t in node.outputs)
+            if all(constant_value(t) is not None for t in node.outputs):  # bf16 and friends stay as they are
+                const_out.update(t.name for t in node.outputs)
             continue
         if not _foldable_op(node):
             continue
@@ -92,7 +93,7 @@ def _foldable_nodes(graph: gs.Graph) -> set[int]:
             cone.add(id(node))
             const_out.update(t.name for t in node.outputs)
             continue
-        if node.inputs and all(not t.name or isinstance(t, gs.Constant) or t.name in const_out for t in node.inputs):
+        if node.inputs and all(not t.name or t.name in const_out or constant_value(t) is not None for t in node.inputs):
             cone.add(id(node))
             const_out.update(t.name for t in node.outputs)
     return cone

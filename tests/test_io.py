@@ -145,3 +145,18 @@ def test_load_rejects_what_the_checker_rejects(tmp_path):
     onnx.save(model, tmp_path / "broken.onnx")
     with pytest.raises(ModelLoadError, match="rejected by onnx.checker"):
         ir_io.load_model(tmp_path / "broken.onnx")
+
+
+def test_bfloat16_weights_keep_their_type(tmp_path):
+    weight = helper.make_tensor("wbf", TensorProto.BFLOAT16, [4], [1.0, 2.0, 3.0, 4.0])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["wbf"], ["wf"], to=TensorProto.FLOAT), helper.make_node("Add", ["x", "wf"], ["y"])],
+        "bf16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "bf16.onnx")
+    outcome = api.optimize(tmp_path / "bf16.onnx", tmp_path / "out.onnx", api.RunOptions(latency_seconds=0.2))
+    assert outcome.exit_code == 0
+    out = onnx.load(tmp_path / "out.onnx")
+    assert [(i.name, i.data_type) for i in out.graph.initializer] == [("wbf", TensorProto.BFLOAT16)]

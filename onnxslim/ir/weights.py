@@ -21,14 +21,19 @@ _SCALAR_ATTRS = {
 
 
 def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
-    """The array behind ``tensor`` if it is constant, else None."""
+    """The array behind ``tensor`` if it is constant, else None.
+
+    Constants of types numpy cannot hold (bfloat16, float8, int4) count as not constant: reading
+    them through gs casts them, and a pass must never change a tensor's type behind the user's back.
+    """
     if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values)
+        return np.asarray(tensor.values) if _numpy_typed(tensor) else None
     if len(tensor.inputs) != 1 or tensor.inputs[0].op != "Constant":
         return None
     attrs = tensor.inputs[0].attrs
     if isinstance(attrs.get("value"), gs.Constant):
-        return np.asarray(attrs["value"].values)
+        value = attrs["value"]
+        return np.asarray(value.values) if _numpy_typed(value) else None
     for key, dtype in _SCALAR_ATTRS.items():
         if key in attrs:
             return np.asarray(attrs[key], dtype=dtype)
@@ -36,9 +41,12 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
 
 
 def is_constant(tensor: gs.Tensor) -> bool:
-    if isinstance(tensor, gs.Constant):
-        return True
-    return len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant" and constant_value(tensor) is not None
+    return constant_value(tensor) is not None
+
+
+def _numpy_typed(constant: gs.Constant) -> bool:
+    # gs reports types numpy lacks as the TensorProto enum (an int) instead of a numpy dtype.
+    return not isinstance(constant.dtype, int)
 
 
 def replace_input(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray, suffix: str) -> gs.Constant:
