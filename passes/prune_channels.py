@@ -57,7 +57,7 @@ class PruneChannelsOptions(PassOptions):
                         choices=("local", "global"))
     round_to: int = option(8, "kept counts are multiples of this (never below it); groups narrower than twice it stay whole")
     recover: bool = option(False, "refit the layers that read pruned channels by least squares (needs calibration data)")
-    recover_rows: int = option(4096, "rows (output positions) sampled per calibration batch and layer for the refit")
+    recover_rows: int = option(1024, "rows (output positions) sampled per calibration batch and layer for the refit")
     exclude: tuple[str, ...] = option((), "node names whose output channels are never pruned")
 
     def validate(self) -> None:
@@ -85,14 +85,10 @@ class PruneChannels(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         opts = self.options
-        graph.toposort()
-        plan = analyze(graph, infer_shapes(ctx.export(graph)), opts.exclude)
+        plan, keep, importance = self.choose(graph, ctx)
+        sizes = {g.id: g.size for g in plan.prunable()}
         declines = [Decline(_where(g), "; ".join(g.reasons)) for g in plan.frozen()]
         notes = plan.lines()
-        importance = self._importance(ctx)
-        scores = self._scores(plan, importance, graph, ctx)
-        sizes = {g.id: g.size for g in plan.prunable()}
-        keep = imp.choose_keep(scores, sizes, opts.ratio, opts.round_to, opts.scope)
         stats: dict[str, Any] = {
             "importance": importance, "groups": len(plan.groups), "frozen_groups": len(plan.frozen()),
             "pruned_groups": len(keep), "channels": sum(sizes.values()),
@@ -111,6 +107,16 @@ class PruneChannels(Pass):
         if original is not None:
             stats.update(self._recover(ctx, original, graph, plan, keep, notes))
         return PassResult(True, stats, declines, notes)
+
+    def choose(self, graph: gs.Graph, ctx: PassContext) -> tuple[Plan, dict[int, np.ndarray], str]:
+        """The plan and the channels each pruned group keeps; changes nothing (but toposorts)."""
+        graph.toposort()
+        plan = analyze(graph, infer_shapes(ctx.export(graph)), self.options.exclude)
+        importance = self._importance(ctx)
+        scores = self._scores(plan, importance, graph, ctx)
+        sizes = {g.id: g.size for g in plan.prunable()}
+        keep = imp.choose_keep(scores, sizes, self.options.ratio, self.options.round_to, self.options.scope)
+        return plan, keep, importance
 
     def _importance(self, ctx: PassContext) -> str:
         chosen = self.options.importance

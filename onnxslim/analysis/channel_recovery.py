@@ -60,23 +60,24 @@ def refit(ctx: PassContext, original: gs.Graph, pruned: gs.Graph, consumers: Seq
         else:
             todo.append(name)
     fits: list[LayerFit] = []
+    targets = _targets(ctx, original, [orig_by_name[n] for n in todo], out_keep, rows, rng)
     for level in _levels(pruned, set(todo)):
         nodes = [by_name[n] for n in level]
-        fits += _refit_level(ctx, original, pruned, nodes, orig_by_name, out_keep, rows, rng)
+        fits += _refit_level(ctx, pruned, nodes, targets)
     return fits, skipped
 
 
 def _unsupported(node: gs.Node | None, orig: gs.Node | None) -> str | None:
     if node is None or orig is None:
         return "node has no unique name"
+    if node.op not in ("Conv", "Gemm", "MatMul"):
+        return f"{node.op} is not refit"
     if node.op == "Conv" and (len(constant_value(node.inputs[1]).shape) != 4 or node.attrs.get("group", 1) != 1):
         return "only 2-D Conv with group=1"
     if node.op == "Conv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return "auto_pad SAME is not refit"
     if node.op == "Gemm" and node.attrs.get("transA", 0):
         return "Gemm with transA"
-    if node.op not in ("Conv", "Gemm", "MatMul"):
-        return f"{node.op} is not refit"
     return None
 
 
@@ -93,13 +94,37 @@ def _levels(graph: gs.Graph, consumers: set[str]) -> list[list[str]]:
     return [levels[k] for k in sorted(levels)]
 
 
-def _refit_level(ctx, original, pruned, nodes, orig_by_name, out_keep, rows, rng) -> list[LayerFit]:
+def _targets(ctx, original, nodes, out_keep, rows, rng) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """One pass over the original model: per consumer and batch, sampled positions and their outputs."""
+    names = [n.outputs[0].name for n in nodes]
+    targets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n.name: [] for n in nodes}
+    for values in ctx.activations(original, names):
+        for node, yn in zip(nodes, names):
+            y = np.asarray(values[yn])
+            keep = out_keep.get(node.name)
+            if node.op == "Conv":
+                total = y.shape[0] * y.shape[2] * y.shape[3]
+                pick = np.sort(rng.choice(total, rows, replace=False)) if total > rows else np.arange(total)
+                ni, rem = np.divmod(pick, y.shape[2] * y.shape[3])
+                hi, wi = np.divmod(rem, y.shape[3])
+                target = y[ni, :, hi, wi]
+            else:
+                y2 = y.reshape(-1, y.shape[-1])
+                pick = np.sort(rng.choice(y2.shape[0], rows, replace=False)) if y2.shape[0] > rows else np.arange(y2.shape[0])
+                target = y2[pick]
+            if keep is not None:
+                target = target[:, keep]
+            targets[node.name].append((pick, target.astype(np.float64)))
+    return targets
+
+
+def _refit_level(ctx, pruned, nodes, targets) -> list[LayerFit]:
     x_names = [n.inputs[0].name for n in nodes]
-    y_names = [orig_by_name[n.name].outputs[0].name for n in nodes]
     acc: dict[str, _Normal] = {}
-    for ref, cur in zip(ctx.activations(original, y_names), ctx.activations(pruned, x_names)):
-        for node, xn, yn in zip(nodes, x_names, y_names):
-            a, y = _rows(node, cur[xn], ref[yn], out_keep.get(node.name), rows, rng)
+    for batch, cur in enumerate(ctx.activations(pruned, x_names)):
+        for node, xn in zip(nodes, x_names):
+            pick, y = targets[node.name][batch]
+            a = _design(node, np.asarray(cur[xn], np.float64), pick)
             if _intercept(node):
                 a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
             normal = acc.get(node.name)
@@ -135,41 +160,25 @@ def _error(n: _Normal, theta: np.ndarray) -> float:
     return float(np.sqrt(max(res, 0.0) / max(n.yy, 1e-30)))
 
 
-def _rows(node: gs.Node, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None, rows: int,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    if node.op == "Conv":
-        return _conv_rows(node, x, y, keep, rows, rng)
-    x2 = x.reshape(-1, x.shape[-1])
-    y2 = y.reshape(-1, y.shape[-1])
-    if keep is not None:
-        y2 = y2[:, keep]
-    if x2.shape[0] > rows:
-        pick = rng.choice(x2.shape[0], rows, replace=False)
-        x2, y2 = x2[pick], y2[pick]
-    return x2, y2
-
-
-def _conv_rows(node, x, y, keep, rows, rng):
+def _design(node: gs.Node, x: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """Rows of the layer's input at the sampled output positions (im2col patches for a Conv)."""
+    if node.op != "Conv":
+        return x.reshape(-1, x.shape[-1])[pick]
     w = constant_value(node.inputs[1])
     kh, kw = w.shape[2:]
     sh, sw = node.attrs.get("strides", [1, 1])
     dh, dw = node.attrs.get("dilations", [1, 1])
     pads = node.attrs.get("pads", [0, 0, 0, 0])
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    n, _, oh, ow = y.shape
-    total = n * oh * ow
-    pick = rng.choice(total, min(rows, total), replace=False) if total > rows else np.arange(total)
+    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
     ni, rem = np.divmod(pick, oh * ow)
     hi, wi = np.divmod(rem, ow)
     hh = hi[:, None] * sh + np.arange(kh) * dh
     ww = wi[:, None] * sw + np.arange(kw) * dw
     c = np.arange(x.shape[1])
     patches = xp[ni[:, None, None, None], c[None, :, None, None], hh[:, None, :, None], ww[:, None, None, :]]
-    target = y[ni, :, hi, wi]
-    if keep is not None:
-        target = target[:, keep]
-    return patches.reshape(len(pick), -1), target
+    return patches.reshape(len(pick), -1)
 
 
 def _current(node: gs.Node) -> np.ndarray:
