@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from onnxslim import report as reporting
-from onnxslim.core.context import PassContext
+from onnxslim.core.context import PassContext, Tracker, untracked
 from onnxslim.core.manager import PassManager
 from onnxslim.core.pipeline import Pipeline, parse
 from onnxslim.errors import UsageError
@@ -76,8 +76,13 @@ def default_output(input_path: Path) -> Path:
 
 
 def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | None = None,
-             options: RunOptions = RunOptions(), progress: Progress | None = None) -> Outcome:
-    """Run the pipeline on ``input_path`` and write the verified result to ``output_path``."""
+             options: RunOptions = RunOptions(), progress: Progress | None = None,
+             tracker: Tracker = untracked) -> Outcome:
+    """Run the pipeline on ``input_path`` and write the verified result to ``output_path``.
+
+    ``progress`` is told each step's name; ``tracker`` wraps long iterations (calibration and
+    parity batches) so a front end can draw a progress bar.
+    """
     say = progress or (lambda _msg: None)
     source = Path(input_path)
     target = Path(output_path) if output_path is not None else default_output(source)
@@ -86,7 +91,7 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     providers = resolve_providers(options.providers)
     model = load_model(source)
     parity_data = _parity_data(model, options)
-    ctx = PassContext(model, _calibration(model, options), providers, options.threads, options.seed)
+    ctx = PassContext(model, _calibration(model, options), providers, options.threads, options.seed, tracker=tracker)
     if options.calibration_data == "random":
         ctx.warn("calibration uses random data (--calibration-data random): results say nothing about real inputs")
     verify_feeds = list(itertools.islice(parity_data, VERIFY_EACH_BATCHES)) if options.verify_each else None
@@ -110,9 +115,8 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     doc["parity"], doc["latency"] = {}, {}
     if options.verify:
         say("parity")
-        parity = compare_models(model, result, parity_data, providers[0], options.threads)
-        failures = parity.failures(tolerance)
-        held = not failures
+        parity = compare_models(model, result, ctx.track(parity_data, "parity batches"), providers[0], options.threads)
+        held = parity.holds(tolerance)
         doc["parity"] = {"data": _describe_data(parity_data), **parity.to_dict(tolerance)}
         say("latency")
         doc["latency"] = _latency([model, result], first_feeds, providers, options)
@@ -127,7 +131,8 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
 
 
 def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
-           options: RunOptions = RunOptions(), progress: Progress | None = None) -> Outcome:
+           options: RunOptions = RunOptions(), progress: Progress | None = None,
+           tracker: Tracker = untracked) -> Outcome:
     """Parity and latency of ``candidate`` against ``reference``; exit code 1 when parity fails."""
     say = progress or (lambda _msg: None)
     providers = resolve_providers(options.providers)
@@ -136,7 +141,8 @@ def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
     data = _parity_data(reference, options)
     tolerance = Tolerance.parse(options.tolerance or "exact")
     say("parity")
-    parity = compare_models(reference, candidate, data, providers[0], options.threads)
+    total = getattr(data, "len_hint", None)
+    parity = compare_models(reference, candidate, tracker(data, "parity batches", total), providers[0], options.threads)
     failures = parity.failures(tolerance)
     doc = reporting.header("", providers)
     first = next(iter(data))

@@ -16,6 +16,7 @@ import click
 
 from onnxslim import __version__, api
 from onnxslim.cli_format import format_inspect, format_outcome, format_passes
+from onnxslim.core.context import untracked
 from onnxslim.errors import OnnxSlimError, ParityError, UsageError
 from onnxslim.report import write_json
 from onnxslim.runtime.feeds import parse_input_shapes
@@ -90,7 +91,7 @@ def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path 
     options = _run_options(flags, verify=not flags.pop("no_verify"))
     if report is not None:
         _check_report_path(report)
-    outcome = api.optimize(model, output, options, progress=_progress(ctx))
+    outcome = api.optimize(model, output, options, progress=_progress(ctx), tracker=_tracker(ctx))
     _finish(ctx, outcome, report, lambda: format_outcome(outcome, model))
 
 
@@ -104,7 +105,7 @@ def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path 
 def verify(ctx: click.Context, reference: Path, candidate: Path, report: Path | None, **flags: Any) -> None:
     """Parity and latency of CANDIDATE against REFERENCE."""
     options = _run_options(flags)
-    outcome = api.verify(reference, candidate, options, progress=_progress(ctx))
+    outcome = api.verify(reference, candidate, options, progress=_progress(ctx), tracker=_tracker(ctx))
     _finish(ctx, outcome, report, lambda: format_outcome(outcome, reference))
 
 
@@ -148,6 +149,18 @@ def _progress(ctx: click.Context):
     if ctx.obj["quiet"] or not sys.stderr.isatty():
         return None
     return lambda message: click.echo(f"... {message}", err=True)
+
+
+def _tracker(ctx: click.Context):
+    """A progress bar on stderr for long iterations, only when a person is watching."""
+    if ctx.obj["quiet"] or not sys.stderr.isatty():
+        return untracked
+
+    def track(items, label, total):
+        with click.progressbar(items, length=total, label=label, file=sys.stderr) as bar:
+            yield from bar
+
+    return track
 
 
 def _finish(ctx: click.Context, outcome: api.Outcome, report: Path | None, render) -> None:

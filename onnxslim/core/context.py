@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,6 +22,13 @@ from onnxslim.ir.io import to_model
 from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
+
+
+Tracker = Callable[[Iterable[Any], str, "int | None"], Iterable[Any]]
+
+
+def untracked(items: Iterable[Any], label: str, total: int | None) -> Iterable[Any]:
+    return items
 
 
 @dataclasses.dataclass
@@ -34,6 +42,7 @@ class PassContext:
         threads: intra-op threads for sessions the passes start (None: ORT's default).
         seed: seed for any sampling a pass does.
         warnings: messages for the user, collected into the report.
+        tracker: wraps a long iteration to show progress (the CLI draws a bar; the library none).
     """
 
     template: onnx.ModelProto
@@ -42,6 +51,11 @@ class PassContext:
     threads: int | None = None
     seed: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    tracker: Tracker = untracked
+
+    def track(self, items: Iterable[Any], label: str, total: int | None = None) -> Iterable[Any]:
+        """``items``, with progress shown while they are consumed."""
+        return self.tracker(items, label, total if total is not None else getattr(items, "len_hint", None))
 
     @property
     def target_provider(self) -> str:
@@ -73,7 +87,7 @@ class PassContext:
         model = expose_tensors(self.export(graph), names)
         session = make_session(model, self.target_provider, self.threads, optimize=optimize)
         outputs = [o.name for o in session.get_outputs()]
-        for feeds in data:
+        for feeds in self.track(data, "calibration batches"):
             values = dict(zip(outputs, session.run(outputs, feeds)))
             values.update(feeds)
             yield values
