@@ -52,12 +52,14 @@ def _cost_table(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 def _passes_table(passes: list[dict[str, Any]]) -> str:
-    out = [f"{'pass':28}{'changed':>9}{'seconds':>9}  stats"]
+    out = [f"{'pass':28}{'changed':>11}{'seconds':>9}{'nodes':>8}{'params':>11}  stats"]
     for p in passes:
         name = f"{p['name']}{{{p['options']}}}" if p["options"] else p["name"]
         stats = ", ".join(f"{k}={v}" for k, v in p["stats"].items() if not isinstance(v, (dict, list)))
         flag = "rolled back" if p.get("rolled_back") else ("yes" if p["changed"] else "no")
-        out.append(f"{name:28}{flag:>9}{p['seconds']:>9.3f}  {stats}")
+        delta = p.get("delta") or {}
+        nodes, params = (f"{delta[k]:+,}" if k in delta else "" for k in ("nodes", "params"))
+        out.append(f"{name:28}{flag:>11}{p['seconds']:>9.3f}{nodes:>8}{params:>11}  {stats}")
         if p["declines"]:
             first = p["declines"][0]
             more = f" (+{len(p['declines']) - 1} more)" if len(p["declines"]) > 1 else ""

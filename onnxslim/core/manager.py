@@ -42,6 +42,7 @@ class PassRecord:
     stats: dict[str, Any]
     declines: list[dict[str, str]]
     notes: list[str]
+    delta: dict[str, int] = dataclasses.field(default_factory=dict)
     rolled_back: bool = False
     parity: dict[str, Any] | None = None
 
@@ -89,6 +90,7 @@ class PassManager:
         if self.on_pass:
             self.on_pass(spec.name)
         before = self.ctx.export(graph) if self.parity_feeds else None
+        size_before = graph_size(graph)
         start = time.perf_counter()
         try:
             result = the_pass.run(graph, self.ctx)
@@ -105,6 +107,7 @@ class PassManager:
         self._verify(spec.name, graph)
         if before is not None:
             graph = self._check_parity(the_pass, record, before, graph)
+        record.delta = {k: v - size_before[k] for k, v in graph_size(graph).items()}
         return graph, not record.rolled_back
 
     def _record(self, spec: PassSpec, result: PassResult, seconds: float) -> PassRecord:
@@ -140,3 +143,19 @@ class PassManager:
         blame = f"; first divergence at {node}" if node else ""
         self.ctx.warn(f"pass {the_pass.name} broke its budget ({failures[0]}){blame}; rolled back")
         return to_graph(before)
+
+
+def graph_size(graph: gs.Graph) -> dict[str, int]:
+    """Nodes (Constant nodes aside) and weight elements (int64 aside, as in the report's params).
+
+    Read from shapes alone, so no weight is loaded: cheap enough to run around every pass.
+    """
+    nodes = sum(1 for n in graph.nodes if n.op != "Constant")
+    params = 0
+    for tensor in graph.tensors().values():
+        value = tensor if isinstance(tensor, gs.Constant) else None
+        if value is None and tensor.inputs and tensor.inputs[0].op == "Constant":
+            value = tensor.inputs[0].attrs.get("value")
+        if isinstance(value, gs.Constant) and value.dtype != np.int64 and value.shape is not None:
+            params += int(np.prod(value.shape))
+    return {"nodes": nodes, "params": params}
