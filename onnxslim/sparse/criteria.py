@@ -1,0 +1,146 @@
+"""Importance of each weight, and the input statistics the data-aware criteria need.
+
+With ``M[g]`` a layer's matrix view (see ``layers``) and ``X`` the rows of its input features
+over the calibration samples (im2col patches for a convolution):
+
+    magnitude   s = w²
+    activation  s = (|w| · ‖x_j‖)²             ‖x_j‖² = H_jj,  H = XᵀX
+    reconstruct s = w² / [H⁻¹]_jj               the optimal-brain-surgeon cost of zeroing w
+                                                (H damped by ``damp`` × mean diag)
+
+Scores are squared so they are all in units of output error energy. ``HessianAccumulator``
+adds ``XᵀX`` batch by batch in float64, so memory never grows with the number of samples; rows
+of large convolution inputs are subsampled (``max_rows`` per batch, seeded).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxslim.sparse.layers import Layer
+
+
+class HessianAccumulator:
+    """``H[g] = Σ XᵀX`` for one layer's input (per group), accumulated batch by batch."""
+
+    def __init__(self, layer: Layer, max_rows: int, rng: np.random.Generator) -> None:
+        self.layer = layer
+        self.max_rows = max_rows
+        self.rng = rng
+        cols = layer.to_mats().shape[2]
+        self.h = np.zeros((layer.groups, cols, cols))
+        self.rows = 0
+
+    def add(self, x: np.ndarray) -> None:
+        rows = np.ascontiguousarray(self._rows(np.asarray(x, dtype=np.float32)))  # [G, n, cols]
+        self.h += np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
+        self.rows += rows.shape[1]
+
+    def _pick(self, n: int) -> np.ndarray | slice:
+        if n <= self.max_rows:
+            return slice(None)
+        return np.sort(self.rng.choice(n, self.max_rows, replace=False))
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        layer = self.layer
+        g = layer.groups
+        if layer.op in ("MatMul", "Gemm"):
+            x = np.moveaxis(x, layer.feature_axis, -1)
+            x = x.reshape(-1, x.shape[-1])
+            return x[self._pick(x.shape[0])][None]
+        if layer.op == "ConvTranspose":
+            x = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])  # [pixels, Cin]
+            x = x[self._pick(x.shape[0])]
+            return x.reshape(x.shape[0], g, -1).transpose(1, 0, 2)
+        patches = im2col(x, layer, self._pick)  # [rows, Cin, Πk]
+        n, cin, k = patches.shape
+        return patches.reshape(n, g, cin // g * k).transpose(1, 0, 2)
+
+    def result(self) -> np.ndarray:
+        return self.h / max(self.rows, 1)
+
+
+def im2col(x: np.ndarray, layer: Layer, pick=None) -> np.ndarray:
+    """Patches ``[rows, Cin, Πk]`` of a 1-D or 2-D convolution's input.
+
+    ``pick(n)`` chooses which of the ``n = N·out pixels`` patches to materialize (all by default).
+    """
+    attrs = layer.node.attrs
+    w = layer.weight
+    spatial = w.ndim - 2
+    kernel = list(w.shape[2:])
+    strides = list(attrs.get("strides", [1] * spatial))
+    dil = list(attrs.get("dilations", [1] * spatial))
+    pads = _pads(x.shape[2:], kernel, strides, dil, attrs)
+    pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
+    xp = np.pad(x, pad_width)
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    axes = tuple(range(2, 2 + spatial))
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=axes)
+    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+    index += tuple(slice(None, None, d) for d in dil)
+    win = win[index]  # [N, C, out..., k...] (a view)
+    out_shape = (win.shape[0],) + win.shape[2:2 + spatial]
+    chosen = np.arange(int(np.prod(out_shape)))[pick(int(np.prod(out_shape))) if pick else slice(None)]
+    where = np.unravel_index(chosen, out_shape)
+    patches = win[(where[0], slice(None)) + tuple(where[1:])]  # [rows, C, k...]
+    return patches.reshape(len(chosen), x.shape[1], int(np.prod(kernel)))
+
+
+def _pads(size, kernel, strides, dil, attrs) -> list[int]:
+    spatial = len(kernel)
+    auto = attrs.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", "") or auto is None:
+        return list(attrs.get("pads", [0] * 2 * spatial))
+    if auto == "VALID":
+        return [0] * 2 * spatial
+    begin, end = [], []
+    for n, k, s, d in zip(size, kernel, strides, dil):
+        out = -(-n // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else large)
+        end.append(large if auto == "SAME_UPPER" else small)
+    return begin + end
+
+
+def supports_data(layer: Layer) -> str | None:
+    """Why data-aware criteria cannot see this layer's inputs, or None when they can."""
+    if layer.op == "Conv" and layer.weight.ndim not in (3, 4):
+        return f"{layer.weight.ndim - 2}-D convolution inputs are not gathered (1-D and 2-D only)"
+    if layer.op == "ConvTranspose" and layer.weight.ndim < 3:
+        return "ConvTranspose weight of unexpected rank"
+    return None
+
+
+def damped(h: np.ndarray, damp: float) -> np.ndarray:
+    """``H`` with dead inputs set to 1 on the diagonal and ``damp`` × mean diag added."""
+    h = h.copy()
+    for g in range(h.shape[0]):
+        diag = np.diagonal(h[g]).copy()
+        dead = diag <= 0
+        h[g][dead, dead] = 1.0
+        mean = float(np.mean(diag[~dead])) if np.any(~dead) else 1.0
+        h[g][np.diag_indices_from(h[g])] += damp * mean
+    return h
+
+
+def dead_inputs(h: np.ndarray) -> np.ndarray:
+    """``[G, cols]`` True where an input feature was zero on every calibration row."""
+    return np.stack([np.diagonal(h[g]) <= 0 for g in range(h.shape[0])])
+
+
+def scores(criterion: str, mats: np.ndarray, h: np.ndarray | None, damp: float) -> np.ndarray:
+    """Per-weight importance ``[G, rows, cols]`` (larger = keep)."""
+    w2 = np.square(mats.astype(np.float64))
+    if criterion == "magnitude":
+        return w2
+    assert h is not None, "data-aware criteria need H"
+    dead = dead_inputs(h)[:, None, :]
+    if criterion == "activation":
+        return np.where(dead, 0.0, w2 * np.stack([np.diagonal(h[g]) for g in range(h.shape[0])])[:, None, :])
+    hd = damped(h, damp)
+    inv_diag = np.stack([np.diagonal(np.linalg.inv(hd[g])) for g in range(hd.shape[0])])
+    return np.where(dead, 0.0, w2 / inv_diag[:, None, :])
+
