@@ -1,0 +1,221 @@
+"""prune-weights: exact sparsity, N:M patterns, data-aware criteria, sparse storage, declines."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+from helpers import assert_parity, model_from_text, op_types, run_model, run_pass
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pipeline import parse
+from onnxslim.errors import OptionError, UsageError
+from onnxslim.ir.stats import model_stats
+from onnxslim.passes.prune_weights import PruneWeights, PruneWeightsOptions
+from onnxslim.sparse import masks
+from onnxslim.sparse.storage import to_dense
+
+NET = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,8,8] x) => (float[N,10] y) {
+    c = Conv<pads=[1,1,1,1]>(x, cw, cb)
+    r = Relu(c)
+    p = GlobalAveragePool(r)
+    f = Flatten(p)
+    h = MatMul(f, mw)
+    s = Relu(h)
+    y = Gemm<transB=1>(s, gw, gb)
+}"""
+WEIGHTS = {"cw": (16, 4, 3, 3), "cb": (16,), "mw": (16, 32), "gw": (10, 32), "gb": (10,)}
+LAYER_WEIGHTS = ("cw", "mw", "gw")
+
+
+def _net(rng, text=NET):
+    return model_from_text(text, {k: rng.normal(size=s).astype(np.float32) for k, s in WEIGHTS.items()})
+
+
+def _prune(model, ctx=None, **options):
+    return run_pass(PruneWeights(PruneWeightsOptions(**options)), model, ctx)
+
+
+def _weights(model):
+    """Weight arrays by the name they had before pruning (initializers and sparse Constants)."""
+    out = {}
+    for init in model.graph.initializer:
+        out[init.name.split("_")[0]] = onnx.numpy_helper.to_array(init)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name == "sparse_value":
+                out[node.output[0].split("_")[0]] = to_dense(attr.sparse_tensor)
+    return out
+
+
+def _calibration(rng, batches=3):
+    return [{"x": rng.normal(size=(8, 4, 8, 8)).astype(np.float32)} for _ in range(batches)]
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.9])
+def test_layer_scope_prunes_exactly_the_requested_fraction_of_every_layer(rng, sparsity):
+    model = _net(rng)
+    out, result = _prune(model, sparsity=sparsity, scope="layer")
+    assert result.modified
+    weights = _weights(out)
+    for name in LAYER_WEIGHTS:
+        w = weights[name]
+        assert w.size - np.count_nonzero(w) == masks.target_count(sparsity, w.size)
+    assert op_types(out) == op_types(model)  # weights change, the graph does not
+    _, again = _prune(out, sparsity=sparsity, scope="layer")
+    assert not again.modified  # idempotent
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "activation", "reconstruct"])
+def test_global_scope_prunes_exactly_the_requested_fraction_overall(rng, criterion):
+    model = _net(rng)
+    ctx = PassContext(model, _calibration(rng))
+    out, result = _prune(model, ctx, sparsity=0.7, criterion=criterion)
+    weights = _weights(out)
+    total = sum(weights[n].size for n in LAYER_WEIGHTS)
+    zeros = sum(weights[n].size - np.count_nonzero(weights[n]) for n in LAYER_WEIGHTS)
+    assert zeros == masks.target_count(0.7, total) == result.stats["zeros"]
+    assert result.stats["nonzero_after"] == total - zeros
+    assert len({layer["sparsity"] for layer in result.stats["layers"]}) > 1  # not uniform
+    feeds = {"x": rng.normal(size=(2, 4, 8, 8)).astype(np.float32)}
+    assert np.all(np.isfinite(run_model(out, feeds)[0]))
+    assert any("densifies" in note for note in result.notes)
+
+
+def test_layer_overrides_are_exact_and_the_rest_meets_the_global_target(rng):
+    model = _net(rng)
+    out, result = _prune(model, sparsity=0.5, layer_sparsity=("/never*=0.1", "gw=0.2"))
+    weights = _weights(out)
+    assert weights["gw"].size - np.count_nonzero(weights["gw"]) == masks.target_count(0.2, weights["gw"].size)
+    assert result.stats["zeros"] == masks.target_count(0.5, sum(weights[n].size for n in LAYER_WEIGHTS))
+
+
+@pytest.mark.parametrize(("pattern", "n", "m"), [("2:4", 2, 4), ("4:8", 4, 8)])
+@pytest.mark.parametrize("criterion", ["magnitude", "reconstruct"])
+def test_nm_patterns_hold_in_every_block_along_the_reduction_dimension(rng, pattern, n, m, criterion):
+    model = _net(rng)
+    out, result = _prune(model, PassContext(model, _calibration(rng)), pattern=pattern, criterion=criterion)
+    weights = _weights(out)
+    matmul = weights["mw"].T.reshape(-1, m)  # blocks along K
+    gemm = weights["gw"].reshape(-1, m)  # transB: rows already along K
+    checked = [matmul, gemm]
+    if m == 4:
+        checked.append(weights["cw"].transpose(0, 2, 3, 1).reshape(-1, m))  # blocks along input channels
+    else:  # 4 input channels cannot hold 8-blocks
+        assert [d.where for d in result.declines] == ["c"]
+    for blocks in checked:
+        assert np.all(np.count_nonzero(blocks, axis=1) == n)
+    assert result.stats["sparsity"] == 0.5
+
+
+def test_nm_declines_layers_whose_reduction_does_not_fit(rng):
+    text = NET.replace("float[N,4,8,8] x", "float[N,3,8,8] x")
+    weights = {k: rng.normal(size=s).astype(np.float32) for k, s in WEIGHTS.items()}
+    weights["cw"] = rng.normal(size=(16, 3, 3, 3)).astype(np.float32)
+    out, result = _prune(model_from_text(text, weights), pattern="2:4")
+    assert [d.where for d in result.declines] == ["c"]
+    assert "not a multiple of 4" in result.declines[0].reason
+    assert result.stats["excluded"][0]["where"] == "c"
+
+
+def test_exclude_and_min_params_are_reported(rng):
+    out, result = _prune(_net(rng), exclude=("mw",), min_params=400)
+    reasons = {d.where: d.reason for d in result.declines}
+    assert "exclude" in reasons["h"] and "min_params" in reasons["y"]
+    assert np.count_nonzero(_weights(out)["mw"]) == 16 * 32
+
+
+def test_shared_weight_is_declined(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,8] x) => (float[N,8] y) {
+    a = MatMul(x, w)
+    y = MatMul(a, w)
+}"""
+    out, result = _prune(model_from_text(text, {"w": rng.normal(size=(8, 8)).astype(np.float32)}))
+    assert not result.modified and "shared" in result.declines[0].reason
+
+
+def test_constant_node_weights_are_pruned_and_the_old_constant_dropped(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,6] x) => (float[N,4] y) {
+    w = Constant<value = float[4,6] {%s}>()
+    y = Gemm<transB=1>(x, w)
+}""" % ",".join(str(v) for v in rng.normal(size=24).round(3) + 0.001)
+    out, result = _prune(model_from_text(text), sparsity=0.5)
+    assert result.modified and "Constant" not in op_types(out)
+    assert np.count_nonzero(onnx.numpy_helper.to_array(out.graph.initializer[0])) == 12
+
+
+def test_sparse_storage_loads_in_ort_with_identical_outputs_and_reports_its_choice(rng):
+    model = _net(rng)
+    dense, _ = _prune(model, sparsity=0.9, scope="layer")
+    stored, result = _prune(model, sparsity=0.9, scope="layer", storage="sparse")
+    choices = {c["tensor"]: c for c in result.stats["storage"]}
+    assert set(choices) == set(LAYER_WEIGHTS)
+    for c in choices.values():
+        assert c["format"] == ("sparse" if c["sparse_bytes"] < c["dense_bytes"] else "dense")
+    assert "sparse" in {c["format"] for c in choices.values()}
+    assert any(a.name == "sparse_value" for n in stored.graph.node for a in n.attribute)
+    feeds = {"x": rng.normal(size=(2, 4, 8, 8)).astype(np.float32)}
+    assert_parity(dense, stored, feeds, atol=0, rtol=0)
+    assert stored.ByteSize() < dense.ByteSize()
+    assert model_stats(stored).nonzero_params == model_stats(dense).nonzero_params
+    assert model_stats(stored).params == model_stats(dense).params
+
+
+def test_data_aware_criteria_need_calibration(rng):
+    model = _net(rng)
+    with pytest.raises(UsageError, match="calibration"):
+        _prune(model, criterion="activation")
+    assert PruneWeights(PruneWeightsOptions(criterion="reconstruct")).needs_calibration()
+    assert not PruneWeights().needs_calibration()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"sparsity": 1.0}, r"sparsity.*\[0, 1\)"),
+    ({"sparsity": -0.1}, "sparsity"),
+    ({"pattern": "2:4", "sparsity": 0.7}, "fixes sparsity at 0.5"),
+    ({"layer_sparsity": ("fc1",)}, "GLOB=S"),
+    ({"layer_sparsity": ("fc1=1.5",)}, "GLOB=S"),
+    ({"criterion": "random"}, "magnitude"),
+    ({"samples": 0}, "samples"),
+])
+def test_options_are_validated(options, message):
+    with pytest.raises(OptionError, match=message):
+        PruneWeightsOptions(**options)
+
+
+def test_pipeline_text_round_trips():
+    text = 'prune-weights{sparsity=0.7,criterion=reconstruct,pattern=2:4,layer_sparsity="/fc1/*=0.9;gw=0.2"}'
+    with pytest.raises(OptionError):
+        parse(text)  # 2:4 with 0.7
+    text = 'prune-weights{sparsity=0.7,criterion=reconstruct,scope=layer,layer_sparsity="/fc1/*=0.9;gw=0.2"}'
+    pipeline = parse(text)
+    assert parse(str(pipeline)) == pipeline
+
+
+def test_budget_loosens_with_sparsity():
+    tight = PruneWeights(PruneWeightsOptions(sparsity=0.5)).tolerance()
+    loose = PruneWeights(PruneWeightsOptions(sparsity=0.9)).tolerance()
+    assert loose.cosine < tight.cosine and loose.top1 < tight.top1
+
+
+def _evaluate(repo):
+    spec = importlib.util.spec_from_file_location("evaluate", repo / "models" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.accuracy
+
+
+def test_mlp_half_pruned_by_magnitude_keeps_accuracy_and_halves_nonzeros(repo):
+    model = onnx.load(str(repo / "models" / "mlp.onnx"))
+    out, result = _prune(model, sparsity=0.5)
+    accuracy = _evaluate(repo)
+    data = repo / "models" / "mlp_eval.npz"
+    before, after = accuracy(model.SerializeToString(), data)[0], accuracy(out.SerializeToString(), data)[0]
+    assert before - after <= 0.01
+    assert model_stats(model).nonzero_params == 235_146
+    assert model_stats(out).nonzero_params == 235_146 - masks.target_count(0.5, 234_752)
