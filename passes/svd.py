@@ -1,1 +1,217 @@
-"""Placeholder: the pass is being written."""
+"""svd: split Gemm, MatMul and 1×1 Conv weights into two low-rank factors.
+
+    Y = op(X)·W + C   ->   Y = (op(X)·A)·B + C,   A: K×r,  B: r×N,  W ≈ A·B
+
+Variants (see ``onnxslim.lowrank.factor`` for the math):
+
+* plain SVD (default): truncation minimizes the weight error ‖W − AB‖_F = sqrt(Σ_{i>r} σ_i²);
+* ``data_aware=true``: the SVD of W seen through the second moment M = Σ x xᵀ of the layer's
+  input on the calibration data (whiten, decompose, unwhiten), so truncation minimizes the
+  layer's output error instead. Each layer's stats then give the output error of plain SVD
+  at the same rank beside its own (``plain_error``), i.e. the gain.
+
+Rank rules, one per run (two is a usage error): ``energy`` (retained Σσ²; of the weight,
+or with ``data_aware`` of the output), ``rank_ratio`` (of min(K, N)), ``param_ratio`` (the share
+of each layer's weight parameters to keep) and ``max_error`` (per-layer relative output error
+‖Y − Ŷ‖_F / ‖Y‖_F on the calibration data; needs ``--calibration-data``). With no rule given,
+``energy=0.95`` applies.
+
+Declines, with the reason: rank r where r·(K + N) ≥ K·N (nothing saved); a split that is not
+faster than the original layer on the target provider (the latency gate, on by default:
+each split and the original node are timed as tiny models at the layer's real input shape;
+``latency_gate=false`` for size-only use). Gate decisions come from measurements, so they can
+differ between runs; ``stats.latency`` lists each one. Also declined: shared, non-float or
+non-2-D weights, Conv kernels other than 1×1, grouped Conv, and nodes that are already factors.
+
+Parity: data-aware splits drop input directions the calibration data never showed, so verify
+them with ``--data`` from the same distribution; generated normal inputs span every direction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.core.context import PassContext
+from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
+from onnxslim.core.registry import register_pass
+from onnxslim.lowrank import factor, rank
+from onnxslim.lowrank.gating import LatencyGate
+from onnxslim.lowrank.layers import Layer, match, split
+from onnxslim.lowrank.whitening import collect_moments, probe_shapes
+from onnxslim.runtime.parity import Tolerance
+
+DEFAULT_RULE = ("energy", 0.95)
+BUDGET = "cosine=0.98,top1=0.95"
+
+
+@dataclasses.dataclass(frozen=True)
+class SvdOptions(PassOptions):
+    energy: float | None = option(None, "keep the smallest rank retaining this share of Σσ² (0, 1]; "
+                                  "the default rule, at 0.95, when no rule is given")
+    rank_ratio: float | None = option(None, "keep rank = ceil(ratio × min(K, N)), ratio in (0, 1]")
+    param_ratio: float | None = option(None, "keep this share of each layer's weight parameters, in (0, 1)")
+    max_error: float | None = option(None, "smallest rank whose relative output error on calibration data "
+                                     "is at most this, in (0, 1); needs --calibration-data")
+    data_aware: bool = option(False, "whiten with the input's second moment from calibration data before "
+                              "the SVD, so truncation minimizes the output error; needs --calibration-data")
+    damping: float = option(0.01, "data-aware: added to M's eigenvalues, times their mean (>= 0)")
+    latency_gate: bool = option(True, "keep a split only if it measures faster than the original layer "
+                                "on the target provider (false: size-only)")
+    min_speedup: float = option(1.0, "latency gate: original / split median time must exceed this (> 0)")
+    exclude: tuple[str, ...] = option((), "node names never split")
+
+    def validate(self) -> None:
+        given = [name for name in rank.RULES if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise self.error(given[1], f"give one rank rule per run, not {' and '.join(given)}")
+        bounds = {"energy": (0.0, 1.0, True), "rank_ratio": (0.0, 1.0, True),
+                  "param_ratio": (0.0, 1.0, False), "max_error": (0.0, 1.0, False)}
+        for name in given:
+            low, high, closed = bounds[name]
+            value = getattr(self, name)
+            if not (low < value < high or (closed and value == high)):
+                raise self.error(name, f"must be in ({low:g}, {high:g}{']' if closed else ')'}, got {value!r}")
+        if self.damping < 0:
+            raise self.error("damping", f"must be >= 0, got {self.damping!r}")
+        if self.min_speedup <= 0:
+            raise self.error("min_speedup", f"must be > 0, got {self.min_speedup!r}")
+
+    def rule(self) -> tuple[str, float]:
+        for name in rank.RULES:
+            if getattr(self, name) is not None:
+                return name, float(getattr(self, name))
+        return DEFAULT_RULE
+
+
+@dataclasses.dataclass
+class Plan:
+    """One layer's decision: its rank and factors, before the gate and the rewrite."""
+
+    layer: Layer
+    rank: int
+    a: np.ndarray
+    b: np.ndarray
+    info: dict
+
+
+@register_pass
+class LowRankSplit(Pass):
+    """Split Gemm/MatMul/1×1 Conv weights into two low-rank factors (SVD, optionally data-aware)."""
+
+    name = "svd"
+    Options = SvdOptions
+    exact = False
+
+    def needs_calibration(self) -> bool:
+        return self.options.data_aware or self.options.max_error is not None
+
+    def tolerance(self) -> Tolerance:
+        return Tolerance.parse(BUDGET)
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        opts = self.options
+        layers, declines = self._candidates(graph)
+        moments, shapes = {}, {}
+        if layers and self.needs_calibration():
+            ctx.require_calibration(self.name)
+            moments, shapes = collect_moments(ctx, graph, layers)
+        plans: list[Plan] = []
+        for layer in layers:
+            outcome = _plan(layer, opts, moments.get((layer.input.name, layer.layout)))
+            (plans if isinstance(outcome, Plan) else declines).append(outcome)
+        timings: list[dict] = []
+        if plans and opts.latency_gate:
+            plans = self._gate(ctx, graph, plans, shapes, declines, timings)
+        for plan in plans:
+            split(graph, plan.layer, plan.a, plan.b)
+        stats = _stats(plans, layers, opts, timings)
+        notes = []
+        if timings:
+            notes.append(f"latency gate: {sum(t['kept'] for t in timings)} of {len(timings)} splits measured "
+                         "faster and kept; these choices come from timings and may differ between runs")
+        return PassResult(modified=bool(plans), stats=stats, declines=declines, notes=notes)
+
+    def _candidates(self, graph: gs.Graph) -> tuple[list[Layer], list[Decline]]:
+        layers: list[Layer] = []
+        declines: list[Decline] = []
+        for node in list(graph.nodes):
+            found = match(node)
+            if found is None:
+                continue
+            if isinstance(found, Decline):
+                declines.append(found)
+            elif found.name in self.options.exclude or node.name in self.options.exclude:
+                declines.append(Decline(found.name, "excluded by the exclude option"))
+            else:
+                layers.append(found)
+        return layers, declines
+
+    def _gate(self, ctx: PassContext, graph: gs.Graph, plans: list[Plan], shapes: dict,
+              declines: list[Decline], timings: list[dict]) -> list[Plan]:
+        if any(p.layer.input.name not in shapes for p in plans):
+            shapes = {**probe_shapes(ctx, graph, [p.layer for p in plans]), **shapes}
+        gate = LatencyGate(ctx)
+        kept = []
+        for plan in plans:
+            shape = shapes[plan.layer.input.name]
+            timing = gate.measure(plan.layer, plan.a, plan.b, shape)
+            ok = timing.speedup > self.options.min_speedup
+            timings.append({"layer": plan.layer.name, "rank": plan.rank, "input_shape": list(shape),
+                            "original_ms": round(timing.original_ms, 4), "split_ms": round(timing.split_ms, 4),
+                            "kept": ok})
+            plan.info.update(original_ms=round(timing.original_ms, 4), split_ms=round(timing.split_ms, 4))
+            if ok:
+                kept.append(plan)
+            else:
+                declines.append(Decline(plan.layer.name, (
+                    f"the rank-{plan.rank} split is not faster on {ctx.target_provider}: "
+                    f"{timing.split_ms:.4g} ms vs {timing.original_ms:.4g} ms at input {list(shape)} (measured)")))
+        return kept
+
+
+def _plan(layer: Layer, opts: SvdOptions, moments: factor.Moments | None) -> Plan | Decline:
+    shape = layer.shape
+    if rank.break_even(shape) < 1:
+        return Decline(layer.name, f"a {shape[0]}x{shape[1]} weight cannot shrink: any rank r has r·(K+N) ≥ K·N")
+    if opts.data_aware:
+        spectrum = factor.whitened(layer.weight, moments, opts.damping)
+    else:
+        spectrum = factor.plain(layer.weight)
+    errors = factor.output_errors(spectrum, moments, layer.weight, layer.bias) if moments is not None else None
+    rule, value = opts.rule()
+    r = rank.choose_rank(rule, value, spectrum.sigma, shape, errors)
+    info = {"layer": layer.name, "op": layer.node.op, "K": shape[0], "N": shape[1], "rank": r,
+            "params_before": shape[0] * shape[1], "params_after": r * (shape[0] + shape[1])}
+    if errors is not None:
+        info["output_error"] = round(float(errors[r]), 6)
+        if spectrum.whitened:
+            baseline = factor.plain(layer.weight)
+            info["plain_error"] = round(float(factor.output_errors(baseline, moments, layer.weight, layer.bias)[r]), 6)
+    if not rank.saves(r, shape):
+        return Decline(layer.name, (
+            f"nothing saved: {rule}={value:g} needs rank {r}, and {r}·({shape[0]}+{shape[1]}) = "
+            f"{r * (shape[0] + shape[1])} ≥ {shape[0]}·{shape[1]} = {shape[0] * shape[1]}"))
+    a, b = spectrum.factors(r)
+    return Plan(layer, r, a, b, info)
+
+
+def _stats(plans: list[Plan], layers: list[Layer], opts: SvdOptions, timings: list[dict]) -> dict:
+    rule, value = opts.rule()
+    before = sum(p.info["params_before"] for p in plans)
+    after = sum(p.info["params_after"] for p in plans)
+    total = sum(layer.shape[0] * layer.shape[1] for layer in layers)
+    stats = {
+        "rule": f"{rule}={value:g}",
+        "data_aware": opts.data_aware,
+        "candidates": len(layers),
+        "split": len(plans),
+        "weight_params_before": total,
+        "weight_params_after": total - before + after,
+        "layers": [p.info for p in plans],
+    }
+    if timings:
+        stats["latency"] = timings
+    return stats
