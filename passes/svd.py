@@ -12,7 +12,9 @@ Variants (see ``onnxslim.lowrank.factor`` for the math):
 
 Rank rules, one per run (two is a usage error): ``energy`` (retained Σσ²; of the weight,
 or with ``data_aware`` of the output), ``rank_ratio`` (of min(K, N)), ``param_ratio`` (the share
-of each layer's weight parameters to keep) and ``max_error`` (per-layer relative output error
+of all candidate layers' weight parameters to keep, allocated so every layer reaches the same
+relative error: output error when calibration data is given, weight error otherwise; a layer
+whose rank would save nothing stays whole) and ``max_error`` (per-layer relative output error
 ‖Y − Ŷ‖_F / ‖Y‖_F on the calibration data; needs ``--calibration-data``). With no rule given,
 ``energy=0.95`` applies.
 
@@ -52,7 +54,9 @@ class SvdOptions(PassOptions):
     energy: float | None = option(None, "keep the smallest rank retaining this share of Σσ² (0, 1]; "
                                   "the default rule, at 0.95, when no rule is given")
     rank_ratio: float | None = option(None, "keep rank = ceil(ratio × min(K, N)), ratio in (0, 1]")
-    param_ratio: float | None = option(None, "keep this share of each layer's weight parameters, in (0, 1)")
+    param_ratio: float | None = option(None, "keep this share of the split layers' weight parameters, in (0, 1), "
+                                       "allocated across layers at equal error (output error with calibration "
+                                       "data, else weight error)")
     max_error: float | None = option(None, "smallest rank whose relative output error on calibration data "
                                      "is at most this, in (0, 1); needs --calibration-data")
     data_aware: bool = option(False, "whiten with the input's second moment from calibration data before "
@@ -115,13 +119,12 @@ class LowRankSplit(Pass):
         opts = self.options
         layers, declines = self._candidates(graph)
         moments, shapes = {}, {}
-        if layers and self.needs_calibration():
+        wants_data = opts.rule()[0] == "param_ratio" and ctx.calibration is not None
+        if layers and (self.needs_calibration() or wants_data):
             ctx.require_calibration(self.name)
             moments, shapes = collect_moments(ctx, graph, layers)
-        plans: list[Plan] = []
-        for layer in layers:
-            outcome = _plan(layer, opts, moments.get((layer.input.name, layer.layout)))
-            (plans if isinstance(outcome, Plan) else declines).append(outcome)
+        plans, more = _plans(layers, opts, moments)
+        declines += more
         timings: list[dict] = []
         if plans and opts.latency_gate:
             plans = self._gate(ctx, graph, plans, shapes, declines, timings)
@@ -172,28 +175,62 @@ class LowRankSplit(Pass):
         return kept
 
 
-def _plan(layer: Layer, opts: SvdOptions, moments: factor.Moments | None) -> Plan | Decline:
-    shape = layer.shape
-    if rank.break_even(shape) < 1:
-        return Decline(layer.name, f"a {shape[0]}x{shape[1]} weight cannot shrink: any rank r has r·(K+N) ≥ K·N")
-    if opts.data_aware:
-        spectrum = factor.whitened(layer.weight, moments, opts.damping)
-    else:
-        spectrum = factor.plain(layer.weight)
-    errors = factor.output_errors(spectrum, moments, layer.weight, layer.bias) if moments is not None else None
+def _spectra(layers: list[Layer], opts: SvdOptions, moments: dict) -> list[tuple]:
+    """Per layer: its spectrum and error curve (relative output error on calibration data,
+    else relative weight error), ranks 0..m."""
+    bases: dict = {}
+    found = []
+    for layer in layers:
+        key = (layer.input.name, layer.layout)
+        m = moments.get(key)
+        if opts.data_aware:
+            if key not in bases:
+                bases[key] = factor.eigen(m)
+            spectrum = factor.whitened(layer.weight, m, opts.damping, bases[key])
+        else:
+            spectrum = factor.plain(layer.weight)
+        curve = factor.output_errors(spectrum, m, layer.weight, layer.bias) if m is not None else None
+        found.append((layer, spectrum, curve, m))
+    return found
+
+
+def _plans(layers: list[Layer], opts: SvdOptions, moments: dict) -> tuple[list[Plan], list[Decline]]:
+    plans: list[Plan] = []
+    declines: list[Decline] = []
+    shrinkable = []
+    for layer in layers:
+        if rank.break_even(layer.shape) < 1:
+            k, n = layer.shape
+            declines.append(Decline(layer.name, f"a {k}x{n} weight cannot shrink: any rank r has r·(K+N) ≥ K·N"))
+        else:
+            shrinkable.append(layer)
+    found = _spectra(shrinkable, opts, moments)
     rule, value = opts.rule()
-    r = rank.choose_rank(rule, value, spectrum.sigma, shape, errors)
-    info = {"layer": layer.name, "op": layer.node.op, "K": shape[0], "N": shape[1], "rank": r,
-            "params_before": shape[0] * shape[1], "params_after": r * (shape[0] + shape[1])}
-    if errors is not None:
-        info["output_error"] = round(float(errors[r]), 6)
+    if rule == "param_ratio":
+        curves = [c if c is not None else rank.weight_errors(s.sigma) for _, s, c, _ in found]
+        ranks = rank.allocate(curves, [layer.shape for layer, *_ in found], value)
+    else:
+        ranks = [rank.choose_rank(rule, value, s.sigma, layer.shape, c) for layer, s, c, _ in found]
+    for (layer, spectrum, curve, m), r in zip(found, ranks):
+        outcome = _plan(layer, spectrum, curve, m, r, f"{rule}={value:g}")
+        (plans if isinstance(outcome, Plan) else declines).append(outcome)
+    return plans, declines
+
+
+def _plan(layer: Layer, spectrum: factor.Spectrum, curve, moments, r: int | None, rule: str) -> Plan | Decline:
+    (k, n) = layer.shape
+    if r is None:
+        return Decline(layer.name, f"kept whole: {rule} allocates it a rank that saves nothing")
+    if not rank.saves(r, layer.shape):
+        return Decline(layer.name, (f"nothing saved: {rule} needs rank {r}, and {r}·({k}+{n}) = "
+                                    f"{r * (k + n)} ≥ {k}·{n} = {k * n}"))
+    info = {"layer": layer.name, "op": layer.node.op, "K": k, "N": n, "rank": r,
+            "params_before": k * n, "params_after": r * (k + n)}
+    if curve is not None:
+        info["output_error"] = round(float(curve[r]), 6)
         if spectrum.whitened:
-            baseline = factor.plain(layer.weight)
-            info["plain_error"] = round(float(factor.output_errors(baseline, moments, layer.weight, layer.bias)[r]), 6)
-    if not rank.saves(r, shape):
-        return Decline(layer.name, (
-            f"nothing saved: {rule}={value:g} needs rank {r}, and {r}·({shape[0]}+{shape[1]}) = "
-            f"{r * (shape[0] + shape[1])} ≥ {shape[0]}·{shape[1]} = {shape[0] * shape[1]}"))
+            baseline = factor.output_errors(factor.plain(layer.weight), moments, layer.weight, layer.bias)
+            info["plain_error"] = round(float(baseline[r]), 6)
     a, b = spectrum.factors(r)
     return Plan(layer, r, a, b, info)
 

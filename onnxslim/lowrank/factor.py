@@ -76,15 +76,22 @@ def plain(weight: np.ndarray) -> Spectrum:
     return Spectrum(s, u, vt, whitened=False)
 
 
-def whitened(weight: np.ndarray, moments: Moments, damping: float) -> Spectrum:
+def eigen(moments: Moments) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (clipped at 0) and eigenvectors of M; layers reading one tensor share them."""
+    eigenvalues, q = np.linalg.eigh(moments.second)
+    return np.clip(eigenvalues, 0.0, None), q
+
+
+def whitened(weight: np.ndarray, moments: Moments, damping: float,
+             basis: tuple[np.ndarray, np.ndarray] | None = None) -> Spectrum:
     """The SVD of ``weight`` seen through its input's second moment, damped by ``damping``.
 
     δ = damping × mean eigenvalue of M (a relative damping, so it does not depend on the
-    activations' scale); an all-zero M falls back to the plain SVD.
+    activations' scale); an all-zero M falls back to the plain SVD. ``basis`` is
+    ``eigen(moments)`` when the caller already has it.
     """
     w = np.asarray(weight, dtype=np.float64)
-    eigenvalues, q = np.linalg.eigh(moments.second)
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    eigenvalues, q = basis if basis is not None else eigen(moments)
     mean = float(eigenvalues.mean()) if eigenvalues.size else 0.0
     if mean <= 0.0:
         return plain(w)

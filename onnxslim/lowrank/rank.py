@@ -66,3 +66,45 @@ def break_even(shape: tuple[int, int]) -> int:
     """The largest rank that still saves parameters (0 when none does)."""
     k, n = shape
     return max(0, (k * n - 1) // (k + n))
+
+
+def weight_errors(sigma: np.ndarray) -> np.ndarray:
+    """Relative weight error ‖W − W_r‖_F / ‖W‖_F at ranks 0..m, from the plain spectrum."""
+    squares = np.asarray(sigma, dtype=np.float64) ** 2
+    tail = np.concatenate([np.cumsum(squares[::-1])[::-1], [0.0]])
+    return np.sqrt(tail / tail[0]) if tail[0] > 0 else np.zeros_like(tail)
+
+
+def allocate(curves: list[np.ndarray], shapes: list[tuple[int, int]], ratio: float) -> list[int | None]:
+    """Ranks that keep at most ``ratio`` of the layers' weight parameters, at equal error.
+
+    Every layer gets the smallest rank whose error (its curve, indexed by rank) is at most a
+    common threshold e; a layer whose rank would save nothing stays whole (None). e is the
+    smallest threshold that meets the budget, found by bisection over the curves' values
+    (the parameter count falls as e grows). When even rank 1 everywhere misses the budget,
+    every layer gets rank 1.
+    """
+    budget = ratio * sum(k * n for k, n in shapes)
+    thresholds = np.unique(np.concatenate([np.asarray(c)[1:] for c in curves])) if curves else np.zeros(1)
+
+    def ranks_at(e: float) -> tuple[list[int | None], int]:
+        chosen, params = [], 0
+        for curve, (k, n) in zip(curves, shapes):
+            within = np.nonzero(np.asarray(curve)[1:] <= e)[0]
+            r = int(within[0]) + 1 if within.size else len(curve) - 1
+            if saves(r, (k, n)):
+                chosen.append(r)
+                params += r * (k + n)
+            else:
+                chosen.append(None)
+                params += k * n
+        return chosen, params
+
+    low, high = 0, len(thresholds) - 1
+    while low < high:
+        mid = (low + high) // 2
+        if ranks_at(float(thresholds[mid]))[1] <= budget:
+            high = mid
+        else:
+            low = mid + 1
+    return ranks_at(float(thresholds[low]))[0]
