@@ -88,6 +88,7 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     target = Path(output_path) if output_path is not None else default_output(source)
     _check_output_path(source, target, options.dry_run)
     pipeline = parse(options.passes or DEFAULT_PIPELINE)
+    tolerance = _tolerance(pipeline, options.tolerance)
     providers = resolve_providers(options.providers)
     model = load_model(source)
     parity_data = _parity_data(model, options)
@@ -110,16 +111,10 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     doc["input"] = describe(model, first_feeds, path=source)
     doc["output"] = describe(result, first_feeds, path=target)
     doc["passes"] = [r.to_dict() for r in manager.records]
-    tolerance = _tolerance(pipeline, options.tolerance)
     held = True
     doc["parity"], doc["latency"] = {}, {}
     if options.verify:
-        say("parity")
-        parity = compare_models(model, result, ctx.track(parity_data, "parity batches"), providers[0], options.threads)
-        held = parity.holds(tolerance)
-        doc["parity"] = {"data": _describe_data(parity_data), **parity.to_dict(tolerance)}
-        say("latency")
-        doc["latency"] = _latency([model, result], first_feeds, providers, options)
+        held = _compare(doc, model, result, parity_data, tolerance, providers, options, say, tracker)
     doc["warnings"] = ctx.warnings
     exit_code = 0 if held else 1  # --force writes a failing result but still says it failed
     if held or options.force:
@@ -138,22 +133,29 @@ def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
     providers = resolve_providers(options.providers)
     reference, candidate = load_model(reference_path), load_model(candidate_path)
     _check_same_interface(reference, candidate)
-    data = _parity_data(reference, options)
     tolerance = Tolerance.parse(options.tolerance or "exact")
-    say("parity")
-    total = getattr(data, "len_hint", None)
-    parity = compare_models(reference, candidate, tracker(data, "parity batches", total), providers[0], options.threads)
-    failures = parity.failures(tolerance)
+    data = _parity_data(reference, options)
     doc = reporting.header("", providers)
     first = next(iter(data))
     doc["input"] = describe(reference, first, path=Path(reference_path))
     doc["output"] = describe(candidate, first, path=Path(candidate_path))
     doc["passes"] = []
+    held = _compare(doc, reference, candidate, data, tolerance, providers, options, say, tracker)
+    doc["warnings"] = []
+    return Outcome(doc, 0 if held else 1, None)
+
+
+def _compare(doc: dict[str, Any], reference: onnx.ModelProto, candidate: onnx.ModelProto,
+             data: Iterable[dict[str, np.ndarray]], tolerance: Tolerance, providers: list[str],
+             options: RunOptions, say: Progress, tracker: Tracker) -> bool:
+    """Fill the report's parity (on every batch of ``data``) and latency; True when parity holds."""
+    say("parity")
+    batches = tracker(data, "parity batches", getattr(data, "len_hint", None))
+    parity = compare_models(reference, candidate, batches, providers[0], options.threads)
     doc["parity"] = {"data": _describe_data(data), **parity.to_dict(tolerance)}
     say("latency")
-    doc["latency"] = _latency([reference, candidate], first, providers, options)
-    doc["warnings"] = []
-    return Outcome(doc, 0 if not failures else 1, None)
+    doc["latency"] = _latency([reference, candidate], next(iter(data)), providers, options)
+    return parity.holds(tolerance)
 
 
 def inspect(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, Any]:
