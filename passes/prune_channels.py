@@ -150,13 +150,12 @@ class PruneChannels(Pass):
                  keep: dict[int, np.ndarray], notes: list[str]) -> dict[str, Any]:
         src_keep = plan.source_keep(keep)
         touched = {gid for gid in keep}
-        consumers, out_keep = [], {}
+        consumers: dict[int, gs.Node] = {}
         for m in plan.members:
             if m.role == "consumer" and any(plan.group_of[s] in touched for s in m.sources()):
-                consumers.append(m.node.name)
-        for src in plan.sources:
-            out_keep[src.node] = src_keep.get(src.id)
-        fits, skipped = refit(ctx, original, graph, list(dict.fromkeys(consumers)), out_keep,
+                consumers[id(m.node)] = m.node
+        out_keep = {src.key: src_keep.get(src.id) for src in plan.sources}
+        fits, skipped = refit(ctx, original, graph, list(consumers.values()), out_keep,
                               self.options.recover_rows, ctx.rng(5))
         notes += skipped
         notes += [f"refit {f.node}: relative output error {f.error_before:.4f} -> {f.error_after:.4f}" for f in fits]

@@ -101,6 +101,7 @@ class Source:
     op: str
     tensor: str
     size: int
+    key: int = 0  # id() of the producer node in the analysed graph
 
 
 @dataclasses.dataclass
@@ -201,7 +202,7 @@ class Builder:
 
     def new_source(self, node: gs.Node, tensor: gs.Tensor, size: int) -> Layout:
         sid = len(self.sources)
-        self.sources.append(Source(sid, node.name, node.op, tensor.name, int(size)))
+        self.sources.append(Source(sid, node.name, node.op, tensor.name, int(size), id(node)))
         self.parent.append(sid)
         return (Segment(sid, int(size)),)
 

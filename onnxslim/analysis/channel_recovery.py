@@ -11,13 +11,15 @@ original model's output on the original input, over calibration samples:
 fit back to them instead of overfitting.
 
 X' are rows of the consumer's input in the pruned graph (im2col patches for a Conv), Y the
-matching rows of the original consumer output (only its kept output channels). AᵀA and AᵀY
+matching rows of the original consumer output (only its kept output channels); a ConvTranspose
+whose kernel equals its stride maps each input pixel to its own k×k output patch, so its rows are
+input pixels and its targets the patches (one bias per channel: the taps' intercepts averaged). AᵀA and AᵀY
 are accumulated batch by batch in float64 from a random sample of at most ``rows`` output
 positions per batch, so memory does not grow with the data. Consumers are refit level by
 level in topological order: a layer is refit on inputs produced by the already-refit layers
 above it. The relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from
-the same normal equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose and
-unnamed nodes are not refit (reported).
+the same normal equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose only
+with kernel = stride; unnamed nodes are not refit (reported).
 """
 
 from __future__ import annotations
@@ -50,32 +52,39 @@ class _Normal:
     rows: int = 0
 
 
-def refit(ctx: PassContext, original: gs.Graph, pruned: gs.Graph, consumers: Sequence[str],
-          out_keep: Mapping[str, np.ndarray | None], rows: int, rng: np.random.Generator) -> tuple[list[LayerFit], list[str]]:
-    """Refit ``consumers`` (node names in ``pruned``) in place; returns fits and skipped notes."""
-    by_name = {n.name: n for n in pruned.nodes if n.name}
-    orig_by_name = {n.name: n for n in original.nodes if n.name}
+def refit(ctx: PassContext, original: gs.Graph, pruned: gs.Graph, consumers: Sequence[gs.Node],
+          out_keep: Mapping[int, np.ndarray | None], rows: int, rng: np.random.Generator) -> tuple[list[LayerFit], list[str]]:
+    """Refit ``consumers`` (nodes of ``pruned``) in place; returns fits and notes on layers skipped.
+
+    ``original`` is a copy of ``pruned`` taken before pruning: node i of one is node i of the
+    other. ``out_keep`` maps id(node) of a consumer whose own outputs were pruned to the kept ones.
+    """
+    twin = {id(n): o for n, o in zip(pruned.nodes, original.nodes)}
     todo, skipped = [], []
-    for name in consumers:
-        node = by_name.get(name)
-        reason = _unsupported(node, orig_by_name.get(name))
+    for node in consumers:
+        reason = _unsupported(node, twin.get(id(node)))
         if reason:
-            skipped.append(f"{name or '?'}: not refit ({reason})")
+            skipped.append(f"{_label(node)}: not refit ({reason})")
         else:
-            todo.append(name)
+            todo.append(node)
     fits: list[LayerFit] = []
-    targets = _targets(ctx, original, [orig_by_name[n] for n in todo], out_keep, rows, rng)
-    for level in _levels(pruned, set(todo)):
-        nodes = [by_name[n] for n in level]
-        fits += _refit_level(ctx, pruned, nodes, targets)
+    targets = _targets(ctx, [(n, twin[id(n)]) for n in todo], original, out_keep, rows, rng)
+    for level in _levels(pruned, {id(n) for n in todo}):
+        fits += _refit_level(ctx, pruned, level, targets)
     return fits, skipped
 
 
+def _label(node: gs.Node) -> str:
+    return node.name or f"{node.op}({node.outputs[0].name})"
+
+
 def _unsupported(node: gs.Node | None, orig: gs.Node | None) -> str | None:
-    if node is None or orig is None:
-        return "node has no unique name"
-    if node.op not in ("Conv", "Gemm", "MatMul"):
+    if node is None or orig is None or orig.op != node.op:
+        return "no counterpart in the original graph"
+    if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
         return f"{node.op} is not refit"
+    if node.op == "ConvTranspose" and not _patchwise(node):
+        return "only ConvTranspose with kernel = stride, no padding, group=1"
     if node.op == "Conv" and (len(constant_value(node.inputs[1]).shape) != 4 or node.attrs.get("group", 1) != 1):
         return "only 2-D Conv with group=1"
     if node.op == "Conv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
@@ -85,27 +94,37 @@ def _unsupported(node: gs.Node | None, orig: gs.Node | None) -> str | None:
     return None
 
 
-def _levels(graph: gs.Graph, consumers: set[str]) -> list[list[str]]:
+def _levels(graph: gs.Graph, consumers: set[int]) -> list[list[gs.Node]]:
     depth: dict[str, int] = {}
-    levels: dict[int, list[str]] = {}
+    levels: dict[int, list[gs.Node]] = {}
     for node in graph.nodes:
         d = max((depth.get(t.name, 0) for t in node.inputs if t.name), default=0)
-        if node.name in consumers:
-            levels.setdefault(d, []).append(node.name)
+        if id(node) in consumers:
+            levels.setdefault(d, []).append(node)
             d += 1
         for t in node.outputs:
             depth[t.name] = d
     return [levels[k] for k in sorted(levels)]
 
 
-def _targets(ctx, original, nodes, out_keep, rows, rng) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+def _targets(ctx, pairs, original, out_keep, rows, rng) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
     """One pass over the original model: per consumer and batch, sampled positions and their outputs."""
-    names = [n.outputs[0].name for n in nodes]
-    targets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n.name: [] for n in nodes}
+    names = [o.outputs[0].name for _, o in pairs]
+    targets: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {id(n): [] for n, _ in pairs}
     for values in ctx.activations(original, names):
-        for node, yn in zip(nodes, names):
+        for (node, _), yn in zip(pairs, names):
             y = np.asarray(values[yn])
-            keep = out_keep.get(node.name)
+            keep = out_keep.get(id(node))
+            if node.op == "ConvTranspose":  # kernel = stride: one input pixel -> one k x k output patch
+                k = node.attrs["kernel_shape"]
+                n, o, h, w = y.shape[0], y.shape[1], y.shape[2] // k[0], y.shape[3] // k[1]
+                patches = y.reshape(n, o, h, k[0], w, k[1]).transpose(0, 2, 4, 1, 3, 5).reshape(n * h * w, o, k[0] * k[1])
+                pick = np.sort(rng.choice(len(patches), rows, replace=False)) if len(patches) > rows else np.arange(len(patches))
+                target = patches[pick]
+                if keep is not None:
+                    target = target[:, keep]
+                targets[id(node)].append((pick, target.reshape(len(pick), -1).astype(np.float64)))
+                continue
             if node.op == "Conv":
                 total = y.shape[0] * y.shape[2] * y.shape[3]
                 pick = np.sort(rng.choice(total, rows, replace=False)) if total > rows else np.arange(total)
@@ -118,40 +137,51 @@ def _targets(ctx, original, nodes, out_keep, rows, rng) -> dict[str, list[tuple[
                 target = y2[pick]
             if keep is not None:
                 target = target[:, keep]
-            targets[node.name].append((pick, target.astype(np.float64)))
+            targets[id(node)].append((pick, target.astype(np.float64)))
     return targets
 
 
 def _refit_level(ctx, pruned, nodes, targets) -> list[LayerFit]:
     x_names = [n.inputs[0].name for n in nodes]
-    acc: dict[str, _Normal] = {}
+    acc: dict[int, _Normal] = {}
     for batch, cur in enumerate(ctx.activations(pruned, x_names)):
         for node, xn in zip(nodes, x_names):
-            pick, y = targets[node.name][batch]
+            pick, y = targets[id(node)][batch]
             a = _design(node, np.asarray(cur[xn], np.float64), pick)
             if _intercept(node):
                 a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
-            normal = acc.get(node.name)
+            normal = acc.get(id(node))
             if normal is None:
-                normal = acc[node.name] = _Normal(np.zeros((a.shape[1],) * 2), np.zeros((a.shape[1], y.shape[1])))
+                normal = acc[id(node)] = _Normal(np.zeros((a.shape[1],) * 2), np.zeros((a.shape[1], y.shape[1])))
             normal.gram += a.T @ a
             normal.cross += a.T @ y
             normal.yy += float((y**2).sum())
             normal.rows += a.shape[0]
     fits = []
     for node in nodes:
-        normal = acc.get(node.name)
+        normal = acc.get(id(node))
         if normal is None or normal.rows == 0:
             continue
         theta0 = _current(node)
         d = normal.gram.shape[0]
         lam = np.trace(normal.gram) / d * (RIDGE + d / normal.rows) + 1e-12
         theta = np.linalg.solve(normal.gram + lam * np.eye(d), normal.cross + lam * theta0)
+        if node.op == "ConvTranspose":  # one bias per output channel, shared by the k x k taps
+            taps = int(np.prod(node.attrs["kernel_shape"]))
+            theta[-1] = np.repeat(theta[-1].reshape(-1, taps).mean(1), taps)
         before, after = _error(normal, theta0), _error(normal, theta)
         if after < before:
             _write(pruned, node, theta)
-        fits.append(LayerFit(node.name, before, min(after, before), normal.rows))
+        fits.append(LayerFit(_label(node), before, min(after, before), normal.rows))
     return fits
+
+
+def _patchwise(node: gs.Node) -> bool:
+    k = list(node.attrs.get("kernel_shape", []))
+    return (len(k) == 2 and list(node.attrs.get("strides", [1, 1])) == k and not any(node.attrs.get("pads", [0] * 4))
+            and node.attrs.get("group", 1) == 1 and list(node.attrs.get("dilations", [1, 1])) == [1, 1]
+            and not any(node.attrs.get("output_padding", [0, 0])) and "output_shape" not in node.attrs
+            and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
 
 
 def _intercept(node: gs.Node) -> bool:
@@ -166,6 +196,8 @@ def _error(n: _Normal, theta: np.ndarray) -> float:
 
 def _design(node: gs.Node, x: np.ndarray, pick: np.ndarray) -> np.ndarray:
     """Rows of the layer's input at the sampled output positions (im2col patches for a Conv)."""
+    if node.op == "ConvTranspose":
+        return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])[pick]
     if node.op != "Conv":
         return x.reshape(-1, x.shape[-1])[pick]
     w = constant_value(node.inputs[1])
@@ -191,6 +223,8 @@ def _current(node: gs.Node) -> np.ndarray:
     if node.op == "Conv":
         mat = w.reshape(w.shape[0], -1).T
         out = w.shape[0]
+    elif node.op == "ConvTranspose":
+        mat, out = w.reshape(w.shape[0], -1), w.shape[1] * int(np.prod(w.shape[2:]))
     elif node.op == "Gemm":
         alpha = node.attrs.get("alpha", 1.0)
         mat = (w.T if node.attrs.get("transB", 0) else w) * alpha
@@ -200,6 +234,10 @@ def _current(node: gs.Node) -> np.ndarray:
         if not _intercept(node):
             return mat
     bias = np.zeros(out)
+    if node.op == "ConvTranspose":
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            bias = np.repeat(constant_value(node.inputs[2]).astype(np.float64), int(np.prod(w.shape[2:])))
+        return np.concatenate([mat, bias[None, :]], axis=0)
     if len(node.inputs) > 2 and node.inputs[2].name:
         b = constant_value(node.inputs[2]).astype(np.float64)
         if node.op == "Gemm":
@@ -231,6 +269,10 @@ def _write(graph: gs.Graph, node: gs.Node, theta: np.ndarray) -> None:
     if node.op == "Conv":
         replace_input(graph, node, 1, mat.T.reshape(w_old.shape).astype(dtype), "refit")
         _set_bias(graph, node, bias.astype(dtype), 2)
+    elif node.op == "ConvTranspose":
+        taps = int(np.prod(w_old.shape[2:]))
+        replace_input(graph, node, 1, mat.reshape(w_old.shape).astype(dtype), "refit")
+        _set_bias(graph, node, bias.reshape(-1, taps)[:, 0].astype(dtype), 2)
     elif node.op == "Gemm":
         mat = mat / node.attrs.get("alpha", 1.0)
         replace_input(graph, node, 1, (mat.T if node.attrs.get("transB", 0) else mat).astype(dtype), "refit")

@@ -212,3 +212,24 @@ def test_ppocr_detector_prunes_with_constant_node_weights(tmp_path):
     assert result.modified and model_stats(out).params < 0.85 * model_stats(model).params
     y = prune_nets.run(out, feeds)[0]
     assert y.shape == prune_nets.run(model, feeds)[0].shape
+
+
+def test_recovery_refits_a_patchwise_conv_transpose(rng):
+    """A ConvTranspose with kernel = stride (the DBNet head) reading pruned channels is refit."""
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 6, 6] x) => (float[N, 2, 12, 12] y) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+        r = Relu (c)
+        d = ConvTranspose <strides = [2, 2], kernel_shape = [2, 2]> (r, Wt, Bt)
+        e = Relu (d)
+        y = Conv (e, W2)
+    }"""
+    weights = {"W1": rng.normal(0, 0.5, (16, 3, 3, 3)), "B1": rng.normal(0, 0.5, 16), "Wt": rng.normal(0, 0.5, (16, 16, 2, 2)),
+               "Bt": rng.normal(0, 0.5, 16), "W2": rng.normal(0, 0.5, (2, 16, 1, 1))}
+    model = helpers.model_from_text(text, {k: v.astype(np.float32) for k, v in weights.items()})
+    data = calibration(rng, batches=4, n=16)
+    opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
+    _, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    refits = [n for n in result.notes if n.startswith("refit ")]
+    assert len(refits) == 2 and not any("not refit" in n for n in result.notes), result.notes
+    assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
