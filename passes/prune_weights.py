@@ -39,7 +39,7 @@ from onnxslim.sparse import masks as masklib
 from onnxslim.sparse import storage
 from onnxslim.sparse.criteria import HessianAccumulator, scores, supports_data
 from onnxslim.sparse.layers import Layer, find_layers, matches
-from onnxslim.sparse.reconstruct import prune_group
+from onnxslim.sparse.reconstruct import prune_group, upper_inverse_factor
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,9 @@ class PruneWeights(Pass):
         if not layers:
             return PassResult(False, {"layers": 0}, declines)
         hessians, used = self._hessians(graph, ctx, layers) if self.needs_calibration() else ({}, 0)
-        layer_scores = [scores(opts.criterion, l.to_mats(), hessians.get(id(l)), opts.damp) for l in layers]
+        factors = self._factors(layers, hessians)
+        layer_scores = [scores(opts.criterion, l.to_mats(), hessians.get(id(l)), opts.damp, factors.get(id(l)))
+                        for l in layers]
         counts = self._counts(layers, layer_scores, hessians, ctx)
         changed, per_layer, choices = 0, [], []
         stages = _stages(graph, layers) if opts.criterion == "reconstruct" and opts.sequential else [0] * len(layers)
@@ -122,16 +124,25 @@ class PruneWeights(Pass):
             todo = [i for i, s in enumerate(stages) if s == stage]
             if stage > 0:  # inputs now come through pruned layers: gather their H again
                 hessians.update(self._hessians(graph, ctx, [layers[i] for i in todo])[0])
+                factors.update(self._factors([layers[i] for i in todo], hessians))
                 for i in todo:
-                    layer_scores[i] = scores(opts.criterion, layers[i].to_mats(), hessians[id(layers[i])], opts.damp)
+                    layer_scores[i] = scores(opts.criterion, layers[i].to_mats(), hessians[id(layers[i])], opts.damp,
+                                             factors[id(layers[i])])
             for i in todo:
-                changed += self._apply(graph, layers[i], layer_scores[i], counts[i], hessians, choices, per_layer)
+                changed += self._apply(graph, layers[i], layer_scores[i], counts[i], hessians, factors.get(id(layers[i])),
+                                       choices, per_layer)
         stats = self._stats(layers, per_layer, declines, choices, used)
         notes = [SIZE_NOTE] + _bn_note(layers)
         return PassResult(changed > 0, stats, declines, notes)
 
-    def _apply(self, graph, layer, sc, count, hessians, choices, per_layer) -> int:
-        new = self._prune(layer, sc, count, hessians.get(id(layer)))
+    def _factors(self, layers: list[Layer], hessians: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:
+        """Per reconstruct layer and group, ``U`` with ``UᵀU = H⁻¹`` (shared by scores and updates)."""
+        if self.options.criterion != "reconstruct":
+            return {}
+        return {id(l): [upper_inverse_factor(h, self.options.damp) for h in hessians[id(l)]] for l in layers}
+
+    def _apply(self, graph, layer, sc, count, hessians, factors, choices, per_layer) -> int:
+        new = self._prune(layer, sc, count, hessians.get(id(layer)), factors)
         per_layer.append({"layer": layer.name, "op": layer.op, "weights": layer.size,
                           "zeros": int(new.size - np.count_nonzero(new)),
                           "sparsity": round(float(1 - np.count_nonzero(new) / new.size), 4)})
@@ -204,7 +215,8 @@ class PruneWeights(Pass):
 
     # -- apply -----------------------------------------------------------------------------
 
-    def _prune(self, layer: Layer, sc: np.ndarray, count: int, h: np.ndarray | None) -> np.ndarray:
+    def _prune(self, layer: Layer, sc: np.ndarray, count: int, h: np.ndarray | None,
+               factors: list[np.ndarray] | None = None) -> np.ndarray:
         opts = self.options
         nm = _nm(opts.pattern)
         mats = layer.to_mats()
@@ -214,7 +226,7 @@ class PruneWeights(Pass):
             out = np.empty(mats.shape)
             for g in range(mats.shape[0]):
                 out[g] = prune_group(mats[g], h[g], opts.damp, count=int(mask[g].sum()), nm=nm, perm=perm,
-                                     saliency=sc[g])
+                                     saliency=sc[g], u=factors[g] if factors else None)
             return layer.from_mats(out)
         mask = masklib.nm_mask(sc, *nm, perm) if nm else masklib.unstructured_mask(sc, count)
         return layer.from_mats(np.where(mask, 0, mats))

@@ -131,8 +131,13 @@ def dead_inputs(h: np.ndarray) -> np.ndarray:
     return np.stack([np.diagonal(h[g]) <= 0 for g in range(h.shape[0])])
 
 
-def scores(criterion: str, mats: np.ndarray, h: np.ndarray | None, damp: float) -> np.ndarray:
-    """Per-weight importance ``[G, rows, cols]`` (larger = keep)."""
+def scores(criterion: str, mats: np.ndarray, h: np.ndarray | None, damp: float,
+           factors: list[np.ndarray] | None = None) -> np.ndarray:
+    """Per-weight importance ``[G, rows, cols]`` (larger = keep).
+
+    ``factors``: per group, ``U`` upper with ``UᵀU = H⁻¹`` (reconstruct), so that
+    ``[H⁻¹]_jj = Σ_k U_kj²`` costs no second factorization.
+    """
     w2 = np.square(mats.astype(np.float64))
     if criterion == "magnitude":
         return w2
@@ -140,7 +145,10 @@ def scores(criterion: str, mats: np.ndarray, h: np.ndarray | None, damp: float) 
     dead = dead_inputs(h)[:, None, :]
     if criterion == "activation":
         return np.where(dead, 0.0, w2 * np.stack([np.diagonal(h[g]) for g in range(h.shape[0])])[:, None, :])
-    hd = damped(h, damp)
-    inv_diag = np.stack([np.diagonal(np.linalg.inv(hd[g])) for g in range(hd.shape[0])])
+    if factors is None:
+        hd = damped(h, damp)
+        inv_diag = np.stack([np.diagonal(np.linalg.inv(hd[g])) for g in range(hd.shape[0])])
+    else:
+        inv_diag = np.stack([np.square(u).sum(axis=0) for u in factors])
     return np.where(dead, 0.0, w2 / inv_diag[:, None, :])
 

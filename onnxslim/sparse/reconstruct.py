@@ -26,20 +26,24 @@ BLOCK = 128
 
 
 def upper_inverse_factor(h: np.ndarray, damp: float) -> np.ndarray:
-    """``U`` upper triangular with ``UᵀU = (H + damp)⁻¹``, retrying with more damping."""
+    """``U`` upper triangular with ``UᵀU = (H + damp)⁻¹``, retrying with more damping.
+
+    With ``J`` the reversal, ``JHJ = L Lᵀ`` gives ``H = R Rᵀ`` with ``R = J L J`` upper, so
+    ``U = R⁻¹ = J L⁻¹ J``: one Cholesky and one triangular inverse.
+    """
     for factor in (1.0, 10.0, 100.0, 1000.0):
         hd = damped(h[None], damp * factor)[0]
         try:
-            inv = np.linalg.inv(np.linalg.cholesky(hd))
-            return np.linalg.cholesky(inv.T @ inv).T
+            lower = np.linalg.cholesky(hd[::-1, ::-1])
         except np.linalg.LinAlgError:
             continue
+        return np.triu(np.linalg.inv(lower)[::-1, ::-1])
     raise np.linalg.LinAlgError("H is not positive definite even after damping")
 
 
 def prune_group(w: np.ndarray, h: np.ndarray, damp: float, count: int | None = None,
                 nm: tuple[int, int] | None = None, perm: np.ndarray | None = None,
-                saliency: np.ndarray | None = None) -> np.ndarray:
+                saliency: np.ndarray | None = None, u: np.ndarray | None = None) -> np.ndarray:
     """Pruned and updated copy of ``w [rows, cols]`` (float64).
 
     Args:
@@ -50,11 +54,13 @@ def prune_group(w: np.ndarray, h: np.ndarray, damp: float, count: int | None = N
         nm: (n, m): keep at most n nonzeros in every m consecutive columns (in ``perm`` order).
         perm: column order to process in (N:M blocks are consecutive in it).
         saliency: per-weight saliency deciding each block's share of ``count``.
+        u: ``upper_inverse_factor(h, damp)`` when already computed (identity ``perm`` only).
     """
     perm = np.arange(w.shape[1]) if perm is None else perm
     inverse = np.argsort(perm)
     wp = w.astype(np.float64)[:, perm].copy()
-    u = upper_inverse_factor(h[np.ix_(perm, perm)], damp)
+    identity = bool(np.all(perm == np.arange(len(perm))))
+    u = u if u is not None and identity else upper_inverse_factor(h[np.ix_(perm, perm)], damp)
     cols = wp.shape[1]
     block_counts = None
     if nm is None:
