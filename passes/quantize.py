@@ -34,9 +34,10 @@ from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, opti
 from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
+from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, cpu
 from onnxslim.quant.placement import Plan, node_key, plan
-from onnxslim.quant.probe import LayerProbe, probe_layer
+from onnxslim.quant.probe import EPILOGUE, LayerProbe, probe_layer
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.runtime.bench import measure_latency
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: rows of the first calibration batch used for the fp32/int8 latency comparison
 LATENCY_ROWS = 8
+#: a timed layer stays float when its int8 probe is this much slower than float
+SLOWER = 1.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +67,11 @@ class QuantizeOptions(PassOptions):
     exclude: tuple[str, ...] = option((), "node names kept in float")
     calibration_samples: int | None = option(None, "use at most this many calibration samples (none: all)")
     check_samples: int = option(32, "calibration samples used by the probes and mixed precision")
+    probe_samples: int = option(8, "calibration samples each per-layer probe runs")
     bins: int = option(2048, "histogram bins for percentile/entropy/mse")
+    speed: str = option("auto", "per layer: keep in float a layer between float ops whose int8 probe (its Q, "
+                        "integer kernel, DQ and activation; real kernels, 1 sample) is slower than float; auto = "
+                        "on the CPU provider", choices=("auto", "off"))
     check_speed: bool = option(True, "time fp32 against int8 after quantizing")
     require_speedup: bool = option(False, "keep the fp32 graph when int8 is not faster")
 
@@ -77,8 +84,8 @@ class QuantizeOptions(PassOptions):
             raise self.error("max_excluded", "must be in [0, 1]")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise self.error("calibration_samples", "must be at least 1")
-        if self.check_samples < 1:
-            raise self.error("check_samples", "must be at least 1")
+        if self.check_samples < 1 or self.probe_samples < 1:
+            raise self.error("check_samples" if self.check_samples < 1 else "probe_samples", "must be at least 1")
         if self.bins < 256:
             raise self.error("bins", "must be at least 256")
         if self.require_speedup and not self.check_speed:
@@ -138,18 +145,25 @@ class Quantize(Pass):
         o = self.options
         risk = o.saturation == "all" or (o.saturation == "auto" and cpu.saturation_risk(ctx.target_provider, act_type))
         nodes = {node_key(n): n for n in work.nodes}
+        feeds = {k: v[: o.probe_samples] for k, v in feeds.items()}
         values = _layer_inputs(ctx, work, [nodes[k] for k in p.compute], feeds)
         probes: dict[str, LayerProbe] = {}
         choices: dict[str, WeightChoice] = {}
+        timed = o.speed == "auto" and ctx.target_provider == "CPUExecutionProvider"
         for key in p.compute:
             node = nodes[key]
             absorbed = _absorbed(node, p)
+            epilogue = _island_epilogue(node, absorbed, p) if timed else None
             choice = WeightChoice(o.per_channel, o.saturation == "all")
             probe = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider)
             if probe.saturated and risk and not choice.bits7:
                 choice = WeightChoice(o.per_channel, True)
                 probe = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider)
                 probe.saturated = True
+            if epilogue is not None:
+                timing = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider,
+                                     epilogue, ctx.threads)
+                probe.float_ms, probe.int8_ms = timing.float_ms, timing.int8_ms
             probes[key], choices[key] = probe, choice
         return probes, choices
 
@@ -158,8 +172,10 @@ class Quantize(Pass):
         o = self.options
         reference = ctx.export(work)
 
+        slow = {p.node for p in probes.values() if p.int8_ms is not None and p.int8_ms > SLOWER * p.float_ms}
+
         def build(k: int):
-            exclude = {p.node for p in ranked[:k]}
+            exclude = {p.node for p in ranked[:k]} | slow
             p = plan(work, set(o.exclude) | exclude, o.activation_matmul, act_type == "uint8")
             g = work.copy()
             materialize(g, p, act, choices)
@@ -167,7 +183,7 @@ class Quantize(Pass):
             report = compare_models(reference, model, [feeds], ctx.target_provider, ctx.threads)
             return g, p, exclude, min(out.cosine for out in report.outputs)
 
-        ranked = sorted(probes.values(), key=lambda p: -p.error)
+        ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
         best = build(0)
         if o.target_cosine is None or best[3] >= o.target_cosine:
             return best[0], best[1], [], best[3]
@@ -208,6 +224,10 @@ class Quantize(Pass):
             "saturation_safe_layers": sorted(k for k, c in choices.items() if c.bits7),
             "excluded": [{"node": p.node, "op": p.op, "layer_error": round(p.error, 5), "macs": p.macs}
                          for p in excluded],
+            "excluded_for_speed": [{"node": p.node, "op": p.op, "float_ms": round(p.float_ms, 4),
+                                    "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
+                                   if p.node not in chosen.compute and p.int8_ms is not None
+                                   and p.int8_ms > SLOWER * p.float_ms],
             "output_cosine_calibration": round(float(cosine), 6),
             "seconds_calibration": round(t_calib, 3),
             "seconds_total": round(time.perf_counter() - start, 3),
@@ -265,7 +285,9 @@ def _activations(ctx: PassContext, graph: gs.Graph, names, data):
     saved = ctx.calibration
     ctx.calibration = data
     try:
-        yield from ctx.activations(graph, names)
+        # ORT keeps every graph output intact when it optimizes, so the deployed level is safe here
+        # and several times faster than ORT_DISABLE_ALL on conv nets
+        yield from ctx.activations(graph, names, optimize=True)
     finally:
         ctx.calibration = saved
 
@@ -288,6 +310,28 @@ def _layer_inputs(ctx, work, nodes, feeds) -> dict[str, np.ndarray]:
         return next(iter(ctx.activations(work, names)))
     finally:
         ctx.calibration = saved
+
+
+def _island_epilogue(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> gs.Node | None:
+    """The lone float activation behind a layer whose input comes from a float op, else None.
+
+    Only such layers pay their own Q and DQ in the full graph, so only their probe timing is
+    representative; a layer inside an int8 chain is never excluded for speed.
+    """
+    if node.op == "MatMul" and len(node.inputs) > 1 and constant_value(node.inputs[1]) is None:
+        return None
+    source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    readers = p.readers()
+    if source is not None and (node_key(source) in readers or source.op == "DequantizeLinear"):
+        return None
+    out = (absorbed or node).outputs[0]
+    if len(out.outputs) != 1:
+        return None
+    act = out.outputs[0]
+    if act.op not in EPILOGUE or node_key(act) in readers or any(
+            n for n in act.outputs[0].outputs if node_key(n) in p.arith):
+        return None
+    return act
 
 
 def _absorbed(node: gs.Node, p: Plan) -> gs.Node | None:

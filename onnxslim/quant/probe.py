@@ -25,10 +25,16 @@ from onnxslim.ir.weights import constant_value
 from onnxslim.quant.placement import Plan, node_key
 from onnxslim.quant.qdq import WeightChoice, materialize
 from onnxslim.quant.qparams import QParams
+from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.session import make_session
 
 #: real-kernel vs simulated relative difference above which a layer counts as saturating
 SATURATION_GAP = 0.01
+
+
+#: unary activations a probe carries behind its layer, so that float's fused Conv+activation is
+#: timed against int8's QLinearConv → DQ → activation
+EPILOGUE = ("HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh", "Relu", "Clip", "Gelu")
 
 
 @dataclasses.dataclass
@@ -39,6 +45,8 @@ class LayerProbe:
     error: float       # relative output error with the real kernels
     simulated_error: float
     saturated: bool
+    float_ms: float | None = None
+    int8_ms: float | None = None
 
 
 def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
@@ -67,8 +75,13 @@ def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
 
 
 def probe_layer(node: gs.Node, absorbed: gs.Node | None, feeds: dict[str, np.ndarray],
-                act: dict[str, QParams], choice: WeightChoice, opset: int, provider: str) -> LayerProbe:
-    """Measure one layer; ``feeds`` holds its float activation inputs, ``act`` every param."""
+                act: dict[str, QParams], choice: WeightChoice, opset: int, provider: str,
+                epilogue: gs.Node | None = None, threads: int | None = None) -> LayerProbe:
+    """Measure one layer; ``feeds`` holds its float activation inputs, ``act`` every param.
+
+    With ``epilogue`` (the layer's lone unary activation, read in float) the probe is also timed:
+    float layer + activation against Q → int8 layer → DQ → activation, real kernels.
+    """
     float_graph = extract(node, absorbed, opset)
     qgraph = float_graph.copy()
     out_name = float_graph.outputs[0].name
@@ -86,8 +99,25 @@ def probe_layer(node: gs.Node, absorbed: gs.Node | None, feeds: dict[str, np.nda
     simulated = float(np.linalg.norm(sim - y)) / norm
     gap = float(np.linalg.norm(real - sim)) / norm
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
-    return LayerProbe(node_key(node), node.op, macs(node, feeds, y) // max(batch, 1), error, simulated,
-                      gap > SATURATION_GAP and gap > 0.5 * simulated)
+    probe = LayerProbe(node_key(node), node.op, macs(node, feeds, y) // max(batch, 1), error, simulated,
+                       gap > SATURATION_GAP and gap > 0.5 * simulated)
+    if epilogue is not None:
+        for g in (float_graph, qgraph):
+            _append(g, epilogue)
+        one = {k: v[:1] for k, v in feeds.items()}
+        f_stats, q_stats = measure_latency([_export(float_graph), _export(qgraph)], one, provider, threads or 1,
+                                           warmup=3, repeat=40, max_seconds=0.4)
+        probe.float_ms, probe.int8_ms = f_stats.median_ms, q_stats.median_ms
+    return probe
+
+
+def _append(graph: gs.Graph, act: gs.Node) -> None:
+    """Put a copy of the unary activation ``act`` behind the graph's output."""
+    out = graph.outputs[0]
+    extra = [gs.Constant(t.name, np.array(constant_value(t))) if t.name else gs.Variable("") for t in act.inputs[1:]]
+    new = gs.Variable(act.outputs[0].name, dtype=np.float32)
+    graph.nodes.append(gs.Node(act.op, act.name, dict(act.attrs), [out, *extra], [new]))
+    graph.outputs = [new]
 
 
 def macs(node: gs.Node, feeds: dict[str, np.ndarray], y: np.ndarray) -> int:

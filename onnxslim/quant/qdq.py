@@ -98,7 +98,7 @@ def _quantize_weight(graph: gs.Graph, node: gs.Node, act: dict[str, QParams], ch
         return
     old_bias = node.inputs[2]
     bias = constant_value(old_bias)
-    in_params = act[node.inputs[0].name] if node.inputs[0].name in act else None
+    in_params = act.get(node.inputs[0].name)
     if in_params is None:
         return
     q_bias, b_params = bias_params(in_params.scale, params, bias)

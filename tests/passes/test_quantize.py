@@ -9,13 +9,18 @@ from helpers import model_from_text, op_types, run_model, run_pass
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import numpy_helper
+from onnxslim.passes.quantize import Quantize, QuantizeOptions
 
 from onnxslim.core.context import PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
-from onnxslim.passes.quantize import Quantize, QuantizeOptions
 from onnxslim.quant import calibration, cpu
-from onnxslim.quant.qparams import activation_params, dequantize, quantize, weight_params
+from onnxslim.quant.qparams import (
+    activation_params,
+    dequantize,
+    quantize,
+    weight_params,
+)
 
 FAST = {"check_speed": False}
 
@@ -245,12 +250,13 @@ g (float[N,4,5,5] x) => (float[N,3,10,10] y) {
 
 def test_weights_in_constant_nodes(rng):
     w = rng.normal(size=(6, 5)).round(3)
-    text = """<ir_version: 8, opset_import: ["": 17]>
-g (float[N,5] x) => (float[N,6] y) {
-    w = Constant<value = float[6,5] {%s}>()
-    b = Constant<value = float[6] {%s}>()
+    w_text, b_text = ",".join(map(str, w.ravel())), ",".join(map(str, rng.normal(size=6).round(3)))
+    text = f"""<ir_version: 8, opset_import: ["": 17]>
+g (float[N,5] x) => (float[N,6] y) {{
+    w = Constant<value = float[6,5] {{{w_text}}}>()
+    b = Constant<value = float[6] {{{b_text}}}>()
     y = Gemm<transB=1>(x, w, b)
-}""" % (",".join(map(str, w.ravel())), ",".join(map(str, rng.normal(size=6).round(3))))
+}}"""
     model = model_from_text(text)
     out, result, _ = _quantize(model, _batches(rng, "x", (16, 5)))
     assert result.modified
@@ -275,7 +281,7 @@ g (float[N,5] x, float[3,5] w) => (float[N,3] y, float[N,3] z) {
 }"""
     model = model_from_text(text, {"c": rng.normal(size=(3, 5)).astype(np.float32)})
     data = [{"x": rng.normal(size=(4, 5)).astype(np.float32), "w": rng.normal(size=(3, 5)).astype(np.float32)}]
-    out, result, _ = _quantize(model, data)
+    _, result, _ = _quantize(model, data)
     assert not result.modified
     reasons = " | ".join(d.reason for d in result.declines)
     assert "not constant" in reasons and "alpha" in reasons
