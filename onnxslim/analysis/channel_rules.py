@@ -334,6 +334,21 @@ def _reduce(node: gs.Node, b: Builder) -> None:
     b.set_space(node.outputs[0], axis, space[1])
 
 
+@channel_rule("LayerNormalization")
+def _layer_norm(node: gs.Node, b: Builder) -> None:
+    space = b.space(node.inputs[0])
+    if space is None:
+        return
+    rank = b.rank(node.inputs[0])
+    axis = int(node.attrs.get("axis", -1)) % rank if rank else None
+    if axis is None or space[0] >= axis:
+        b.freeze(space[1], f"LayerNormalization {node.name!r} normalizes across channels")
+    elif _extra_outputs_used(node):
+        b.freeze(space[1], f"LayerNormalization {node.name!r}: its statistics outputs are used")
+    else:
+        b.set_space(node.outputs[0], *space)
+
+
 @channel_rule("Softmax", "LogSoftmax", "Hardmax")
 def _softmax(node: gs.Node, b: Builder) -> None:
     space = b.space(node.inputs[0])

@@ -205,6 +205,12 @@ def test_pad_on_the_channel_axis_and_unknown_op_freeze(rng):
     assert "pads the channel axis" in plan_of(model).groups[0].reasons[0]
     model = conv_chain(rng, "m = LRN <size = 3> (r)")
     assert "no channel rule for LRN" in plan_of(model).groups[0].reasons[0]
+    model = conv_chain(rng, "m = LayerNormalization <axis = 1> (r, S, Bn)",
+                       {"S": np.ones((8, 6, 6), np.float32), "Bn": np.zeros((8, 6, 6), np.float32)})
+    assert "normalizes across channels" in plan_of(model).groups[0].reasons[0]
+    model = conv_chain(rng, "m = LayerNormalization <axis = 2> (r, S, Bn)",
+                       {"S": np.ones((6, 6), np.float32), "Bn": np.zeros((6, 6), np.float32)})
+    assert not plan_of(model).groups[0].frozen
 
 
 def test_flatten_into_gemm_maps_each_channel_to_a_stride(rng):
