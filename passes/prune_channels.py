@@ -33,7 +33,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.analysis import channel_importance as imp
-from onnxslim.analysis.channel_deps import Plan, analyze, apply_plan
+from onnxslim.analysis.channel_deps import Plan, analyze, apply_plan, kept_positions
 from onnxslim.analysis.channel_recovery import refit
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
@@ -142,7 +142,7 @@ class PruneChannels(Pass):
             elif importance == "bn":
                 s = imp.bn_scores(plan, g)
             if s is None:
-                s = imp.weight_scores(g, "l1" if importance == "l1" else "l2")
+                s = imp.weight_scores(plan, g, "l1" if importance == "l1" else "l2")
             scores[g.id] = s
         return scores
 
@@ -154,7 +154,8 @@ class PruneChannels(Pass):
         for m in plan.members:
             if m.role == "consumer" and any(plan.group_of[s] in touched for s in m.sources()):
                 consumers[id(m.node)] = m.node
-        out_keep = {src.key: src_keep.get(src.id) for src in plan.sources}
+        out_keep = {id(m.node): kept_positions(m.layout, src_keep) for m in plan.members
+                    if m.role == "producer" and m.index == 1 and any(s in src_keep for s in m.sources())}
         fits, skipped = refit(ctx, original, graph, list(consumers.values()), out_keep,
                               self.options.recover_rows, ctx.rng(5))
         notes += skipped

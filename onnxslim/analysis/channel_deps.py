@@ -191,10 +191,25 @@ class Builder:
         self.members: list[Member] = []
         self.spaces: dict[str, tuple[int, Layout]] = {}
         self.shape_exprs: dict[str, list[Any]] = {}
+        self.split: dict[int, list[int]] = {}  # a source cut into consecutive sub-sources
 
     # ---- spaces -------------------------------------------------------------------------
     def space(self, tensor: gs.Tensor) -> tuple[int, Layout] | None:
-        return self.spaces.get(tensor.name) if tensor is not None and tensor.name else None
+        space = self.spaces.get(tensor.name) if tensor is not None and tensor.name else None
+        return (space[0], self.expand(space[1])) if space else None
+
+    def expand(self, layout: Layout) -> Layout:
+        """``layout`` with every split source replaced by its sub-sources."""
+        if not self.split:
+            return layout
+        out: list[Segment] = []
+        for seg in layout:
+            if seg.source in self.split:
+                subs = [Segment(sub, self.sources[sub].size, seg.inner) for sub in self.split[seg.source]]
+                out.extend(self.expand(tuple(subs)))
+            else:
+                out.append(seg)
+        return tuple(out)
 
     def set_space(self, tensor: gs.Tensor, axis: int, layout: Layout) -> None:
         if tensor is not None and tensor.name and layout:
@@ -224,7 +239,11 @@ class Builder:
             self.parent[rb] = ra
 
     def unify(self, a: Layout, b: Layout, where: str) -> bool:
-        if len(a) == len(b) and all(x.size == y.size and x.inner == y.inner for x, y in zip(a, b)):
+        a, b = self.expand(a), self.expand(b)
+        if not _aligned(a, b) and width(a) == width(b):
+            cuts = _cuts(a) | _cuts(b)  # e.g. a residual Add over a Concat: cut producers at the offsets
+            a, b = self.refine(a, cuts), self.refine(b, cuts)
+        if _aligned(a, b):
             for x, y in zip(a, b):
                 self.union(x.source, y.source, where)
             return True
@@ -232,12 +251,53 @@ class Builder:
         self.freeze(b, f"{where} couples channel layouts that do not line up")
         return False
 
+    def refine(self, layout: Layout, cuts: set[int]) -> Layout:
+        """Cut the segments of ``layout`` at the positions ``cuts`` (splitting whole groups of sources)."""
+        out: list[Segment] = []
+        pos = 0
+        for seg in layout:
+            inside = sorted(c - pos for c in cuts if pos < c < pos + seg.width)
+            pos += seg.width
+            if not inside or any(c % seg.inner for c in inside):
+                out.append(seg)  # a cut inside one channel's positions cannot be honoured: stays misaligned
+                continue
+            offsets = [c // seg.inner for c in inside]
+            sizes = [hi - lo for lo, hi in zip([0, *offsets], [*offsets, seg.size])]
+            if seg.source == FIXED:
+                out.extend(Segment(FIXED, n, seg.inner) for n in sizes)
+                continue
+            self.split_group(seg.source, sizes)
+            out.extend(self.expand((seg,)))
+        return tuple(out)
+
+    def split_group(self, sid: int, sizes: list[int]) -> None:
+        """Cut ``sid`` and every source unified with it into consecutive parts of ``sizes``."""
+        root = self.find(sid)
+        peers = [s.id for s in self.sources if s.id not in self.split and self.find(s.id) == root]
+        parts: list[list[int]] = []
+        for peer in peers:
+            src = self.sources[peer]
+            subs = []
+            for n in sizes:
+                sub = len(self.sources)
+                self.sources.append(Source(sub, src.node, src.op, src.tensor, n, src.key))
+                self.parent.append(sub)
+                self.reasons[sub] = list(self.reasons.get(peer, []))
+                subs.append(sub)
+            self.split[peer] = subs
+            parts.append(subs)
+        for other in parts[1:]:
+            for x, y in zip(parts[0], other):
+                self.union(x, y, "split")
+
     def freeze(self, layout: Iterable[Segment], reason: str) -> None:
         for seg in layout:
             if seg.source != FIXED:
                 self.freeze_source(seg.source, reason)
 
     def freeze_source(self, sid: int, reason: str) -> None:
+        for sub in self.split.get(sid, []):
+            self.freeze_source(sub, reason)
         if reason not in self.reasons[sid]:
             self.reasons[sid].append(reason)
 
@@ -285,11 +345,14 @@ class Builder:
 
     # ---- result -------------------------------------------------------------------------
     def plan(self) -> Plan:
+        for m in self.members:
+            m.layout = self.expand(m.layout)
+        live = [src for src in self.sources if src.id not in self.split]
         roots: dict[int, list[Source]] = defaultdict(list)
-        for src in self.sources:
+        for src in live:
             roots[self.find(src.id)].append(src)
         group_ids = {root: gid for gid, root in enumerate(sorted(roots))}
-        group_of = {src.id: group_ids[self.find(src.id)] for src in self.sources}
+        group_of = {src.id: group_ids[self.find(src.id)] for src in live}
         by_group: dict[int, list[Member]] = defaultdict(list)
         for m in self.members:
             for gid in sorted({group_of[s] for s in m.sources()}):
@@ -302,7 +365,20 @@ class Builder:
             if len(sizes) != 1:
                 reasons.append(f"couples sources of different sizes {sorted(sizes)}")
             groups.append(Group(gid, srcs[0].size, srcs, by_group[gid], list(dict.fromkeys(reasons))))
-        return Plan(self.sources, groups, self.members, dict(self.spaces), group_of)
+        spaces = {name: (axis, self.expand(layout)) for name, (axis, layout) in self.spaces.items()}
+        return Plan(live, groups, self.members, spaces, group_of)
+
+
+def _aligned(a: Layout, b: Layout) -> bool:
+    return len(a) == len(b) and all(x.size == y.size and x.inner == y.inner for x, y in zip(a, b))
+
+
+def _cuts(layout: Layout) -> set[int]:
+    out, pos = set(), 0
+    for seg in layout[:-1]:
+        pos += seg.width
+        out.add(pos)
+    return out
 
 
 def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Iterable[str] = ()) -> Plan:

@@ -44,7 +44,7 @@ def _normalized(v: np.ndarray) -> np.ndarray:
     return v / (float(np.mean(np.abs(v))) + EPS)
 
 
-def weight_scores(group: Group, norm: str) -> np.ndarray:
+def weight_scores(plan: Plan, group: Group, norm: str) -> np.ndarray:
     score = np.zeros(group.size)
     for m in group.members:
         if m.role != "producer" or m.kind != "param" or m.index != 1:
@@ -52,7 +52,9 @@ def weight_scores(group: Group, norm: str) -> np.ndarray:
         w = constant_value(m.node.inputs[m.index]).astype(np.float64)
         rows = np.moveaxis(w, m.axis, 0).reshape(w.shape[m.axis], -1)
         values = np.abs(rows).sum(1) if norm == "l1" else np.sqrt((rows**2).sum(1))
-        score += _normalized(values)
+        per = _per_channel(plan, group, m, _normalized(values))
+        if per is not None:
+            score += per
     return score
 
 

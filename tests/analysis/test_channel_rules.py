@@ -331,3 +331,25 @@ def test_layout_helpers_and_rounding():
     assert kept_count(10, 0.2, 1) == 8
     keep = choose_keep({0: np.array([3.0, 1.0, 2.0, 0.5])}, {0: 4}, 0.5, 1, "local")
     assert keep[0].tolist() == [0, 2]
+
+
+def test_residual_add_over_a_concat_cuts_the_producer_at_the_offsets(rng):
+    """Add(Concat(a, b), c): c's channels 0..3 are a's, 4..11 are b's; all three stay prunable."""
+    text = f"""{HEAD}
+    g (float[2, 3, 6, 6] x) => (float[2, 4, 6, 6] y) {{
+        a = Conv (x, Wa)
+        b = Conv (x, Wb)
+        j = Concat <axis = 1> (a, b)
+        r = Relu (j)
+        c = Conv (r, Wc)
+        s = Add (j, c)
+        y = Conv (s, Wy)
+    }}"""
+    weights = {"Wa": w(rng, 4, 3, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wc": w(rng, 12, 12, 1, 1), "Wy": w(rng, 4, 12, 1, 1)}
+    model = helpers.model_from_text(text, weights)
+    plan = plan_of(model)
+    assert sorted((g.size, len(g.sources)) for g in plan.prunable()) == [(4, 2), (8, 2)]
+    hard, _, _ = check_soft_equals_hard(model, rng)
+    conv_c = [n for n in hard.graph.node if n.op_type == "Conv"][2]
+    weight = next(i for i in hard.graph.initializer if i.name == conv_c.input[1])
+    assert list(weight.dims[:2]) == [6, 6]  # half of each part: 2 + 4
