@@ -113,24 +113,30 @@ class PruneWeights(Pass):
         layers, declines = self._select(graph)
         if not layers:
             return PassResult(False, {"layers": 0}, declines)
-        hessians, used = self._hessians(graph, ctx, layers) if self.needs_calibration() else ({}, 0)
+        hessians, used, _ = self._hessians(graph, ctx, layers) if self.needs_calibration() else ({}, 0, {})
         factors = self._factors(layers, hessians)
         layer_scores = [scores(opts.criterion, l.to_mats(), hessians.get(id(l)), opts.damp, factors.get(id(l)))
                         for l in layers]
         counts = self._counts(layers, layer_scores, hessians, ctx)
         changed, per_layer, choices = 0, [], []
-        stages = _stages(graph, layers) if opts.criterion == "reconstruct" and opts.sequential else [0] * len(layers)
+        sequential = opts.criterion == "reconstruct" and opts.sequential
+        stages = _stages(graph, layers) if sequential else [0] * len(layers)
+        original = graph.copy() if sequential and max(stages) > 0 else None
+        mats = [l.to_mats() for l in layers]
         for stage in sorted(set(stages)):
             todo = [i for i, s in enumerate(stages) if s == stage]
-            if stage > 0:  # inputs now come through pruned layers: gather their H again
-                hessians.update(self._hessians(graph, ctx, [layers[i] for i in todo])[0])
+            if stage > 0:  # inputs now come through pruned layers: gather H (and the cross term) again
+                fresh, cross = self._hessians(graph, ctx, [layers[i] for i in todo], original)[::2]
+                hessians.update(fresh)
                 factors.update(self._factors([layers[i] for i in todo], hessians))
                 for i in todo:
-                    layer_scores[i] = scores(opts.criterion, layers[i].to_mats(), hessians[id(layers[i])], opts.damp,
+                    mats[i] = _aim_at_original(mats[i], cross[id(layers[i])], hessians[id(layers[i])],
+                                               factors[id(layers[i])])
+                    layer_scores[i] = scores(opts.criterion, mats[i], hessians[id(layers[i])], opts.damp,
                                              factors[id(layers[i])])
             for i in todo:
-                changed += self._apply(graph, layers[i], layer_scores[i], counts[i], hessians, factors.get(id(layers[i])),
-                                       choices, per_layer)
+                changed += self._apply(graph, layers[i], mats[i], layer_scores[i], counts[i], hessians,
+                                       factors.get(id(layers[i])), choices, per_layer)
         stats = self._stats(layers, per_layer, declines, choices, used)
         notes = [SIZE_NOTE] + _bn_note(layers)
         return PassResult(changed > 0, stats, declines, notes)
@@ -141,8 +147,8 @@ class PruneWeights(Pass):
             return {}
         return {id(l): [upper_inverse_factor(h, self.options.damp) for h in hessians[id(l)]] for l in layers}
 
-    def _apply(self, graph, layer, sc, count, hessians, factors, choices, per_layer) -> int:
-        new = self._prune(layer, sc, count, hessians.get(id(layer)), factors)
+    def _apply(self, graph, layer, mats, sc, count, hessians, factors, choices, per_layer) -> int:
+        new = self._prune(layer, mats, sc, count, hessians.get(id(layer)), factors)
         per_layer.append({"layer": layer.name, "op": layer.op, "weights": layer.size,
                           "zeros": int(new.size - np.count_nonzero(new)),
                           "sparsity": round(float(1 - np.count_nonzero(new) / new.size), 4)})
@@ -174,19 +180,23 @@ class PruneWeights(Pass):
 
     # -- calibration -----------------------------------------------------------------------
 
-    def _hessians(self, graph: gs.Graph, ctx: PassContext, layers: list[Layer]) -> tuple[dict[int, np.ndarray], int]:
+    def _hessians(self, graph: gs.Graph, ctx: PassContext, layers: list[Layer],
+                  original: gs.Graph | None = None) -> tuple[dict[int, np.ndarray], int, dict[int, np.ndarray]]:
+        """H of each layer's input; with ``original``, also the cross term with the original model's input."""
         ctx.require_calibration(self.name)
         rng = ctx.rng(4)
         acc = {id(l): HessianAccumulator(l, MAX_ROWS, rng) for l in layers}
         names = list(dict.fromkeys(l.input_name for l in layers))
+        references = ctx.activations(original, names) if original is not None else itertools.repeat(None)
         used = 0
-        for values in ctx.activations(graph, names):
+        for values, reference in zip(ctx.activations(graph, names), references):
             for layer in layers:
-                acc[id(layer)].add(values[layer.input_name])
+                acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name])
             used += len(next(iter(values.values())))
             if used >= self.options.samples:
                 break
-        return {k: a.result() for k, a in acc.items()}, used
+        hessians = {k: a.result() for k, a in acc.items()}
+        return hessians, used, {k: a.cross_result() for k, a in acc.items()}
 
     # -- how many go where -----------------------------------------------------------------
 
@@ -215,11 +225,10 @@ class PruneWeights(Pass):
 
     # -- apply -----------------------------------------------------------------------------
 
-    def _prune(self, layer: Layer, sc: np.ndarray, count: int, h: np.ndarray | None,
+    def _prune(self, layer: Layer, mats: np.ndarray, sc: np.ndarray, count: int, h: np.ndarray | None,
                factors: list[np.ndarray] | None = None) -> np.ndarray:
         opts = self.options
         nm = _nm(opts.pattern)
-        mats = layer.to_mats()
         perm = layer.nm_perm() if nm else None
         if opts.criterion == "reconstruct":
             mask = masklib.nm_mask(sc, *nm, perm) if nm else masklib.unstructured_mask(sc, count)
@@ -269,6 +278,22 @@ class PruneWeights(Pass):
         if opts.storage == "sparse":
             stats["storage"] = choices
         return stats
+
+
+def _aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
+    """``W' = W Cᵀ Ĥ⁻¹``: the dense weights that best give the original outputs from the pruned inputs.
+
+    ``‖W X − Ŵ X̂‖² = ‖W X − W' X̂‖² + ‖(W' − Ŵ) X̂‖²``, so pruning ``W'`` with ``Ĥ = X̂ᵀX̂``
+    minimizes the error against the original model, not against the already pruned one.
+    Weights reading an input that is now zero on every calibration row keep their value: they
+    score 0 and go first, within the requested count, rather than becoming extra zeros.
+    """
+    out = np.empty(mats.shape)
+    for g, u in enumerate(factors):
+        out[g] = (mats[g].astype(np.float64) @ cross[g].T) @ u.T @ u
+        dead = np.diagonal(h[g]) <= 0
+        out[g][:, dead] = mats[g][:, dead]
+    return out
 
 
 def _stages(graph: gs.Graph, layers: list[Layer]) -> list[int]:

@@ -21,7 +21,11 @@ from onnxslim.sparse.layers import Layer
 
 
 class HessianAccumulator:
-    """``H[g] = Σ XᵀX`` for one layer's input (per group), accumulated batch by batch."""
+    """``H[g] = Σ XᵀX`` for one layer's input (per group), accumulated batch by batch.
+
+    Given the same rows of the original model too (``add(x, x_ref)``), also ``C[g] = Σ XᵀX_ref``,
+    the cross term reconstruction needs to aim at the original outputs.
+    """
 
     def __init__(self, layer: Layer, max_rows: int, rng: np.random.Generator) -> None:
         self.layer = layer
@@ -29,35 +33,50 @@ class HessianAccumulator:
         self.rng = rng
         cols = layer.to_mats().shape[2]
         self.h = np.zeros((layer.groups, cols, cols))
+        self.cross: np.ndarray | None = None
         self.rows = 0
 
-    def add(self, x: np.ndarray) -> None:
-        rows = np.ascontiguousarray(self._rows(np.asarray(x, dtype=np.float32)))  # [G, n, cols]
+    def add(self, x: np.ndarray, x_ref: np.ndarray | None = None) -> None:
+        chosen: dict[int, np.ndarray | slice] = {}
+
+        def pick(n: int) -> np.ndarray | slice:  # the same rows of x and x_ref
+            if n not in chosen:
+                chosen[n] = self._pick(n)
+            return chosen[n]
+
+        rows = np.ascontiguousarray(self._rows(np.asarray(x, dtype=np.float32), pick))  # [G, n, cols]
         self.h += np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
         self.rows += rows.shape[1]
+        if x_ref is not None:
+            ref = np.ascontiguousarray(self._rows(np.asarray(x_ref, dtype=np.float32), pick))
+            cross = np.matmul(rows.transpose(0, 2, 1), ref).astype(np.float64)
+            self.cross = cross if self.cross is None else self.cross + cross
 
     def _pick(self, n: int) -> np.ndarray | slice:
         if n <= self.max_rows:
             return slice(None)
         return np.sort(self.rng.choice(n, self.max_rows, replace=False))
 
-    def _rows(self, x: np.ndarray) -> np.ndarray:
+    def _rows(self, x: np.ndarray, pick) -> np.ndarray:
         layer = self.layer
         g = layer.groups
         if layer.op in ("MatMul", "Gemm"):
             x = np.moveaxis(x, layer.feature_axis, -1)
             x = x.reshape(-1, x.shape[-1])
-            return x[self._pick(x.shape[0])][None]
+            return x[pick(x.shape[0])][None]
         if layer.op == "ConvTranspose":
             x = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])  # [pixels, Cin]
-            x = x[self._pick(x.shape[0])]
+            x = x[pick(x.shape[0])]
             return x.reshape(x.shape[0], g, -1).transpose(1, 0, 2)
-        patches = im2col(x, layer, self._pick)  # [rows, Cin, Πk]
+        patches = im2col(x, layer, pick)  # [rows, Cin, Πk]
         n, cin, k = patches.shape
         return patches.reshape(n, g, cin // g * k).transpose(1, 0, 2)
 
     def result(self) -> np.ndarray:
         return self.h / max(self.rows, 1)
+
+    def cross_result(self) -> np.ndarray | None:
+        return None if self.cross is None else self.cross / max(self.rows, 1)
 
 
 def im2col(x: np.ndarray, layer: Layer, pick=None) -> np.ndarray:
