@@ -10,7 +10,14 @@ channel ``c`` is ``offset + c·inner + [0, inner)``; Concat joins segments, Spli
 Per-op rules (``channel_rules``) propagate layouts in topological order and declare:
 
 * unions: an elementwise op between two activations makes their sources one *group*
-  (union-find; a residual Add couples every producer in its block);
+  (union-find; a residual Add couples every producer in its block). When the two layouts do not
+  line up segment for segment, the coupled sources are first *split* at the other side's offsets
+  (a residual Add over a Concat: the producer's channels 0..k-1 follow one Concat input, the rest
+  the other) or *coarsened* (after a depthwise Conv with a channel multiplier m, channel c spans
+  m positions, so the other side's channels go m at a time); a split or coarsened source is
+  retired and layouts are expanded into its parts whenever they are read. Grouped convolutions
+  use the same mechanism: their blocks are split apart and unified, so that every group keeps
+  the same local channels;
 * members: what must shrink when a group's channels go: weight/bias/normalization slices on
   an axis, integer shape constants (Reshape, Split, Slice, Resize), the ``group`` attribute of a
   depthwise Conv; and *consumers*: layers that read the channels on their input axis (their
@@ -192,6 +199,7 @@ class Builder:
         self.spaces: dict[str, tuple[int, Layout]] = {}
         self.shape_exprs: dict[str, list[Any]] = {}
         self.split: dict[int, list[int]] = {}  # a source cut into consecutive sub-sources
+        self.coarse: dict[int, tuple[int, int]] = {}  # a source regrouped as (new source, channels per new channel)
 
     # ---- spaces -------------------------------------------------------------------------
     def space(self, tensor: gs.Tensor) -> tuple[int, Layout] | None:
@@ -200,16 +208,22 @@ class Builder:
 
     def expand(self, layout: Layout) -> Layout:
         """``layout`` with every split source replaced by its sub-sources."""
-        if not self.split:
+        if not self.split and not self.coarse:
             return layout
         out: list[Segment] = []
         for seg in layout:
             if seg.source in self.split:
                 subs = [Segment(sub, self.sources[sub].size, seg.inner) for sub in self.split[seg.source]]
                 out.extend(self.expand(tuple(subs)))
+            elif seg.source in self.coarse:
+                new, factor = self.coarse[seg.source]
+                out.extend(self.expand((Segment(new, seg.size // factor, seg.inner * factor),)))
             else:
                 out.append(seg)
         return tuple(out)
+
+    def retired(self, sid: int) -> bool:
+        return sid in self.split or sid in self.coarse
 
     def set_space(self, tensor: gs.Tensor, axis: int, layout: Layout) -> None:
         if tensor is not None and tensor.name and layout:
@@ -243,6 +257,12 @@ class Builder:
         if not _aligned(a, b) and width(a) == width(b):
             cuts = _cuts(a) | _cuts(b)  # e.g. a residual Add over a Concat: cut producers at the offsets
             a, b = self.refine(a, cuts), self.refine(b, cuts)
+        if not _aligned(a, b) and len(a) == len(b) and all(x.width == y.width for x, y in zip(a, b)):
+            for x, y in zip(a, b):  # e.g. a depthwise multiplier output: channel c spans 2 positions
+                fine, coarse = (x, y) if x.inner < y.inner else (y, x)
+                if fine.inner != coarse.inner and coarse.inner % fine.inner == 0 and fine.source != FIXED:
+                    self.coarsen_group(fine.source, coarse.inner // fine.inner)
+            a, b = self.expand(a), self.expand(b)
         if _aligned(a, b):
             for x, y in zip(a, b):
                 self.union(x.source, y.source, where)
@@ -270,10 +290,28 @@ class Builder:
             out.extend(self.expand((seg,)))
         return tuple(out)
 
+    def coarsen_group(self, sid: int, factor: int) -> None:
+        """Regroup ``sid`` and its unified sources so that ``factor`` consecutive channels go together."""
+        root = self.find(sid)
+        peers = [s.id for s in self.sources if not self.retired(s.id) and self.find(s.id) == root]
+        if any(self.sources[p].size % factor for p in peers):
+            return
+        new_ids = []
+        for peer in peers:
+            src = self.sources[peer]
+            new = len(self.sources)
+            self.sources.append(Source(new, src.node, src.op, src.tensor, src.size // factor, src.key))
+            self.parent.append(new)
+            self.reasons[new] = list(self.reasons.get(peer, []))
+            self.coarse[peer] = (new, factor)
+            new_ids.append(new)
+        for other in new_ids[1:]:
+            self.union(new_ids[0], other, "coarsen")
+
     def split_group(self, sid: int, sizes: list[int]) -> None:
         """Cut ``sid`` and every source unified with it into consecutive parts of ``sizes``."""
         root = self.find(sid)
-        peers = [s.id for s in self.sources if s.id not in self.split and self.find(s.id) == root]
+        peers = [s.id for s in self.sources if not self.retired(s.id) and self.find(s.id) == root]
         parts: list[list[int]] = []
         for peer in peers:
             src = self.sources[peer]
@@ -298,6 +336,8 @@ class Builder:
     def freeze_source(self, sid: int, reason: str) -> None:
         for sub in self.split.get(sid, []):
             self.freeze_source(sub, reason)
+        if sid in self.coarse:
+            self.freeze_source(self.coarse[sid][0], reason)
         if reason not in self.reasons[sid]:
             self.reasons[sid].append(reason)
 
@@ -347,7 +387,7 @@ class Builder:
     def plan(self) -> Plan:
         for m in self.members:
             m.layout = self.expand(m.layout)
-        live = [src for src in self.sources if src.id not in self.split]
+        live = [src for src in self.sources if not self.retired(src.id)]
         roots: dict[int, list[Source]] = defaultdict(list)
         for src in live:
             roots[self.find(src.id)].append(src)

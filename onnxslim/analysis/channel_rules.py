@@ -177,20 +177,50 @@ def _conv(node: gs.Node, b: Builder) -> None:
         if bias:
             b.param(node, 2, 0, layout, role="producer")
         b.set_space(out, 1, layout)
-    elif w.shape[1] == 1 and w.shape[0] == group and space and width(space[1]) == c_in:
-        layout = space[1]  # depthwise: one filter per channel, so input and output are one space
+    elif w.shape[1] == 1 and space and width(space[1]) == c_in and w.shape[0] % group == 0:
+        # depthwise: filter o reads channel o // m only, so the output is the input layout with each
+        # channel spanning m positions (m = 1: one shared space)
+        mult = w.shape[0] // group
+        layout = scaled(space[1], mult) if mult > 1 else space[1]
         b.param(node, 1, 0, layout)
         if bias:
             b.param(node, 2, 0, layout)
-        b.attr_edit(node, "group", layout)
+        b.attr_edit(node, "group", space[1])
         b.set_space(out, 1, layout)
     else:
-        kind = "depthwise with a channel multiplier" if w.shape[1] == 1 else f"grouped (group={group})"
+        _grouped_conv(node, b, space, w, group, bool(bias))
+
+
+def _grouped_conv(node: gs.Node, b: Builder, space, w: np.ndarray, group: int, bias: bool) -> None:
+    """1 < group: every group must keep the same channels, so the groups' blocks are unified.
+
+    The input layout is cut into ``group`` blocks of k_in channels that become one space (the same
+    local indices go from every block), and so are the ``group`` blocks of the output; the weight
+    loses the same columns in every group and its rows block by block; ``group`` is unchanged.
+    """
+    where = f"Conv {node.name!r} (group={group})"
+    out = node.outputs[0]
+    k_in, c_out = w.shape[1], w.shape[0]
+    if c_out % group:
         if space:
-            b.freeze(space[1], f"Conv {node.name!r} is {kind}: its channels can only go in whole groups")
-        layout = b.new_source(node, out, w.shape[0])
-        b.freeze(layout, f"Conv {node.name!r} is {kind}: every group must keep the same number of filters")
-        b.set_space(out, 1, layout)
+            b.freeze(space[1], f"{where}: {c_out} filters do not split into {group} groups")
+        return
+    if space:
+        layout = b.refine(space[1], {i * k_in for i in range(1, group)})
+        blocks = [slice_layout(layout, i * k_in, (i + 1) * k_in) for i in range(group)]
+        if any(not blk for blk in blocks):
+            b.freeze(layout, f"{where}: its input cannot be cut into its groups")
+        elif all(b.unify(blocks[0], blk, where) for blk in blocks[1:]):
+            b.param(node, 1, 1, b.expand(blocks[0]))
+    k_out = c_out // group
+    layout = b.refine(b.new_source(node, out, c_out), {i * k_out for i in range(1, group)})
+    pieces = [slice_layout(layout, i * k_out, (i + 1) * k_out) for i in range(group)]
+    for piece in pieces[1:]:
+        b.unify(pieces[0], piece, where)
+    b.param(node, 1, 0, layout, role="producer")
+    if bias:
+        b.param(node, 2, 0, layout, role="producer")
+    b.set_space(out, 1, layout)
 
 
 @channel_rule("ConvTranspose")

@@ -83,7 +83,7 @@ class NetBuilder:
 
 def random_net(rng: np.random.Generator, blocks: Sequence[str], width: int, head: str,
                const_nodes: bool = False) -> onnx.ModelProto:
-    """A chain of blocks: conv | residual | concat | depthwise | bnconv, then a head."""
+    """A chain of blocks: conv | residual | concat | depthwise | multiplier | grouped | bnconv | scale, then a head."""
     b = NetBuilder(rng, const_nodes=const_nodes)
     x, c = b.conv_bn_relu("x", 3, width, use_bn=False), width
     for kind in blocks:
@@ -101,6 +101,12 @@ def random_net(rng: np.random.Generator, blocks: Sequence[str], width: int, head
             x, c = b.op("Concat", [left, right], axis=1), c + 3
         elif kind == "depthwise":
             x = b.conv_bn_relu(x, c, c, group=c, use_bn=False)
+        elif kind == "multiplier":  # depthwise with two filters per channel
+            x, c = b.conv_bn_relu(x, c, 2 * c, group=c, use_bn=False), 2 * c
+        elif kind == "grouped":  # two groups (the width is made even first)
+            if c % 2:
+                x, c = b.conv_bn_relu(x, c, c + 1, k=1, use_bn=False), c + 1
+            x, c = b.conv_bn_relu(x, c, c + 2, group=2, use_bn=False), c + 2
         elif kind == "scale":  # per-channel constant Mul and Add
             x = b.op("Mul", [x, b.weight(rng.uniform(0.5, 2.0, (c, 1, 1)), "s")])
             x = b.op("Add", [x, b.weight(rng.normal(0, 0.1, (1, c, 1, 1)), "t")])

@@ -84,11 +84,26 @@ def test_depthwise_conv_shares_the_space_and_rewrites_group(rng):
     assert onnx.helper.get_attribute_value(next(a for a in dw.attribute if a.name == "group")) == 4
 
 
-def test_grouped_conv_is_frozen_with_reason(rng):
-    model = conv_chain(rng, "m = Conv <group = 2> (r, Wg)", {"Wg": w(rng, 8, 4, 1, 1)}, c=8)
+def test_grouped_conv_prunes_the_same_channels_in_every_group(rng):
+    model = conv_chain(rng, "g = Conv <group = 2> (r, Wg, Bg)\n m = Relu (g)",
+                       {"Wg": w(rng, 6, 4, 1, 1), "Bg": w(rng, 6), "W2": w(rng, 4, 6, 1, 1)})
     plan = plan_of(model)
-    assert plan.groups[0].frozen
-    assert "grouped (group=2)" in plan.groups[0].reasons[0]
+    # the input's 8 channels become one space of 4 (both groups' blocks), the output's 6 one of 3
+    assert sorted(g.size for g in plan.prunable()) == [3, 4], plan.lines()
+    hard, _, _ = check_soft_equals_hard(model, rng)
+    grouped = [n for n in hard.graph.node if n.op_type == "Conv"][1]
+    assert onnx.helper.get_attribute_value(next(a for a in grouped.attribute if a.name == "group")) == 2
+    weight = next(i for i in hard.graph.initializer if i.name == grouped.input[1])
+    assert list(weight.dims[:2]) == [4, 2]  # 2 of 3 filters per group (keep 0, 2), 2 of 4 inputs
+
+
+def test_depthwise_with_a_channel_multiplier(rng):
+    model = conv_chain(rng, "m = Conv <group = 8, pads = [1, 1, 1, 1]> (r, Wd)", {"Wd": w(rng, 16, 1, 3, 3), "W2": w(rng, 4, 16, 1, 1)})
+    plan = plan_of(model)
+    assert not plan.groups[0].frozen
+    hard, _, _ = check_soft_equals_hard(model, rng)
+    dw = [n for n in hard.graph.node if n.op_type == "Conv"][1]
+    assert onnx.helper.get_attribute_value(next(a for a in dw.attribute if a.name == "group")) == 4
 
 
 @pytest.mark.parametrize("op", ["BatchNormalization", "InstanceNormalization"])
@@ -353,3 +368,23 @@ def test_residual_add_over_a_concat_cuts_the_producer_at_the_offsets(rng):
     conv_c = [n for n in hard.graph.node if n.op_type == "Conv"][2]
     weight = next(i for i in hard.graph.initializer if i.name == conv_c.input[1])
     assert list(weight.dims[:2]) == [6, 6]  # half of each part: 2 + 4
+
+
+def test_residual_add_over_a_depthwise_multiplier_regroups_the_other_side(rng):
+    """Add(depthwise x2 of a, b): b's channels 2c and 2c+1 both follow channel c of a."""
+    text = f"""{HEAD}
+    g (float[2, 3, 6, 6] x) => (float[2, 4, 6, 6] y) {{
+        a = Conv (x, Wa)
+        d = Conv <group = 4> (a, Wd)
+        b = Conv (x, Wb)
+        s = Add (d, b)
+        y = Conv (s, Wy)
+    }}"""
+    weights = {"Wa": w(rng, 4, 3, 1, 1), "Wd": w(rng, 8, 1, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1)}
+    model = helpers.model_from_text(text, weights)
+    plan = plan_of(model)
+    group = next(g for g in plan.groups if len(g.sources) == 2)
+    assert (group.size, group.frozen) == (4, False)
+    hard, _, _ = check_soft_equals_hard(model, rng)
+    conv_b = next(n for n in hard.graph.node if n.op_type == "Conv" and n.input[0] == "x" and "Wb" in n.input[1])
+    assert next(i for i in hard.graph.initializer if i.name == conv_b.input[1]).dims[0] == 4  # pairs kept: 2 of 4
