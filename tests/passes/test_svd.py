@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+import os
 
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_parity, model_from_text, op_types, run_model, run_pass
+from helpers import assert_parity, model_from_text, models_module, op_types, run_model, run_pass
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -289,10 +288,7 @@ def test_tiny_models_time_the_same_computation(rng):
 # --- shipped models, end to end -------------------------------------------------------------------
 
 def _evaluate(repo):
-    spec = importlib.util.spec_from_file_location("models_evaluate", repo / "models" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return models_module("evaluate")
 
 
 def test_cli_data_aware_mlp(repo, tmp_path):
@@ -325,3 +321,49 @@ def test_transformer_matmuls_split_with_batched_activations(repo):
     assert sum(t == "MatMul" for t in op_types(out)) > sum(t == "MatMul" for t in op_types(model))
     (y,), (z,) = run_model(model, calib[0]), run_model(out, calib[0])
     assert np.mean(y.argmax(1) == z.argmax(1)) > 0.8
+
+
+# --- real models (fetched) ----------------------------------------------------------------------
+
+def _fetched(name: str):
+    fetch = models_module("fetch")
+    try:
+        return fetch.fetch(name)
+    except fetch.FetchError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(f"cannot fetch {name}: {exc}")
+
+
+@pytest.mark.slow
+def test_ppocr_det_constant_node_weights_and_dynamic_dims():
+    """PP-OCRv4 det: weights in Constant nodes, every dim dynamic, many 1x1 convolutions."""
+    realdata = models_module("realdata")
+    model = onnx.load(str(_fetched("ppocr_det")))
+    name = model.graph.input[0].name
+    calib = [{name: realdata.text_page(160, 160, seed=seed)} for seed in (0, 1)]
+    test = realdata.text_page(160, 160, seed=3)
+    out, result = run_pass(size_only(param_ratio=0.8, data_aware=True), model, PassContext(model, calib))
+    stats = result.stats
+    assert stats["split"] >= 10 and stats["weight_params_after"] <= 0.81 * stats["weight_params_before"]
+    assert any("only 1x1" in d.reason for d in result.declines)
+    (y,), (z,) = run_model(model, {name: test}), run_model(out, {name: test})
+    assert np.corrcoef(y.ravel(), z.ravel())[0, 1] > 0.98  # measured 0.9935 with one calibration page
+
+
+@pytest.mark.slow
+def test_minilm_projections_split_and_keep_retrieval():
+    fetch, realdata = models_module("fetch"), models_module("realdata")
+    model = onnx.load(str(_fetched("minilm")))
+    vocab = str(fetch.minilm_vocab())
+    sentences = realdata.sentences()
+    calib = [realdata.tokenize(sentences[i:i + 20], vocab) for i in range(0, 40, 20)]
+    later = tuple(n.name for n in model.graph.node if n.op_type == "MatMul" and "/layer.0/" not in n.name)
+    out, result = run_pass(size_only(param_ratio=0.7, data_aware=True, exclude=later), model, PassContext(model, calib))
+    assert result.stats["split"] >= 2 and any("excluded" in d.reason for d in result.declines)
+    queries, passages, relevant = realdata.retrieval_set()
+    feeds = realdata.tokenize(queries + passages, vocab)
+    (ref,), (emb,) = (run_model(m, feeds)[1:] for m in (model, out))
+    assert np.mean(np.sum(ref * emb, axis=1)) > 0.9  # measured 0.982, top-1 retrieval 0.95
+    top = np.argmax(emb[:20] @ emb[20:].T, axis=1)
+    assert np.mean(top == np.asarray(relevant)) >= 0.85
