@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions
 
 from onnxslim.core.context import PassContext
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.stats import flops, model_stats
-from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.session import make_session
 

@@ -32,7 +32,7 @@ EPS = 1e-12
 
 def kept_count(size: int, ratio: float, round_to: int) -> int:
     """How many of ``size`` channels stay when ``ratio`` of them go (contract rounding rule)."""
-    keep = int(math.floor(size * (1.0 - ratio) + 1e-9))
+    keep = math.floor(size * (1.0 - ratio) + 1e-9)
     if keep >= size or (round_to > 1 and size < 2 * round_to):
         return size
     if round_to > 1:

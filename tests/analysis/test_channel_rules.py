@@ -15,12 +15,17 @@ import onnx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import prune_nets  # noqa: E402
+import prune_nets
+from onnxslim.passes.prune_channels import infer_shapes
 
-from onnxslim.analysis.channel_deps import Segment, analyze, kept_positions, slice_layout  # noqa: E402
-from onnxslim.analysis.channel_importance import choose_keep, kept_count  # noqa: E402
-from onnxslim.ir.io import to_graph  # noqa: E402
-from onnxslim.passes.prune_channels import infer_shapes  # noqa: E402
+from onnxslim.analysis.channel_deps import (
+    Segment,
+    analyze,
+    kept_positions,
+    slice_layout,
+)
+from onnxslim.analysis.channel_importance import choose_keep, kept_count
+from onnxslim.ir.io import to_graph
 
 HEAD = '<ir_version: 8, opset_import: ["" : 17]>'
 

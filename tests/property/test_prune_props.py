@@ -19,11 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
-import prune_nets  # noqa: E402
+import prune_nets
+from onnxslim.passes.prune_channels import infer_shapes
 
-from onnxslim.analysis.channel_deps import analyze  # noqa: E402
-from onnxslim.ir.stats import model_stats  # noqa: E402
-from onnxslim.passes.prune_channels import infer_shapes  # noqa: E402
+from onnxslim.analysis.channel_deps import analyze
+from onnxslim.ir.stats import model_stats
 
 KINDS = ["conv", "residual", "concat", "depthwise", "multiplier", "grouped", "bnconv", "scale"]
 BLOCKS = st.lists(st.sampled_from(KINDS), min_size=1, max_size=4)
