@@ -61,7 +61,7 @@ class SvdOptions(PassOptions):
                                      "is at most this, in (0, 1); needs --calibration-data")
     data_aware: bool = option(False, "whiten with the input's second moment from calibration data before "
                               "the SVD, so truncation minimizes the output error; needs --calibration-data")
-    damping: float = option(0.01, "data-aware: added to M's eigenvalues, times their mean (>= 0)")
+    damping: float = option(0.1, "data-aware: added to M's eigenvalues, times their mean (>= 0)")
     latency_gate: bool = option(True, "keep a split only if it measures faster than the original layer "
                                 "on the target provider (false: size-only)")
     min_speedup: float = option(1.0, "latency gate: original / split median time must exceed this (> 0)")
