@@ -131,7 +131,7 @@ class PruneWeights(Pass):
                 factors.update(self._factors([layers[i] for i in todo], hessians))
                 for i in todo:
                     mats[i] = _aim_at_original(mats[i], cross[id(layers[i])], hessians[id(layers[i])],
-                                               factors[id(layers[i])])
+                                               factors[id(layers[i])], opts.damp)
                     layer_scores[i] = scores(opts.criterion, mats[i], hessians[id(layers[i])], opts.damp,
                                              factors[id(layers[i])])
             for i in todo:
@@ -280,8 +280,10 @@ class PruneWeights(Pass):
         return stats
 
 
-def _aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
-    """``W' = W Cᵀ Ĥ⁻¹``: the dense weights that best give the original outputs from the pruned inputs.
+def _aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors: list[np.ndarray],
+                     damp: float) -> np.ndarray:
+    """``W' = (W Cᵀ + λW)(Ĥ + λI)⁻¹``: the dense weights that best give the original outputs from the
+    pruned inputs (``C = X̂ᵀX``), ridge-regularized toward ``W`` (``W' = W`` when ``X̂ = X``).
 
     ``‖W X − Ŵ X̂‖² = ‖W X − W' X̂‖² + ‖(W' − Ŵ) X̂‖²``, so pruning ``W'`` with ``Ĥ = X̂ᵀX̂``
     minimizes the error against the original model, not against the already pruned one.
@@ -290,8 +292,10 @@ def _aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors
     """
     out = np.empty(mats.shape)
     for g, u in enumerate(factors):
-        out[g] = (mats[g].astype(np.float64) @ cross[g].T) @ u.T @ u
+        w = mats[g].astype(np.float64)
         dead = np.diagonal(h[g]) <= 0
+        lam = damp * float(np.mean(np.diagonal(h[g])[~dead])) if np.any(~dead) else 1.0
+        out[g] = (w @ cross[g].T + lam * w) @ u.T @ u
         out[g][:, dead] = mats[g][:, dead]
     return out
 
