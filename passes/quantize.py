@@ -35,13 +35,13 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu
+from onnxslim.quant import calibration, cpu, smooth
 from onnxslim.quant.placement import Plan, node_key, plan
 from onnxslim.quant.probe import EPILOGUE, LayerProbe, probe_layer
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.runtime.bench import measure_latency
-from onnxslim.runtime.parity import Tolerance, compare_models
+from onnxslim.runtime.parity import Tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class QuantizeOptions(PassOptions):
                                   "TensorRT, else uint8", choices=("auto", "uint8", "int8"))
     saturation: str = option("auto", "7-bit weights against AVX2 int16 saturation: auto = the layers the "
                              "real kernels show saturating (CPUs without VNNI), all, off", choices=("auto", "all", "off"))
+    smooth: float | None = option(0.5, "SmoothQuant alpha for MatMul/Gemm inputs with outlier channels that "
+                                  "come from float ops (LayerNorm, GELU); none: off")
     activation_matmul: bool = option(True, "also quantize MatMul of two activations (attention)")
     target_cosine: float | None = option(0.995, "mixed precision: keep layers in float until the output "
                                          "cosine on calibration samples reaches this (none: off)")
@@ -80,6 +82,8 @@ class QuantizeOptions(PassOptions):
             raise self.error("percentile", "must be in (50, 100]")
         if self.target_cosine is not None and not -1.0 <= self.target_cosine <= 1.0:
             raise self.error("target_cosine", "must be in [-1, 1]")
+        if self.smooth is not None and not 0.0 < self.smooth < 1.0:
+            raise self.error("smooth", "must be in (0, 1) or none")
         if not 0.0 <= self.max_excluded <= 1.0:
             raise self.error("max_excluded", "must be in [0, 1]")
         if self.calibration_samples is not None and self.calibration_samples < 1:
@@ -121,6 +125,9 @@ class Quantize(Pass):
         if len(work.nodes) and any(n.op == "BatchNormalization" for n in work.nodes):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
         data = _Limited(ctx.require_calibration(self.name), o.calibration_samples)
+        smoothed = self._smooth(work, base, ctx, data, act_type)
+        if smoothed:
+            base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
         names = base.tensors
         stats = calibration.collect(_activations(ctx, work, names, data), names, o.method, o.bins,
                                     rerun=lambda: _activations(ctx, work, names, data))
@@ -130,7 +137,7 @@ class Quantize(Pass):
         probes, choices = self._probe(work, base, act, ctx, check_feeds, act_type)
         result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, act_type)
         candidate, chosen, excluded, cosine = result
-        stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start)
+        stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start, smoothed)
         notes: list[str] = []
         if o.check_speed:
             keep = self._speed(ctx, work, candidate, check_feeds, stats_out, notes)
@@ -139,6 +146,16 @@ class Quantize(Pass):
         _transplant(graph, candidate)
         stats_out["seconds_total"] = round(time.perf_counter() - start, 3)
         return PassResult(True, stats_out, declines, notes)
+
+    def _smooth(self, work: gs.Graph, p: Plan, ctx, data, act_type) -> list[str]:
+        """Migrate activation outliers into the weights (one extra streaming pass); see quant/smooth."""
+        if self.options.smooth is None:
+            return []
+        groups = smooth.candidates(work, p)
+        if not groups:
+            return []
+        amax = smooth.channel_absmax(_activations(ctx, work, list(groups), data), list(groups))
+        return smooth.apply(work, groups, amax, self.options.smooth)
 
     def _probe(self, work: gs.Graph, p: Plan, act, ctx, feeds, act_type):
         """Per-layer error with the real kernels; 7-bit weights where the int16 pair sums saturate."""
@@ -170,7 +187,7 @@ class Quantize(Pass):
     def _mixed_precision(self, work, base: Plan, act, choices, probes, ctx, feeds, act_type):
         """Greedy exclusion by measured layer error: doubling, then bisection on the count."""
         o = self.options
-        reference = ctx.export(work)
+        reference = ctx.run(work, feeds)
 
         slow = {p.node for p in probes.values() if p.int8_ms is not None and p.int8_ms > SLOWER * p.float_ms}
 
@@ -179,9 +196,8 @@ class Quantize(Pass):
             p = plan(work, set(o.exclude) | exclude, o.activation_matmul, act_type == "uint8")
             g = work.copy()
             materialize(g, p, act, choices)
-            model = ctx.export(g)
-            report = compare_models(reference, model, [feeds], ctx.target_provider, ctx.threads)
-            return g, p, exclude, min(out.cosine for out in report.outputs)
+            result = ctx.run(g, feeds)
+            return g, p, exclude, min(_cosine(reference[k], result[k]) for k in reference)
 
         ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
         best = build(0)
@@ -210,7 +226,7 @@ class Quantize(Pass):
                 lo = mid
         return best[0], best[1], [p for p in ranked[:hi]], best[3]
 
-    def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start):
+    def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start, smoothed):
         total = sum(p.macs for p in probes.values())
         int8 = sum(probes[k].macs for k in chosen.compute if k in probes)
         return {
@@ -228,6 +244,7 @@ class Quantize(Pass):
                                     "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
                                    if p.node not in chosen.compute and p.int8_ms is not None
                                    and p.int8_ms > SLOWER * p.float_ms],
+            "smoothed_inputs": smoothed,
             "output_cosine_calibration": round(float(cosine), 6),
             "seconds_calibration": round(t_calib, 3),
             "seconds_total": round(time.perf_counter() - start, 3),
@@ -253,6 +270,12 @@ class Quantize(Pass):
             return False
         ctx.warn(message)
         return True
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    den = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.dot(a, b) / den) if den > 0 else float(np.array_equal(a, b))
 
 
 class _Limited:

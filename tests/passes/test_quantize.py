@@ -381,3 +381,28 @@ def test_pipeline_text_round_trip():
     assert parse(str(pipeline)) == pipeline
     options = pipeline.specs()[0].create().options
     assert options.method == "entropy" and options.target_cosine is None and options.exclude == ("/a/Conv", "/b/Conv")
+
+
+def test_smoothing_moves_outlier_channels_into_weights(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,16] x) => (float[N,8] y, float[N,16] h) {
+    h = LayerNormalization<axis=-1>(x, gamma, beta)
+    y = MatMul(h, w)
+}"""
+    gamma = np.ones(16, np.float32)
+    gamma[3] = 40.0  # one outlier channel, as in BERT's LayerNorm outputs
+    weights = {"gamma": gamma, "beta": np.zeros(16, np.float32), "w": rng.normal(size=(16, 8)).astype(np.float32)}
+    model = model_from_text(text, weights)
+    data = _batches(rng, "x", (32, 16))
+    out, result, _ = _quantize(model, data, target_cosine=None)
+    assert result.stats["smoothed_inputs"] == ["h"]
+    mul = next(n for n in out.graph.node if n.op_type == "Mul")
+    assert mul.input[0] == "h"  # the float readers of h (the graph output here) keep the unscaled tensor
+    plain_out, plain, _ = _quantize(model, data, target_cosine=None, smooth=None)
+    assert plain.stats["smoothed_inputs"] == []
+    feeds = {"x": rng.normal(size=(64, 16)).astype(np.float32)}
+    ref, got, unsmoothed = run_model(model, feeds), run_model(out, feeds), run_model(plain_out, feeds)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-6, atol=1e-6)
+    err = np.linalg.norm(got[0] - ref[0]) / np.linalg.norm(ref[0])
+    err_plain = np.linalg.norm(unsmoothed[0] - ref[0]) / np.linalg.norm(ref[0])
+    assert err < err_plain  # the outlier no longer takes the uint8 levels of every other channel

@@ -1,0 +1,87 @@
+"""SmoothQuant-style outlier migration for MatMul/Gemm fed by float ops (transformers).
+
+Some channels of a transformer's LayerNorm or GELU output are 10-100x larger than the rest, so
+one per-tensor activation scale wastes most of the uint8 levels. For an input X [.., K] read by
+layers with constant weights W [K, N] (Gemm with transB: [N, K]) the product is unchanged by
+
+    X' = X · diag(1/s),   W' = diag(s) · W,   s_j = max|X_j|^α / max|W_j|^(1-α)
+
+so the outliers move into the weights, which are quantized per output channel. X' is computed
+by one Mul inserted before the readers (X itself keeps its other readers, e.g. the residual
+Add). Applied only where the channel maxima are uneven (max / median > ``MIN_SPREAD``) and X
+comes from a float op (inside an int8 chain the extra Mul would cost a requantization).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.ir.weights import constant_value, replace_input, unique_name
+from onnxslim.quant.placement import Plan, node_key
+
+#: channel-maximum spread (max / median) from which smoothing is applied
+MIN_SPREAD = 5.0
+
+
+def candidates(graph: gs.Graph, p: Plan) -> dict[str, list[gs.Node]]:
+    """Input tensor -> the weight layers reading it, for inputs produced by float ops."""
+    readers = p.readers()
+    out: dict[str, list[gs.Node]] = {}
+    compute = set(p.compute)
+    for node in graph.nodes:
+        if node_key(node) not in compute or node.op not in ("MatMul", "Gemm"):
+            continue
+        if node.op == "Gemm" and node.attrs.get("transA", 0):
+            continue
+        w = constant_value(node.inputs[1])
+        x = node.inputs[0]
+        if w is None or w.ndim != 2 or constant_value(x) is not None:
+            continue
+        source = x.inputs[0] if x.inputs else None
+        if source is not None and (node_key(source) in readers or source.op == "DequantizeLinear"):
+            continue
+        out.setdefault(x.name, []).append(node)
+    return out
+
+
+def channel_absmax(batches, names: list[str]) -> dict[str, np.ndarray]:
+    """Streaming per-channel (last axis) max |x| of each tensor."""
+    amax: dict[str, np.ndarray] = {}
+    for values in batches:
+        for name in names:
+            v = np.abs(np.asarray(values[name], dtype=np.float32))
+            v = np.where(np.isfinite(v), v, 0.0)
+            m = v.reshape(-1, v.shape[-1]).max(axis=0)
+            amax[name] = m if name not in amax else np.maximum(amax[name], m)
+    return amax
+
+
+def apply(graph: gs.Graph, groups: dict[str, list[gs.Node]], amax: dict[str, np.ndarray],
+          alpha: float) -> list[str]:
+    """Insert the Mul and rescale the weights; returns the smoothed tensor names."""
+    tensors = graph.tensors()
+    done = []
+    for name, nodes in groups.items():
+        ax = amax.get(name)
+        if ax is None or ax.size < 2 or np.median(ax) <= 0 or ax.max() / np.median(ax) < MIN_SPREAD:
+            continue
+        w_rows = np.max([_row_absmax(n) for n in nodes], axis=0)
+        s = np.power(np.maximum(ax, 1e-8), alpha) / np.power(np.maximum(w_rows, 1e-8), 1.0 - alpha)
+        s = np.clip(s, 1e-4, 1e4).astype(np.float64)
+        x = tensors[name]
+        inv = gs.Constant(unique_name(graph, f"{name}_smooth_scale"), (1.0 / s).astype(np.float32))
+        y = gs.Variable(unique_name(graph, f"{name}_smoothed"), dtype=np.float32, shape=x.shape)
+        graph.nodes.append(gs.Node("Mul", unique_name(graph, f"{name}_smooth"), {}, [x, inv], [y]))
+        for node in nodes:
+            node.inputs[0] = y
+            w = constant_value(node.inputs[1]).astype(np.float64)
+            scaled = w * s[None, :] if node.op == "Gemm" and node.attrs.get("transB", 0) else w * s[:, None]
+            replace_input(graph, node, 1, scaled.astype(np.float32), "smoothed")
+        done.append(name)
+    return done
+
+
+def _row_absmax(node: gs.Node) -> np.ndarray:
+    w = np.abs(constant_value(node.inputs[1]).astype(np.float64))
+    return w.max(axis=0) if node.op == "Gemm" and node.attrs.get("transB", 0) else w.max(axis=1)
