@@ -345,7 +345,8 @@ def _island_epilogue(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> gs.Nod
         return None
     source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
     readers = p.readers()
-    if source is not None and (node_key(source) in readers or source.op == "DequantizeLinear"):
+    if source is not None and (node_key(source) in readers or node_key(source) in p.absorbed
+                               or source.op == "DequantizeLinear"):
         return None
     out = (absorbed or node).outputs[0]
     if len(out.outputs) != 1:

@@ -39,7 +39,8 @@ def candidates(graph: gs.Graph, p: Plan) -> dict[str, list[gs.Node]]:
         if w is None or w.ndim != 2 or constant_value(x) is not None:
             continue
         source = x.inputs[0] if x.inputs else None
-        if source is not None and (node_key(source) in readers or source.op == "DequantizeLinear"):
+        if source is not None and (node_key(source) in readers or node_key(source) in p.absorbed
+                                   or source.op == "DequantizeLinear"):
             continue
         out.setdefault(x.name, []).append(node)
     return out

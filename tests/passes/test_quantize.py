@@ -406,3 +406,30 @@ g (float[N,16] x) => (float[N,8] y, float[N,16] h) {
     err = np.linalg.norm(got[0] - ref[0]) / np.linalg.norm(ref[0])
     err_plain = np.linalg.norm(unsmoothed[0] - ref[0]) / np.linalg.norm(ref[0])
     assert err < err_plain  # the outlier no longer takes the uint8 levels of every other channel
+
+
+def test_only_layers_between_float_ops_are_timed_for_speed(rng):
+    from onnxslim.passes.quantize import _absorbed, _island_epilogue
+
+    from onnxslim.ir.io import to_graph
+    from onnxslim.quant.placement import plan
+
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,6,6] x) => (float[N,4,6,6] y) {
+    a = Conv<pads=[1,1,1,1]>(x, w1)
+    r = Relu(a)
+    b = Conv<pads=[1,1,1,1]>(r, w2)
+    h = HardSwish(b)
+    c = Conv<pads=[1,1,1,1]>(h, w3)
+    y = HardSwish(c)
+}"""
+    w = {f"w{i}": rng.normal(size=(4, 4, 3, 3)).astype(np.float32) for i in (1, 2, 3)}
+    graph = to_graph(model_from_text(text, w))
+    for i, node in enumerate(graph.nodes):
+        node.name = f"n{i}"
+    p = plan(graph, set(), True, True)
+    convs = [n for n in graph.nodes if n.op == "Conv"]
+    epilogues = [_island_epilogue(n, _absorbed(n, p), p) for n in convs]
+    # the first Conv reads the graph input (float) but feeds an int8 Conv; the second reads int8;
+    # only the third sits between float ops (HardSwish in, HardSwish out)
+    assert [e.op if e is not None else None for e in epilogues] == [None, None, "HardSwish"]
