@@ -309,10 +309,11 @@ def _rss_data(task: Task, samples: int) -> Path:
         return folder
     folder.mkdir(parents=True)
     for i in range(0, samples, 100):
+        n = min(100, samples - i)
         if task.name == "minilm":
-            arrays = _minilm_tokens(_minilm_calib_sentences(100, seed=i))
+            arrays = _minilm_tokens(_minilm_calib_sentences(n, seed=i))
         else:
-            arrays = {"input": np.random.default_rng(i).normal(size=(100, 3, 224, 224)).astype(np.float32)}
+            arrays = {"input": np.random.default_rng(i).normal(size=(n, 3, 224, 224)).astype(np.float32)}
         np.savez(folder / f"part{i // 100:03d}.npz", **arrays)
     return folder
 
