@@ -237,3 +237,19 @@ def test_recovery_refits_a_patchwise_conv_transpose(rng):
     refits = [n for n in result.notes if n.startswith("refit ")]
     assert len(refits) == 2 and not any("not refit" in n for n in result.notes), result.notes
     assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
+
+
+def test_transformer_prunes_the_feed_forward_units_only(rng):
+    """The shipped transformer: FFN hidden units go (MatMul -> Add -> GELU -> MatMul); the residual
+    stream (LayerNormalization across it) and the attention heads (Reshape splits the axis) freeze."""
+    model = onnx.load(MODELS / "transformer.onnx")
+    the_pass = PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l2"))
+    out, result = helpers.run_pass(the_pass, model)
+    assert result.stats["pruned_groups"] == 2
+    reasons = " ".join(d.reason for d in result.declines)
+    assert "LayerNormalization" in reasons and "splits or moves the channel axis" in reasons
+    soft_graph = to_graph(model)
+    plan, keep, _ = the_pass.choose(soft_graph, PassContext(model))
+    prune_nets.soft_prune_graph(soft_graph, plan, keep)
+    feeds = {"input": rng.normal(0, 1, (4, 8, 8)).astype(np.float32)}
+    helpers.assert_parity(to_model(soft_graph, model), out, feeds, atol=1e-4, rtol=1e-4)
