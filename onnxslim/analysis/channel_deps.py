@@ -429,6 +429,7 @@ def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Itera
     excluded = set(exclude)
     for node in graph.nodes:
         rule = RULES.get(node.op) if (node.domain or "") in ("", "ai.onnx") else None
+        _freeze_captures(node, b)
         if rule is None:
             no_rule(node, b)
         else:
@@ -443,6 +444,19 @@ def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Itera
         if space:
             b.freeze(space[1], f"reaches graph output {out.name!r}")
     return b.plan()
+
+
+def _freeze_captures(node: gs.Node, b: Builder) -> None:
+    """A subgraph (If/Loop/Scan body) may read outer tensors by name: their channels must stay."""
+    for value in node.attrs.values():
+        bodies = value if isinstance(value, (list, tuple)) else [value]
+        for body in bodies:
+            if not isinstance(body, gs.Graph):
+                continue
+            for name in {t.name for inner in body.nodes for t in inner.inputs if t.name}:
+                space = b.spaces.get(name)
+                if space:
+                    b.freeze(space[1], f"{node.op} {node.name!r} reads {name!r} inside a subgraph")
 
 
 def apply_plan(graph: gs.Graph, plan: Plan, keep: Mapping[int, np.ndarray]) -> dict[str, int]:

@@ -393,3 +393,16 @@ def test_residual_add_over_a_depthwise_multiplier_regroups_the_other_side(rng):
     hard, _, _ = check_soft_equals_hard(model, rng)
     conv_b = next(n for n in hard.graph.node if n.op_type == "Conv" and n.input[0] == "x" and "Wb" in n.input[1])
     assert next(i for i in hard.graph.initializer if i.name == conv_b.input[1]).dims[0] == 4  # pairs kept: 2 of 4
+
+
+def test_a_tensor_read_inside_a_subgraph_freezes(rng):
+    text = f"""{HEAD}
+    g (float[2, 3, 6, 6] x, bool cond) => (float[2, 4, 6, 6] y) {{
+        c = Conv (x, W1)
+        r = Relu (c)
+        m = If (cond) <then_branch = t () => (float[2, 8, 6, 6] a) {{ a = Identity (r) }},
+                       else_branch = e () => (float[2, 8, 6, 6] z) {{ z = Neg (r) }}>
+        y = Conv (m, W2)
+    }}"""
+    model = helpers.model_from_text(text, {"W1": w(rng, 8, 3, 1, 1), "W2": w(rng, 4, 8, 1, 1)})
+    assert "reads 'r' inside a subgraph" in plan_of(model).groups[0].reasons[0]
