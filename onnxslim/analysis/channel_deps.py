@@ -423,7 +423,7 @@ def _cuts(layout: Layout) -> set[int]:
 
 def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Iterable[str] = ()) -> Plan:
     """Build the channel groups of ``graph`` (toposorted) without changing it."""
-    from onnxslim.analysis.channel_rules import RULES, no_rule
+    from onnxslim.analysis.channel_rules import ALL_OPERANDS, RULES, no_rule
 
     b = Builder(graph, shapes)
     excluded = set(exclude)
@@ -433,6 +433,11 @@ def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Itera
         if rule is None:
             no_rule(node, b)
         else:
+            if node.op not in ALL_OPERANDS:  # e.g. a Conv whose weight is computed from pruned channels
+                for t in node.inputs[1:]:
+                    space = b.space(t)
+                    if space:
+                        b.freeze(space[1], f"{node.op} {node.name!r} reads channels on a parameter input")
             rule(node, b)
         if node.name in excluded:
             for out in node.outputs:

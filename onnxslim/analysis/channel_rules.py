@@ -124,8 +124,13 @@ def _norm(node: gs.Node, b: Builder) -> None:
 
 
 # ---- elementwise ops with several operands -----------------------------------------------------
-@channel_rule("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "PRelu", "Where",
-              "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "BitShift", "Mod")
+ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "PRelu", "Where", "Equal", "Greater",
+               "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "BitShift", "Mod")
+#: ops whose rule handles every input; for any other op, channels on inputs[1:] freeze (fail closed)
+ALL_OPERANDS = (*ELEMENTWISE, "Concat")
+
+
+@channel_rule(*ELEMENTWISE)
 def _elementwise(node: gs.Node, b: Builder) -> None:
     tracked = tracked_inputs(node, b)
     if not tracked:

@@ -406,3 +406,19 @@ def test_a_tensor_read_inside_a_subgraph_freezes(rng):
     }}"""
     model = helpers.model_from_text(text, {"W1": w(rng, 8, 3, 1, 1), "W2": w(rng, 4, 8, 1, 1)})
     assert "reads 'r' inside a subgraph" in plan_of(model).groups[0].reasons[0]
+
+
+def test_channels_on_a_parameter_input_freeze(rng):
+    text = f"""{HEAD}
+    g (float[2, 3, 6, 6] x) => (float[2, 4, 6, 6] y) {{
+        c = Conv (x, W1)
+        s = Relu (c)
+        m = BatchNormalization (s, s4, s4, s4, s4)
+        y = Conv (m, W2)
+    }}"""
+    weights = {"W1": w(rng, 4, 3, 1, 1), "W2": w(rng, 4, 4, 1, 1), "s4": np.ones(4, np.float32)}
+    model = helpers.model_from_text(text, weights)
+    assert not plan_of(model).groups[0].frozen  # constants on the parameter inputs are fine
+    text2 = text.replace("s = Relu (c)", "s = Relu (c)\n        v = ReduceMean <axes = [0, 2, 3], keepdims = 0> (s)")
+    model = helpers.model_from_text(text2.replace("(s, s4, s4, s4, s4)", "(s, v, s4, s4, s4)"), weights)
+    assert any("parameter input" in r for r in plan_of(model).groups[0].reasons)
