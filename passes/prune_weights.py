@@ -47,6 +47,7 @@ SIZE_NOTE = ("ONNX Runtime densifies sparse weights when it loads a model: unstr
              "disk and download size (see output bytes, compressed_bytes and nonzero_params), not latency "
              "on dense kernels")
 MAX_ROWS = 1024  # input rows per calibration batch a convolution's H sees (seeded subsample)
+MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +121,7 @@ class PruneWeights(Pass):
         counts = self._counts(layers, layer_scores, hessians, ctx)
         changed, per_layer, choices = 0, [], []
         sequential = opts.criterion == "reconstruct" and opts.sequential
-        stages = _stages(graph, layers) if sequential else [0] * len(layers)
+        stages = _stages(graph, layers, MAX_STAGES) if sequential else [0] * len(layers)
         original = graph.copy() if sequential and max(stages) > 0 else None
         mats = [l.to_mats() for l in layers]
         for stage in sorted(set(stages)):
@@ -187,9 +188,9 @@ class PruneWeights(Pass):
         rng = ctx.rng(4)
         acc = {id(l): HessianAccumulator(l, MAX_ROWS, rng) for l in layers}
         names = list(dict.fromkeys(l.input_name for l in layers))
-        references = ctx.activations(original, names) if original is not None else itertools.repeat(None)
+        references = ctx.activations(_prefix(original, names), names) if original is not None else itertools.repeat(None)
         used = 0
-        for values, reference in zip(ctx.activations(graph, names), references):
+        for values, reference in zip(ctx.activations(_prefix(graph, names), names), references):
             for layer in layers:
                 acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name])
             used += len(next(iter(values.values())))
@@ -300,8 +301,24 @@ def _aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors
     return out
 
 
-def _stages(graph: gs.Graph, layers: list[Layer]) -> list[int]:
-    """Per layer, how many selected layers lie on the longest path before its input."""
+def _prefix(graph: gs.Graph, names: list[str]) -> gs.Graph:
+    """A copy of ``graph`` computing only ``names`` (all inputs kept), so ORT runs just that prefix."""
+    inputs = {t.name for t in graph.inputs}
+    wanted = [n for n in names if n not in inputs]
+    if not wanted:
+        return graph
+    sub = graph.copy()
+    tensors = sub.tensors()
+    sub.outputs = [tensors[n] for n in wanted]
+    sub.cleanup(remove_unused_graph_inputs=False)
+    return sub
+
+
+def _stages(graph: gs.Graph, layers: list[Layer], most: int) -> list[int]:
+    """Per layer, how many selected layers lie on the longest path before its input.
+
+    Depths beyond ``most`` distinct stages are grouped into ``most`` runs of consecutive depths.
+    """
     depth: dict[str, int] = {}
     selected = {id(l.node) for l in layers}
     graph.toposort()
@@ -309,7 +326,13 @@ def _stages(graph: gs.Graph, layers: list[Layer]) -> list[int]:
         d = max((depth.get(t.name, 0) for t in node.inputs), default=0)
         for t in node.outputs:
             depth[t.name] = d + (1 if id(node) in selected else 0)
-    return [depth.get(l.input_name, 0) for l in layers]
+    depths = [depth.get(l.input_name, 0) for l in layers]
+    distinct = sorted(set(depths))
+    if len(distinct) <= most + 1:
+        return depths
+    per = -(-(len(distinct) - 1) // most)  # stage 0 keeps its own run: it needs no extra pass
+    group = {d: 0 if d == 0 else 1 + (i - 1) // per for i, d in enumerate(distinct)}
+    return [group[d] for d in depths]
 
 
 def _nm(pattern: str) -> tuple[int, int] | None:
