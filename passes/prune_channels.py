@@ -166,7 +166,8 @@ class PruneChannels(Pass):
 
 
 def _where(group) -> str:
-    return ", ".join(s.node for s in group.sources[:4]) + (" ..." if len(group.sources) > 4 else "")
+    names = list(dict.fromkeys(s.node or f"{s.op}->{s.tensor}" for s in group.sources))
+    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
 
 
 def infer_shapes(model: onnx.ModelProto, strict: bool = False) -> dict[str, list[Any]]:

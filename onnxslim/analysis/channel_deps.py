@@ -153,10 +153,11 @@ class Group:
         return bool(self.reasons)
 
     def describe(self) -> str:
-        producers = ", ".join(f"{s.op} {s.node!r}" for s in self.sources)
+        names = list(dict.fromkeys(f"{s.op} {(s.node or s.tensor)!r}" for s in self.sources))
+        producers = ", ".join(names)
         ops = sorted({f"{m.node.op}" for m in self.members if m.role != "producer"})
         consumers = sum(1 for m in self.members if m.role == "consumer")
-        return (f"group {self.id}: {self.size} channels, {len(self.sources)} producer(s) [{producers}], "
+        return (f"group {self.id}: {self.size} channels, {len(names)} producer(s) [{producers}], "
                 f"{consumers} consumer(s), {len(self.members)} member(s) ({', '.join(ops) or 'none'})")
 
 

@@ -253,3 +253,29 @@ def test_transformer_prunes_the_feed_forward_units_only(rng):
     prune_nets.soft_prune_graph(soft_graph, plan, keep)
     feeds = {"input": rng.normal(0, 1, (4, 8, 8)).astype(np.float32)}
     helpers.assert_parity(to_model(soft_graph, model), out, feeds, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_recovery_refits_matmul_layers(rng, bias):
+    """MatMul consumers: the intercept goes into the bias Add that follows, or is not fitted at all."""
+    tail = "h2 = MatMul (a, W2)\n        y = Add (h2, B2)" if bias else "y = MatMul (a, W2)"
+    text = f"""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 6, 10] x) => (float[N, 6, 5] y) {{
+        h = MatMul (x, W1)
+        hb = Add (h, B1)
+        a = Relu (hb)
+        {tail}
+    }}"""
+    weights = {"W1": rng.normal(0, 0.5, (10, 32)), "B1": rng.normal(0, 0.5, 32), "W2": rng.normal(0, 0.5, (32, 5)),
+               "B2": rng.normal(0, 0.5, 5)}
+    weights = {k: v.astype(np.float32) for k, v in weights.items() if bias or k != "B2"}
+    model = helpers.model_from_text(text, weights)
+    data = [{"x": rng.normal(0, 1, (16, 6, 10)).astype(np.float32)} for _ in range(4)]
+    opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
+    out, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    assert result.stats["layers_refit"] == 1
+    assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
+    plain, _ = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model)
+    feeds = {"x": rng.normal(0, 1, (16, 6, 10)).astype(np.float32)}
+    ref = prune_nets.run(model, feeds)[0]
+    assert np.linalg.norm(prune_nets.run(out, feeds)[0] - ref) < np.linalg.norm(prune_nets.run(plain, feeds)[0] - ref)
