@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 
 import google.protobuf.message
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from onnxslim.errors import ModelLoadError, UsageError
 from onnxslim.runtime import session
@@ -103,7 +105,43 @@ def _save_external(model: onnx.ModelProto, target: Path) -> None:
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(model)
+    return gs.import_onnx(_densify_sparse(model))
+
+
+def _densify_sparse(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with dense tensors for sparse weights, or ``model`` itself when it has none.
+
+    gs drops a Constant's ``sparse_value`` (leaving a Constant without a value) and loads a
+    ``sparse_initializer`` as float64, so both are densified on import; ``prune-weights
+    {storage=sparse}`` writes them again.
+    """
+    has_sparse = model.graph.sparse_initializer or any(
+        a.name == "sparse_value" for n in model.graph.node if n.op_type == "Constant" for a in n.attribute)
+    if not has_sparse:
+        return model
+    dense = onnx.ModelProto()
+    dense.CopyFrom(model)
+    for sparse in dense.graph.sparse_initializer:
+        dense.graph.initializer.append(numpy_helper.from_array(_sparse_array(sparse), sparse.values.name))
+    del dense.graph.sparse_initializer[:]
+    for node in dense.graph.node:
+        for attr in list(node.attribute):
+            if node.op_type == "Constant" and attr.name == "sparse_value":
+                array = _sparse_array(attr.sparse_tensor)
+                node.attribute.remove(attr)
+                node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(array)))
+    return dense
+
+
+def _sparse_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    values = numpy_helper.to_array(sparse.values)
+    indices = numpy_helper.to_array(sparse.indices)
+    shape = tuple(sparse.dims)
+    array = np.zeros(int(np.prod(shape)), dtype=values.dtype)
+    if indices.ndim == 2:
+        indices = np.ravel_multi_index(tuple(indices.T), shape)
+    array[indices.reshape(-1)] = values
+    return array.reshape(shape)
 
 
 def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
