@@ -156,6 +156,9 @@ def graph_size(graph: gs.Graph) -> dict[str, int]:
         value = tensor if isinstance(tensor, gs.Constant) else None
         if value is None and tensor.inputs and tensor.inputs[0].op == "Constant":
             value = tensor.inputs[0].attrs.get("value")
+            sparse = tensor.inputs[0].attrs.get("sparse_value")  # prune-weights{storage=sparse}
+            if value is None and sparse is not None and sparse.values.data_type != onnx.TensorProto.INT64:
+                params += int(np.prod(sparse.dims))
         if isinstance(value, gs.Constant) and value.dtype != np.int64 and value.shape is not None:
             params += int(np.prod(value.shape))
     return {"nodes": nodes, "params": params}
