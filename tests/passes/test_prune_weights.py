@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -219,3 +222,40 @@ def test_mlp_half_pruned_by_magnitude_keeps_accuracy_and_halves_nonzeros(repo):
     assert before - after <= 0.01
     assert model_stats(model).nonzero_params == 235_146
     assert model_stats(out).nonzero_params == 235_146 - masks.target_count(0.5, 234_752)
+
+
+def test_a_sparse_stored_model_can_be_optimized_again(rng):
+    model = _net(rng)
+    stored, _ = _prune(model, sparsity=0.9, scope="layer", storage="sparse")
+    again, result = _prune(stored, sparsity=0.9, scope="layer", storage="sparse")  # re-imported densely
+    feeds = {"x": rng.normal(size=(2, 4, 8, 8)).astype(np.float32)}
+    assert_parity(stored, again, feeds, atol=0, rtol=0)
+    assert result.stats["zeros_before"] == result.stats["zeros"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "onnxslim", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_end_to_end_reconstruct_with_sparse_storage_on_the_mlp(repo, tmp_path):
+    out, report = tmp_path / "mlp.onnx", tmp_path / "r.json"
+    proc = _cli("optimize", repo / "models" / "mlp.onnx", "-o", out, "--report", report,
+                "--passes", "prune-weights{sparsity=0.9,criterion=reconstruct,storage=sparse}",
+                "--calibration-data", repo / "models" / "mlp_calib.npz", "--data", repo / "models" / "mlp_eval.npz")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(report.read_text())
+    stats = doc["passes"][0]["stats"]
+    assert stats["sparsity"] == pytest.approx(0.9, abs=1e-5)
+    assert {c["format"] for c in stats["storage"]} == {"sparse", "dense"}  # fc1/fc2 sparse, the small head dense
+    assert doc["output"]["nonzero_params"] == 235_146 - stats["zeros"]
+    assert doc["output"]["params"] == doc["input"]["params"]
+    assert doc["output"]["bytes"] < doc["input"]["bytes"] / 3
+    assert any("densifies" in note for note in doc["passes"][0]["notes"])
+
+
+def test_cli_data_aware_criterion_without_calibration_is_exit_2(repo, tmp_path):
+    proc = _cli("optimize", repo / "models" / "mlp.onnx", "-o", tmp_path / "o.onnx",
+                "--passes", "prune-weights{criterion=activation}")
+    assert proc.returncode == 2
+    assert "calibration" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
