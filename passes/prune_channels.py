@@ -102,8 +102,11 @@ class PruneChannels(Pass):
         if not keep:
             return PassResult(False, stats, declines, notes)
         original = graph.copy() if opts.recover else None
+        strict = _strict_ok(ctx.export(graph))
+        if not strict:
+            notes.append("the input model fails strict shape inference, so the result is checked non-strictly")
         stats.update(apply_plan(graph, plan, keep))
-        refresh_shapes(graph, ctx)
+        refresh_shapes(graph, ctx, strict)
         if original is not None:
             stats.update(self._recover(ctx, original, graph, plan, keep, notes))
         return PassResult(True, stats, declines, notes)
@@ -181,14 +184,22 @@ def infer_shapes(model: onnx.ModelProto, strict: bool = False) -> dict[str, list
     return out
 
 
-def refresh_shapes(graph: gs.Graph, ctx: PassContext) -> None:
+def _strict_ok(model: onnx.ModelProto) -> bool:
+    try:
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except onnx.shape_inference.InferenceError:
+        return False
+    return True
+
+
+def refresh_shapes(graph: gs.Graph, ctx: PassContext, strict: bool = True) -> None:
     """Drop stale intermediate shapes, re-infer strictly, and check every output keeps its shape."""
     keep = {id(t) for t in [*graph.inputs, *graph.outputs]}
     for t in graph.tensors().values():
         if isinstance(t, gs.Variable) and id(t) not in keep:
             t.shape = None
     try:
-        shapes = infer_shapes(ctx.export(graph), strict=True)
+        shapes = infer_shapes(ctx.export(graph), strict=strict)
     except onnx.shape_inference.InferenceError as exc:
         raise RuntimeError(f"prune-channels: strict shape inference failed after pruning: {exc}") from exc
     for out in graph.outputs:
