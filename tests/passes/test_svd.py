@@ -141,6 +141,20 @@ def test_plain_weight_error_is_the_dropped_singular_values(k, n, ratio, seed):
     np.testing.assert_allclose(error, np.sqrt(np.sum(sigma[r:] ** 2)), rtol=1e-4, atol=1e-5)
 
 
+def test_allocate_meets_the_budget_at_equal_error():
+    rng = np.random.default_rng(1)
+    shapes = [(64, 64), (64, 256), (256, 64)]
+    curves = [rank.weight_errors(np.sort(rng.gamma(1.0, size=min(s)))[::-1] ** p) for s, p in zip(shapes, (1, 3, 6))]
+    ranks = rank.allocate(curves, shapes, 0.4)
+    kept = sum(r * (k + n) if r else k * n for r, (k, n) in zip(ranks, shapes))
+    assert kept <= 0.4 * sum(k * n for k, n in shapes)
+    errors = [c[r] for c, r in zip(curves, ranks) if r]
+    threshold = max(errors)
+    # no layer could have used a smaller rank at that threshold: each rank is the least that reaches it
+    assert all(c[r - 1] > threshold for c, r in zip(curves, ranks) if r and r > 1)
+    assert ranks[2] is not None and (ranks[0] is None or ranks[2] < ranks[0])  # fastest decay gives up most rank
+
+
 # --- structure of each op ----------------------------------------------------------------------
 
 def test_gemm_with_transposes_alpha_beta_and_bias(rng):
