@@ -30,22 +30,22 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
+import numpy as np
+import onnx
 
-from onnxslim.core.context import PassContext  # noqa: E402
-from onnxslim.core.manager import PassManager  # noqa: E402
-from onnxslim.core.pipeline import parse  # noqa: E402
-from onnxslim.ir.io import to_graph  # noqa: E402
-from onnxslim.ir.stats import compressed_bytes, model_stats  # noqa: E402
-from onnxslim.runtime.bench import measure_latency  # noqa: E402
-from onnxslim.runtime.session import make_session  # noqa: E402
+from onnxslim.core.context import PassContext
+from onnxslim.core.manager import PassManager
+from onnxslim.core.pipeline import parse
+from onnxslim.ir.io import to_graph
+from onnxslim.ir.stats import compressed_bytes, model_stats
+from onnxslim.runtime.bench import measure_latency
+from onnxslim.runtime.session import make_session
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -155,8 +155,8 @@ def run_model(name: str, sparsities: list[float]) -> tuple[list[dict], dict]:
 
 
 def table(rows: list[dict], latencies: list[dict]) -> str:
-    lines = ["| model | criterion | pattern | sparsity | metric | Δ | nonzero params | bytes | zip bytes | "
-             "bytes, storage=sparse | pass s |",
+    lines = [("| model | criterion | pattern | sparsity | metric | Δ | nonzero params | bytes | zip bytes | "
+              "bytes, storage=sparse | pass s |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         sparse = f"{r['sparse_bytes']:,}" if r["sparse_bytes"] is not None else "-"

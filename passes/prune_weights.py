@@ -12,6 +12,8 @@ global scope ``round(s·Σn)`` over all layers together.
                 sensitive layers give little; layer: the same sparsity in every layer.
     pattern     unstructured, or 2:4 / 4:8 (at most N nonzeros in every M consecutive weights
                 along the reduction dimension; input channels for Conv). N:M is 50% per layer.
+    sequential  reconstruct: prune layer by layer in depth order, each refit to the original
+                model's output from its already pruned inputs (onnxslim.sparse.sequential).
     storage     dense, or sparse: each pruned weight becomes a Constant with a sparse_value
                 when that is smaller than the dense tensor (the choice is reported per tensor).
 
@@ -36,7 +38,7 @@ from onnxslim.core.registry import register_pass
 from onnxslim.ir.weights import replace_input
 from onnxslim.runtime.parity import Tolerance
 from onnxslim.sparse import masks as masklib
-from onnxslim.sparse import storage
+from onnxslim.sparse import sequential, storage
 from onnxslim.sparse.criteria import HessianAccumulator, scores, supports_data
 from onnxslim.sparse.layers import Layer, find_layers, matches
 from onnxslim.sparse.reconstruct import prune_group, upper_inverse_factor
@@ -120,9 +122,9 @@ class PruneWeights(Pass):
                         for l in layers]
         counts = self._counts(layers, layer_scores, hessians, ctx)
         changed, per_layer, choices = 0, [], []
-        sequential = opts.criterion == "reconstruct" and opts.sequential
-        stages = _stages(graph, layers, MAX_STAGES) if sequential else [0] * len(layers)
-        original = graph.copy() if sequential and max(stages) > 0 else None
+        in_order = opts.criterion == "reconstruct" and opts.sequential
+        stages = sequential.stages(graph, layers, MAX_STAGES) if in_order else [0] * len(layers)
+        original = graph.copy() if in_order and max(stages) > 0 else None
         mats = [l.to_mats() for l in layers]
         for stage in sorted(set(stages)):
             todo = [i for i, s in enumerate(stages) if s == stage]
@@ -131,7 +133,7 @@ class PruneWeights(Pass):
                 hessians.update(fresh)
                 factors.update(self._factors([layers[i] for i in todo], hessians))
                 for i in todo:
-                    mats[i] = _aim_at_original(mats[i], cross[id(layers[i])], hessians[id(layers[i])],
+                    mats[i] = sequential.aim_at_original(mats[i], cross[id(layers[i])], hessians[id(layers[i])],
                                                factors[id(layers[i])], opts.damp)
                     layer_scores[i] = scores(opts.criterion, mats[i], hessians[id(layers[i])], opts.damp,
                                              factors[id(layers[i])])
@@ -188,9 +190,10 @@ class PruneWeights(Pass):
         rng = ctx.rng(4)
         acc = {id(l): HessianAccumulator(l, MAX_ROWS, rng) for l in layers}
         names = list(dict.fromkeys(l.input_name for l in layers))
-        references = ctx.activations(_prefix(original, names), names) if original is not None else itertools.repeat(None)
+        references = (ctx.activations(sequential.prefix(original, names), names) if original is not None
+                      else itertools.repeat(None))
         used = 0
-        for values, reference in zip(ctx.activations(_prefix(graph, names), names), references):
+        for values, reference in zip(ctx.activations(sequential.prefix(graph, names), names), references):
             for layer in layers:
                 acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name])
             used += len(next(iter(values.values())))
@@ -281,60 +284,6 @@ class PruneWeights(Pass):
         return stats
 
 
-def _aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors: list[np.ndarray],
-                     damp: float) -> np.ndarray:
-    """``W' = (W Cᵀ + λW)(Ĥ + λI)⁻¹``: the dense weights that best give the original outputs from the
-    pruned inputs (``C = X̂ᵀX``), ridge-regularized toward ``W`` (``W' = W`` when ``X̂ = X``).
-
-    ``‖W X − Ŵ X̂‖² = ‖W X − W' X̂‖² + ‖(W' − Ŵ) X̂‖²``, so pruning ``W'`` with ``Ĥ = X̂ᵀX̂``
-    minimizes the error against the original model, not against the already pruned one.
-    Weights reading an input that is now zero on every calibration row keep their value: they
-    score 0 and go first, within the requested count, rather than becoming extra zeros.
-    """
-    out = np.empty(mats.shape)
-    for g, u in enumerate(factors):
-        w = mats[g].astype(np.float64)
-        dead = np.diagonal(h[g]) <= 0
-        lam = damp * float(np.mean(np.diagonal(h[g])[~dead])) if np.any(~dead) else 1.0
-        out[g] = (w @ cross[g].T + lam * w) @ u.T @ u
-        out[g][:, dead] = mats[g][:, dead]
-    return out
-
-
-def _prefix(graph: gs.Graph, names: list[str]) -> gs.Graph:
-    """A copy of ``graph`` computing only ``names`` (all inputs kept), so ORT runs just that prefix."""
-    inputs = {t.name for t in graph.inputs}
-    wanted = [n for n in names if n not in inputs]
-    if not wanted:
-        return graph
-    sub = graph.copy()
-    tensors = sub.tensors()
-    sub.outputs = [tensors[n] for n in wanted]
-    sub.cleanup(remove_unused_graph_inputs=False)
-    return sub
-
-
-def _stages(graph: gs.Graph, layers: list[Layer], most: int) -> list[int]:
-    """Per layer, how many selected layers lie on the longest path before its input.
-
-    Depths beyond ``most`` distinct stages are grouped into ``most`` runs of consecutive depths.
-    """
-    depth: dict[str, int] = {}
-    selected = {id(l.node) for l in layers}
-    graph.toposort()
-    for node in graph.nodes:
-        d = max((depth.get(t.name, 0) for t in node.inputs), default=0)
-        for t in node.outputs:
-            depth[t.name] = d + (1 if id(node) in selected else 0)
-    depths = [depth.get(l.input_name, 0) for l in layers]
-    distinct = sorted(set(depths))
-    if len(distinct) <= most + 1:
-        return depths
-    per = -(-(len(distinct) - 1) // most)  # stage 0 keeps its own run: it needs no extra pass
-    group = {d: 0 if d == 0 else 1 + (i - 1) // per for i, d in enumerate(distinct)}
-    return [group[d] for d in depths]
-
-
 def _nm(pattern: str) -> tuple[int, int] | None:
     if pattern == "unstructured":
         return None
@@ -371,5 +320,5 @@ def _bn_note(layers: list[Layer]) -> list[str]:
                      t.outputs for t in l.node.outputs))]
     if not before_bn:
         return []
-    return [f"{len(before_bn)} pruned layers feed a BatchNormalization: run fold-bn before prune-weights "
-            "so weight magnitudes are comparable"]
+    return [(f"{len(before_bn)} pruned layers feed a BatchNormalization: run fold-bn before prune-weights "
+             "so weight magnitudes are comparable")]

@@ -25,7 +25,7 @@ import numpy as np
 
 def target_count(sparsity: float, size: int) -> int:
     """Zeros a layer of ``size`` weights must hold at ``sparsity``."""
-    return int(round(sparsity * size))
+    return round(sparsity * size)
 
 
 def lamp(scores: np.ndarray) -> np.ndarray:

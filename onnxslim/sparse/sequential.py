@@ -1,0 +1,71 @@
+"""Sequential reconstruction: layers are pruned in order of depth, each from its pruned inputs.
+
+SparseGPT gathers each layer's ``H = X̂ᵀX̂`` from the model whose earlier layers are already
+pruned. Here the target stays the original model's output: with ``C = X̂ᵀX`` (pruned vs original
+inputs, same rows), the layer is first refit to ``W' = (W Cᵀ + λW)(Ĥ + λI)⁻¹`` and ``W'`` is
+pruned with ``Ĥ``; since ``‖WX − ŴX̂‖² = ‖WX − W'X̂‖² + ‖(W' − Ŵ)X̂‖²`` (up to the ridge
+term), that minimizes the error against the original layer output, so errors do not pile up
+with depth. Depths are grouped so a model costs at most a fixed number of calibration runs,
+each over only the prefix of the graph that computes the inputs it needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.sparse.layers import Layer
+
+
+def aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors: list[np.ndarray],
+                     damp: float) -> np.ndarray:
+    """``W' = (W Cᵀ + λW)(Ĥ + λI)⁻¹``: the dense weights that best give the original outputs from the
+    pruned inputs (``C = X̂ᵀX``), ridge-regularized toward ``W`` (``W' = W`` when ``X̂ = X``).
+
+    ``‖W X − Ŵ X̂‖² = ‖W X − W' X̂‖² + ‖(W' − Ŵ) X̂‖²``, so pruning ``W'`` with ``Ĥ = X̂ᵀX̂``
+    minimizes the error against the original model, not against the already pruned one.
+    Weights reading an input that is now zero on every calibration row keep their value: they
+    score 0 and go first, within the requested count, rather than becoming extra zeros.
+    """
+    out = np.empty(mats.shape)
+    for g, u in enumerate(factors):
+        w = mats[g].astype(np.float64)
+        dead = np.diagonal(h[g]) <= 0
+        lam = damp * float(np.mean(np.diagonal(h[g])[~dead])) if np.any(~dead) else 1.0
+        out[g] = (w @ cross[g].T + lam * w) @ u.T @ u
+        out[g][:, dead] = mats[g][:, dead]
+    return out
+
+
+def prefix(graph: gs.Graph, names: list[str]) -> gs.Graph:
+    """A copy of ``graph`` computing only ``names`` (all inputs kept), so ORT runs just that prefix."""
+    inputs = {t.name for t in graph.inputs}
+    wanted = [n for n in names if n not in inputs]
+    if not wanted:
+        return graph
+    sub = graph.copy()
+    tensors = sub.tensors()
+    sub.outputs = [tensors[n] for n in wanted]
+    sub.cleanup(remove_unused_graph_inputs=False)
+    return sub
+
+
+def stages(graph: gs.Graph, layers: list[Layer], most: int) -> list[int]:
+    """Per layer, how many selected layers lie on the longest path before its input.
+
+    Depths beyond ``most`` distinct stages are grouped into ``most`` runs of consecutive depths.
+    """
+    depth: dict[str, int] = {}
+    selected = {id(l.node) for l in layers}
+    graph.toposort()
+    for node in graph.nodes:
+        d = max((depth.get(t.name, 0) for t in node.inputs), default=0)
+        for t in node.outputs:
+            depth[t.name] = d + (1 if id(node) in selected else 0)
+    depths = [depth.get(l.input_name, 0) for l in layers]
+    distinct = sorted(set(depths))
+    if len(distinct) <= most + 1:
+        return depths
+    per = -(-(len(distinct) - 1) // most)  # stage 0 keeps its own run: it needs no extra pass
+    group = {d: 0 if d == 0 else 1 + (i - 1) // per for i, d in enumerate(distinct)}
+    return [group[d] for d in depths]
