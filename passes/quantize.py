@@ -170,16 +170,16 @@ class Quantize(Pass):
         for key in p.compute:
             node = nodes[key]
             absorbed = _absorbed(node, p)
-            epilogue = _island_epilogue(node, absorbed, p) if timed else None
+            island, epilogue = _island(node, absorbed, p) if timed else (False, None)
             choice = WeightChoice(o.per_channel, o.saturation == "all")
             probe = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider)
             if probe.saturated and risk and not choice.bits7:
                 choice = WeightChoice(o.per_channel, True)
                 probe = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider)
                 probe.saturated = True
-            if epilogue is not None:
+            if island:
                 timing = probe_layer(node, absorbed, values, act, choice, work.opset, ctx.target_provider,
-                                     epilogue, ctx.threads)
+                                     epilogue, ctx.threads, timed=True)
                 probe.float_ms, probe.int8_ms = timing.float_ms, timing.int8_ms
             probes[key], choices[key] = probe, choice
         return probes, choices
@@ -335,27 +335,27 @@ def _layer_inputs(ctx, work, nodes, feeds) -> dict[str, np.ndarray]:
         ctx.calibration = saved
 
 
-def _island_epilogue(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> gs.Node | None:
-    """The lone float activation behind a layer whose input comes from a float op, else None.
+def _island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:
+    """Whether a layer sits between float ops, and its lone unary float activation if any.
 
     Only such layers pay their own Q and DQ in the full graph, so only their probe timing is
     representative; a layer inside an int8 chain is never excluded for speed.
     """
     if node.op == "MatMul" and len(node.inputs) > 1 and constant_value(node.inputs[1]) is None:
-        return None
+        return False, None
     source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
     readers = p.readers()
     if source is not None and (node_key(source) in readers or node_key(source) in p.absorbed
                                or source.op == "DequantizeLinear"):
-        return None
+        return False, None
     out = (absorbed or node).outputs[0]
-    if len(out.outputs) != 1:
-        return None
-    act = out.outputs[0]
-    if act.op not in EPILOGUE or node_key(act) in readers or any(
-            n for n in act.outputs[0].outputs if node_key(n) in p.arith):
-        return None
-    return act
+    if any(node_key(n) in readers for n in out.outputs):
+        return False, None
+    if len(out.outputs) == 1 and out.outputs[0].op in EPILOGUE:
+        act = out.outputs[0]
+        if not any(node_key(n) in readers for n in act.outputs[0].outputs):
+            return True, act
+    return True, None
 
 
 def _absorbed(node: gs.Node, p: Plan) -> gs.Node | None:

@@ -76,11 +76,12 @@ def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
 
 def probe_layer(node: gs.Node, absorbed: gs.Node | None, feeds: dict[str, np.ndarray],
                 act: dict[str, QParams], choice: WeightChoice, opset: int, provider: str,
-                epilogue: gs.Node | None = None, threads: int | None = None) -> LayerProbe:
+                epilogue: gs.Node | None = None, threads: int | None = None, timed: bool = False) -> LayerProbe:
     """Measure one layer; ``feeds`` holds its float activation inputs, ``act`` every param.
 
-    With ``epilogue`` (the layer's lone unary activation, read in float) the probe is also timed:
-    float layer + activation against Q → int8 layer → DQ → activation, real kernels.
+    With ``timed`` the probe is also timed, on one sample: float layer against Q → int8 layer → DQ,
+    real kernels, both followed by ``epilogue`` (the layer's lone unary activation) when given, since
+    float fuses it into the layer and int8 runs it apart.
     """
     float_graph = extract(node, absorbed, opset)
     qgraph = float_graph.copy()
@@ -101,9 +102,10 @@ def probe_layer(node: gs.Node, absorbed: gs.Node | None, feeds: dict[str, np.nda
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
     probe = LayerProbe(node_key(node), node.op, macs(node, feeds, y) // max(batch, 1), error, simulated,
                        gap > SATURATION_GAP and gap > 0.5 * simulated)
-    if epilogue is not None:
+    if timed:
         for g in (float_graph, qgraph):
-            _append(g, epilogue)
+            if epilogue is not None:
+                _append(g, epilogue)
         one = {k: v[:1] for k, v in feeds.items()}
         f_stats, q_stats = measure_latency([_export(float_graph), _export(qgraph)], one, provider, threads or 1,
                                            warmup=3, repeat=40, max_seconds=0.4)

@@ -409,7 +409,7 @@ g (float[N,16] x) => (float[N,8] y, float[N,16] h) {
 
 
 def test_only_layers_between_float_ops_are_timed_for_speed(rng):
-    from onnxslim.passes.quantize import _absorbed, _island_epilogue
+    from onnxslim.passes.quantize import _absorbed, _island
 
     from onnxslim.ir.io import to_graph
     from onnxslim.quant.placement import plan
@@ -429,7 +429,8 @@ g (float[N,4,6,6] x) => (float[N,4,6,6] y) {
         node.name = f"n{i}"
     p = plan(graph, set(), True, True)
     convs = [n for n in graph.nodes if n.op == "Conv"]
-    epilogues = [_island_epilogue(n, _absorbed(n, p), p) for n in convs]
+    islands = [_island(n, _absorbed(n, p), p) for n in convs]
     # the first Conv reads the graph input (float) but feeds an int8 Conv; the second reads int8;
     # only the third sits between float ops (HardSwish in, HardSwish out)
-    assert [e.op if e is not None else None for e in epilogues] == [None, None, "HardSwish"]
+    assert [(i, e.op if e is not None else None) for i, e in islands] == [
+        (False, None), (False, None), (True, "HardSwish")]
