@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 SIZE_NOTE = ("ONNX Runtime densifies sparse weights when it loads a model: unstructured sparsity saves "
              "disk and download size (see output bytes, compressed_bytes and nonzero_params), not latency "
              "on dense kernels")
+NM_NOTE = ("N:M sparsity is what sparse tensor cores accelerate (TensorRT with sparsity enabled); "
+           "ONNX Runtime's CPU and CUDA kernels run it dense")
 MAX_ROWS = 1024  # input rows per calibration batch a convolution's H sees (seeded subsample)
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
 
@@ -141,7 +143,8 @@ class PruneWeights(Pass):
                 changed += self._apply(graph, layers[i], mats[i], layer_scores[i], counts[i], hessians,
                                        factors.get(id(layers[i])), choices, per_layer)
         stats = self._stats(layers, per_layer, declines, choices, used)
-        notes = [SIZE_NOTE] + _bn_note(layers)
+        notes = [SIZE_NOTE, NM_NOTE] if _nm(opts.pattern) else [SIZE_NOTE]
+        notes += _bn_note(layers)
         return PassResult(changed > 0, stats, declines, notes)
 
     def _factors(self, layers: list[Layer], hessians: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:
@@ -167,8 +170,9 @@ class PruneWeights(Pass):
         layers = []
         for layer in found:
             reason = None
-            if matches(layer, opts.exclude):
-                reason = "excluded by exclude="
+            hit = next((p for p in opts.exclude if matches(layer, (p,))), None)
+            if hit is not None:
+                reason = f"excluded by exclude={hit!r}"
             elif layer.size < opts.min_params:
                 reason = f"{layer.size} weights, fewer than min_params={opts.min_params}"
             elif nm and layer.nm_cols() % nm[1]:
