@@ -84,3 +84,43 @@ def test_im2col_rows_times_the_matrix_view_give_the_convolution(rng, attrs):
     acc = HessianAccumulator(layer, max_rows=10_000, rng=rng)
     acc.add(x)
     assert acc.h.shape == (groups, 4 // groups * 9, 4 // groups * 9)
+
+
+@pytest.mark.parametrize(("op", "shape", "attrs"), [
+    ("MatMul", (6, 5), {}),
+    ("Gemm", (5, 6), {"transB": 1}),
+    ("Gemm", (6, 5), {}),
+    ("Conv", (6, 4, 3, 3), {"group": 2}),
+    ("ConvTranspose", (4, 3, 2, 2), {"group": 2}),
+])
+def test_matrix_views_round_trip(rng, op, shape, attrs):
+    w = rng.normal(size=shape).astype(np.float32)
+    node = gs.Node(op, attrs=attrs, inputs=[gs.Variable("x"), gs.Constant("w", w)], outputs=[gs.Variable("y")])
+    layer = Layer(node, 1, w, groups=attrs.get("group", 1))
+    np.testing.assert_array_equal(layer.from_mats(layer.to_mats()), w)
+    assert layer.to_mats().shape[0] == attrs.get("group", 1)
+
+
+def test_conv_transpose_reconstruction_keeps_its_output_better_than_magnitude(rng):
+    w = rng.normal(size=(8, 3, 2, 2)).astype(np.float32)
+    x = (rng.normal(size=(16, 8, 5, 5)) * np.exp(rng.normal(size=(1, 8, 1, 1)))).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["X", "W"], ["Y"], strides=[2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", 1, list(x.shape))],
+                              [helper.make_tensor_value_info("Y", 1, None)], [onnx.numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    layer = Layer(gs.import_onnx(model).nodes[0], 1, w)
+    acc = HessianAccumulator(layer, max_rows=10_000, rng=rng)
+    acc.add(x)
+    mats = layer.to_mats()
+    count = masks.target_count(0.7, w.size)
+    rebuilt = layer.from_mats(prune_group(mats[0], acc.result()[0], 0.01, count=count)[None])
+    magnitude = layer.from_mats(np.where(masks.unstructured_mask(mats**2, count), 0, mats))
+
+    def output(weights):
+        model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(weights.astype(np.float32), "W"))
+        return make_session(model, optimize=False).run(None, {"X": x})[0]
+
+    reference = output(w)
+    err = {name: np.linalg.norm(output(v) - reference) for name, v in (("rebuilt", rebuilt), ("magnitude", magnitude))}
+    assert w.size - np.count_nonzero(rebuilt) == count
+    assert err["rebuilt"] < 0.8 * err["magnitude"]
