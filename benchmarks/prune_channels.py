@@ -6,7 +6,8 @@ For the shipped ``cnn`` (digits accuracy on the 360-image test split), ``rapid_o
 (accuracy on 64 rendered text images in the four orientations) and the PP-OCRv4 detector
 (IoU of the text mask, probability > 0.3, against the fp32 model on 3 rendered 640x640 pages):
 ``prune-channels`` at each ratio (default importance with calibration data: activation;
-round_to=8), without and with least-squares recovery. Calibration data never overlaps the
+round_to=8), without and with least-squares recovery; at the largest ratio also ranked by filter
+L2 norm and by BN gamma (``--no-compare-importance`` skips those). Calibration data never overlaps the
 evaluation data. Latency: ORT CPU, the original and the pruned models interleaved in one
 process (``runtime.bench.measure_latency``), 1 and 2 threads; recovery changes weights only,
 so one latency per ratio. Ratios are pruned / original (lower is smaller or faster).
@@ -88,11 +89,11 @@ def case(name: str):
 
 
 def prune(model: onnx.ModelProto, calib, config: tuple, recover: bool) -> tuple[onnx.ModelProto, dict, float]:
-    ratio, round_to, scope = config
+    ratio, round_to, scope, importance = config
     ctx = PassContext(model, calib)
     graph = to_graph(model)
     start = time.perf_counter()
-    options = PruneChannelsOptions(ratio=ratio, round_to=round_to, scope=scope, recover=recover)
+    options = PruneChannelsOptions(ratio=ratio, round_to=round_to, scope=scope, recover=recover, importance=importance)
     result = PruneChannels(options).run(graph, ctx)
     seconds = time.perf_counter() - start
     graph.cleanup().toposort()
@@ -109,7 +110,7 @@ def run_model(name: str, configs: list[tuple[float, int, str]], seconds: float) 
     for config in configs:
         for recover in (False, True):
             pruned, stats, secs = prune(model, calib, config, recover)
-            pruned_by_config.setdefault(config, pruned)
+            pruned_by_config.setdefault(config[:3], pruned)  # the importance changes which channels, not how many
             b = max(feeds)
             rows.append({
                 "model": name, "config": config, "recover": "yes" if recover else "no",
@@ -130,7 +131,8 @@ def run_model(name: str, configs: list[tuple[float, int, str]], seconds: float) 
                 latency[(config, threads, batch)] = (s.median_ms / base.median_ms, s.min_ms / base.min_ms,
                                                      base.median_ms, s.median_ms)
     for row in rows:
-        row["latency"] = {k[1:]: v for k, v in latency.items() if k[0] == row["config"]}
+        key = row["config"][:3] if row["config"] else None
+        row["latency"] = {k[1:]: v for k, v in latency.items() if k[0] == key}
     return rows
 
 
@@ -140,12 +142,12 @@ def table(rows: list[dict]) -> str:
     for name in dict.fromkeys(r["model"] for r in rows):
         sub = [r for r in rows if r["model"] == name]
         keys = sorted({k for r in sub for k in r["latency"]})
-        head = ["ratio", "round_to", "scope", "removed", "recovery", "FLOPs", "params", sub[0]["metric_name"],
+        head = ["ratio", "round_to", "scope", "importance", "removed", "recovery", "FLOPs", "params", sub[0]["metric_name"],
                 "refit error", "prune s"] + [f"latency {t} thr, batch {b}" for t, b in keys]
         lines = [f"### {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in sub:
-            ratio, round_to, scope = r["config"] or ("0 (fp32)", "-", "-")
-            cells = [str(ratio), str(round_to), scope, r["removed"], r["recover"], f"{r['flops']:.3f}", f"{r['params']:.3f}",
+            ratio, round_to, scope, importance = r["config"] or ("0 (fp32)", "-", "-", "-")
+            cells = [str(ratio), str(round_to), scope, importance, r["removed"], r["recover"], f"{r['flops']:.3f}", f"{r['params']:.3f}",
                      f"{r['metric']:.4f}", r.get("refit", ""), f"{r['seconds']:.1f}"]
             for k in keys:
                 med, low, base, new = r["latency"][k]
@@ -170,10 +172,10 @@ def plot(rows: list[dict], path: Path) -> None:
         sub = [r for r in rows if r["model"] == name]
         for recover, style in (("no", "o--"), ("yes", "s-")):
             pts = sorted([(r["flops"], r["metric"]) for r in sub if r["recover"] in (recover, "-")
-                          and (r["config"] is None or r["config"][1] == 8)])
+                          and (r["config"] is None or (r["config"][1] == 8 and r["config"][3] == "activation"))])
             ax.plot(*zip(*pts), style, label=f"recovery {recover}")
         lat = sorted([(r["flops"], r["latency"][min(r["latency"])][0]) for r in sub if r["recover"] != "yes"
-                      and (r["config"] is None or r["config"][1] == 8)])
+                      and (r["config"] is None or (r["config"][1] == 8 and r["config"][3] == "activation"))])
         ax2 = ax.twinx()
         ax2.plot(*zip(*lat), "x:", color="gray", label="latency ratio (1 thread, smallest batch)")
         ax2.set_ylabel("latency ratio")
@@ -191,13 +193,17 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.25:8,0.5:8", help="ratio:round_to pairs (cnn also runs 0.3 "
                         "exactly, round_to=1, and 0.3 with round_to=8, scope=global)")
     parser.add_argument("--seconds", type=float, default=4.0, help="latency timing budget per measurement")
+    parser.add_argument("--compare-importance", action=argparse.BooleanOptionalAction, default=True,
+                        help="also rank by filter L2 norm and BN gamma at the largest ratio")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models.split(","):
-        ratios = [(float(r.split(":")[0]), int(r.split(":")[1]), "local") for r in args.ratios.split(",")]
+        ratios = [(float(r.split(":")[0]), int(r.split(":")[1]), "local", "activation") for r in args.ratios.split(",")]
         if name == "cnn":  # the 30% target: exactly, and aligned to 8 by one global ranking
-            ratios[1:1] = [(0.3, 1, "local"), (0.3, 8, "global")]
+            ratios[1:1] = [(0.3, 1, "local", "activation"), (0.3, 8, "global", "activation")]
+        if args.compare_importance:  # weight-norm ranking at the largest ratio, for the default's sake
+            ratios += [(*ratios[-1][:3], imp) for imp in ("l2", "bn")]
         print(f"{name}:", flush=True)
         rows += run_model(name, ratios, args.seconds)
     text = "# prune-channels\n\n" + table(rows) + "\n"
