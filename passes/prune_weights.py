@@ -124,6 +124,11 @@ class PruneWeights(Pass):
                         for l in layers]
         counts = self._counts(layers, layer_scores, hessians, ctx)
         changed, per_layer, choices = 0, [], []
+        if self._already(layers, counts):  # pruned to this request before: keep every weight as it is
+            for layer in layers:
+                changed += self._keep(graph, layer, layer.weight, choices, per_layer)
+            return PassResult(changed > 0, self._stats(layers, per_layer, declines, choices, used), declines,
+                              [SIZE_NOTE])
         in_order = opts.criterion == "reconstruct" and opts.sequential
         stages = sequential.stages(graph, layers, MAX_STAGES) if in_order else [0] * len(layers)
         original = graph.copy() if in_order and max(stages) > 0 else None
@@ -153,8 +158,28 @@ class PruneWeights(Pass):
             return {}
         return {id(l): [upper_inverse_factor(h, self.options.damp) for h in hessians[id(l)]] for l in layers}
 
+    def _already(self, layers: list[Layer], counts: list[int]) -> bool:
+        """Whether the weights already hold the request: the zeros of every layer (in the N:M
+        pattern when asked), or in global scope the total, overridden layers aside, so that a data-aware
+        allocation seeing inputs the first run made dead does not move zeros between layers."""
+        opts = self.options
+        nm = _nm(opts.pattern)
+        zeros = [layer.size - np.count_nonzero(layer.weight) for layer in layers]
+        pooled = opts.scope == "global" and not nm
+        fixed = [any(matches(l, (_parse_override(o, opts)[0],)) for o in opts.layer_sparsity) for l in layers]
+        for layer, zero, count, own in zip(layers, zeros, counts, fixed):
+            if (own or not pooled) and zero != count:
+                return False
+            if nm and not masklib.holds_nm(layer.to_mats(), *nm, layer.nm_perm()):
+                return False
+        free = [i for i, own in enumerate(fixed) if not own]
+        return not pooled or sum(zeros[i] for i in free) == sum(counts[i] for i in free)
+
     def _apply(self, graph, layer, mats, sc, count, hessians, factors, choices, per_layer) -> int:
         new = self._prune(layer, mats, sc, count, hessians.get(id(layer)), factors)
+        return self._keep(graph, layer, new, choices, per_layer)
+
+    def _keep(self, graph, layer, new, choices, per_layer) -> int:
         per_layer.append({"layer": layer.name, "op": layer.op, "weights": layer.size,
                           "zeros": int(new.size - np.count_nonzero(new)),
                           "sparsity": round(float(1 - np.count_nonzero(new) / new.size), 4)})

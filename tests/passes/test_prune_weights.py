@@ -260,3 +260,14 @@ def test_cli_data_aware_criterion_without_calibration_is_exit_2(repo, tmp_path):
     assert proc.returncode == 2
     assert "calibration" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("options", [{"criterion": "reconstruct", "sparsity": 0.7}, {"criterion": "activation"},
+                                     {"criterion": "reconstruct", "pattern": "2:4"}])
+def test_a_second_run_with_the_same_request_changes_nothing(rng, options):
+    model = _net(rng)
+    ctx = PassContext(model, _calibration(rng))
+    out, first = _prune(model, ctx, **options)
+    _, second = _prune(out, PassContext(out, _calibration(rng)), **options)
+    assert first.modified and not second.modified
+    assert second.stats["zeros"] == first.stats["zeros"]
