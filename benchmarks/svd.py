@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,transformer,minilm")
     parser.add_argument("--seconds", type=float, default=3.0, help="latency time per model")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--calib-sentences", type=int, default=400)
+    parser.add_argument("--calib-sentences", type=int, default=200)
     args = parser.parse_args()
     rows = []
     for name in args.models.split(","):
