@@ -26,7 +26,7 @@ import os
 # numpy's BLAS on a shared 2-core machine: one thread is 5x faster than oversubscribing.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
+import argparse
 import importlib
 import importlib.util
 import inspect
@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxslim.passes.svd import LowRankSplit, SvdOptions
 
 from onnxslim.core.context import PassContext
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.stats import flops, model_stats
-from onnxslim.passes.svd import LowRankSplit, SvdOptions
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.session import make_session
 
