@@ -286,7 +286,12 @@ def run_ort(task: Task, act: str, per_channel: bool, reduce_range: bool, method:
                         extra_options={"CalibMaxIntermediateOutputs": 2} if stream and method == "minmax" else {})
     except Exception as exc:  # noqa: BLE001 - report the failure in the table
         return None, time.perf_counter() - start, f"failed: {str(exc).splitlines()[0][:80]}"
-    return out, time.perf_counter() - start, ""
+    seconds = time.perf_counter() - start
+    try:
+        make_session(str(out))
+    except Exception as exc:  # noqa: BLE001 - e.g. per-channel Q/DQ written into an opset-12 model
+        return None, seconds, f"invalid model: {str(exc).split('Error')[-1].strip()[:80]}"
+    return out, seconds, ""
 
 
 # ------------------------------------------------------------------ peak RSS in a subprocess
@@ -451,6 +456,7 @@ def main() -> None:
     p.add_argument("--ort-methods", default="minmax", help="ORT methods, comma separated (minmax runs every variant)")
     p.add_argument("--rss", action="store_true", help="peak RSS at 100 and 1000 samples (MiniLM, ResNet-18)")
     p.add_argument("--rss-only", action="store_true", help="only the peak RSS table")
+    p.add_argument("--table-only", action="store_true", help="rebuild the table from the saved per-model rows")
     p.add_argument("--child-rss", nargs=4, metavar=("MODEL", "TOOL", "METHOD", "SAMPLES"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_rss:
@@ -466,12 +472,19 @@ def main() -> None:
         return
     rows: list[dict] = []
     for name in args.models.split(","):
+        saved = OUT / f"quantize_{name}.json"
+        if args.table_only:
+            rows += json.loads(saved.read_text())
+            continue
         print(f"== {name}", file=sys.stderr)
-        rows += bench_model(name, args.methods.split(","), [m for m in args.ort_methods.split(",") if m])
+        model_rows = bench_model(name, args.methods.split(","), [m for m in args.ort_methods.split(",") if m])
+        saved.write_text(json.dumps(model_rows, default=str, indent=1))
+        rows += model_rows
     text = "## quantize: onnxslim vs onnxruntime quantize_static\n\n" + table(rows)
     if args.rss:
         text += "\n\n" + rss_table()
-    text += f"\n\nTotal benchmark time {time.perf_counter() - start:.0f} s."
+    if not args.table_only:
+        text += f"\n\nTotal benchmark time {time.perf_counter() - start:.0f} s."
     (OUT / "quantize.md").write_text(text + "\n")
     plot(rows, OUT / "quantize.png")
     print(text)
