@@ -41,6 +41,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.ir.weights import constant_value, replace_input
 
+MAX_LISTED = 8  # members named per group in the printed plan
 FIXED = -1  # source id of channels that are never pruned (e.g. a Concat input with no tracked channels)
 
 
@@ -155,10 +156,16 @@ class Group:
     def describe(self) -> str:
         names = list(dict.fromkeys(f"{s.op} {(s.node or s.tensor)!r}" for s in self.sources))
         producers = ", ".join(names)
-        ops = sorted({f"{m.node.op}" for m in self.members if m.role != "producer"})
         consumers = sum(1 for m in self.members if m.role == "consumer")
+        edits: dict[str, list[str]] = {}
+        for m in self.members:
+            what = {"param": f"in{m.index}[axis {m.axis}]", "size": f"in{m.index}[{m.axis}] size",
+                    "attr": m.attr, "attr_list": f"{m.attr}[{m.axis}]"}[m.kind]
+            edits.setdefault(m.node.name or f"{m.node.op}->{m.node.outputs[0].name}", []).append(what)
+        listed = [f"{node} {'+'.join(dict.fromkeys(w))}" for node, w in edits.items()]
+        shown = "; ".join(listed[:MAX_LISTED]) + (f"; ... {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else "")
         return (f"group {self.id}: {self.size} channels, {len(names)} producer(s) [{producers}], "
-                f"{consumers} consumer(s), {len(self.members)} member(s) ({', '.join(ops) or 'none'})")
+                f"{consumers} consumer(s), members: {shown or 'none'}")
 
 
 @dataclasses.dataclass
