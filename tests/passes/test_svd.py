@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import jsonschema
 import numpy as np
 import onnx
 import pytest
@@ -326,6 +327,7 @@ def test_cli_data_aware_mlp(repo, tmp_path):
     result = CliRunner().invoke(cli, ["optimize", *args])
     assert result.exit_code == 0, result.output
     doc = json.loads(report.read_text())
+    jsonschema.validate(doc, json.loads((repo / "docs/report.schema.json").read_text()))
     (record,) = doc["passes"]
     stats = record["stats"]
     assert stats["split"] >= 2 and stats["weight_params_after"] < 0.2 * stats["weight_params_before"]
