@@ -279,3 +279,23 @@ def test_recovery_refits_matmul_layers(rng, bias):
     feeds = {"x": rng.normal(0, 1, (16, 6, 10)).astype(np.float32)}
     ref = prune_nets.run(model, feeds)[0]
     assert np.linalg.norm(prune_nets.run(out, feeds)[0] - ref) < np.linalg.norm(prune_nets.run(plain, feeds)[0] - ref)
+
+
+def test_global_scope_ranks_all_groups_together(rng):
+    model = net(rng, blocks=("conv", "bnconv"), width=16, head="gap")
+    data = calibration(rng)
+    opts = PruneChannelsOptions(ratio=0.4, round_to=1, scope="global", importance="activation")
+    _, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    kept = [tuple(map(int, n.split("keep ")[1].split(" of "))) for n in result.notes if " keep " in n]
+    removed = sum(size - k for k, size in kept) / sum(size for _, size in kept)
+    assert 0.3 <= removed <= 0.45, kept
+    assert len({round(k / size, 2) for k, size in kept}) > 1, kept  # not the same ratio everywhere
+
+
+@pytest.mark.parametrize("stat", ["effect", "mean_abs", "nonzero"])
+def test_activation_statistics(rng, stat):
+    model = net(rng, blocks=("conv",), width=16, head="gap")
+    data = calibration(rng)
+    opts = PruneChannelsOptions(ratio=0.5, importance="activation", stat=stat)
+    _, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    assert result.modified and result.stats["channels_removed"] == 8 + 10  # 16 -> 8 and 18 -> 8
