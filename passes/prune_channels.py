@@ -10,7 +10,7 @@ Plan, then apply:
 2. Importance per group (``channel_importance``): ``activation`` (default with calibration
    data), ``l1``, ``l2`` (default without, with a warning), ``bn``. ``ratio`` of each group's
    channels go (``scope=local``) or ``ratio`` of all prunable channels by one normalized
-   ranking (``scope=global``); the kept count is rounded down to a multiple of ``round_to``,
+   ranking (``scope=global``), with per-group overrides (``group_ratio``); the kept count is rounded down to a multiple of ``round_to``,
    never below it, and a group narrower than 2 × ``round_to`` is left whole.
 3. ``channel_deps.apply_plan`` slices weights, biases, normalization parameters, per-channel
    constants, shape constants and ``group`` attributes; shared constants are copied, never
@@ -25,6 +25,7 @@ Not idempotent by design: each run removes ``ratio`` of the channels that remain
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 from typing import Any
 
@@ -59,10 +60,20 @@ class PruneChannelsOptions(PassOptions):
     recover: bool = option(False, "refit the layers that read pruned channels by least squares (needs calibration data)")
     recover_rows: int = option(1024, "rows (output positions) sampled per calibration batch and layer for the refit")
     exclude: tuple[str, ...] = option((), "node names whose output channels are never pruned")
+    group_ratio: tuple[str, ...] = option((), "per-group ratios 'GLOB=R' matched on producer node names, "
+                                          "e.g. \"/head/*=0;/backbone/*=0.5\" (first match wins)")
 
     def validate(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise self.error("ratio", f"must be in [0, 1), got {self.ratio}")
+        for item in self.group_ratio:
+            glob, _, value = item.rpartition("=")
+            try:
+                ok = bool(glob) and 0.0 <= float(value) < 1.0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise self.error("group_ratio", f"items are GLOB=R with R in [0, 1), got {item!r}")
         if self.round_to < 1:
             raise self.error("round_to", f"must be >= 1, got {self.round_to}")
         if self.recover_rows < 16:
@@ -118,8 +129,19 @@ class PruneChannels(Pass):
         importance = self._importance(ctx)
         scores = self._scores(plan, importance, graph, ctx)
         sizes = {g.id: g.size for g in plan.prunable()}
-        keep = imp.choose_keep(scores, sizes, self.options.ratio, self.options.round_to, self.options.scope)
+        keep = imp.choose_keep(scores, sizes, self.options.ratio, self.options.round_to, self.options.scope,
+                               self._overrides(plan))
         return plan, keep, importance
+
+    def _overrides(self, plan: Plan) -> dict[int, float]:
+        """Group id -> ratio from ``group_ratio``: the first glob matching any producer of the group."""
+        out: dict[int, float] = {}
+        for item in self.options.group_ratio:
+            glob, _, value = item.rpartition("=")
+            for g in plan.prunable():
+                if g.id not in out and any(fnmatch.fnmatchcase(s.node, glob) for s in g.sources):
+                    out[g.id] = float(value)
+        return out
 
     def _importance(self, ctx: PassContext) -> str:
         chosen = self.options.importance

@@ -143,17 +143,22 @@ def activation_scores(plan: Plan, group: Group, stats: ActivationStats, stat: st
 
 
 def choose_keep(scores: Mapping[int, np.ndarray], sizes: Mapping[int, int], ratio: float, round_to: int,
-                scope: str) -> dict[int, np.ndarray]:
-    """Per group id, the sorted indices to keep (only groups that lose channels are listed)."""
-    counts = {}
-    if scope == "global" and scores:
-        pooled = np.concatenate([_normalized(s) for s in scores.values()])
+                scope: str, overrides: Mapping[int, float] | None = None) -> dict[int, np.ndarray]:
+    """Per group id, the sorted indices to keep (only groups that lose channels are listed).
+
+    ``overrides`` (group id -> ratio) take those groups out of the global ranking.
+    """
+    overrides = dict(overrides or {})
+    counts = {gid: kept_count(sizes[gid], r, round_to) for gid, r in overrides.items() if gid in scores}
+    scores_left = {gid: s for gid, s in scores.items() if gid not in counts}
+    if scope == "global" and scores_left:
+        pooled = np.concatenate([_normalized(s) for s in scores_left.values()])
         cut = np.quantile(pooled, ratio) if ratio > 0 else -np.inf
-        for gid, s in scores.items():
+        for gid, s in scores_left.items():
             survivors = int(np.sum(_normalized(s) > cut))
             counts[gid] = kept_count(sizes[gid], 1.0 - survivors / sizes[gid], round_to)
     else:
-        counts = {gid: kept_count(sizes[gid], ratio, round_to) for gid in scores}
+        counts.update({gid: kept_count(sizes[gid], ratio, round_to) for gid in scores_left})
     keep = {}
     for gid, s in scores.items():
         n = counts[gid]

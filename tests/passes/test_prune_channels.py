@@ -299,3 +299,15 @@ def test_activation_statistics(rng, stat):
     opts = PruneChannelsOptions(ratio=0.5, importance="activation", stat=stat)
     _, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
     assert result.modified and result.stats["channels_removed"] == 8 + 10  # 16 -> 8 and 18 -> 8
+
+
+def test_group_ratio_overrides_per_group(rng):
+    model = net(rng, blocks=("conv",), width=16, head="gap")
+    names = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    opts = PruneChannelsOptions(ratio=0.5, importance="l1", group_ratio=(f"{names[0]}=0", "/Conv*=0.5"))
+    _, result = helpers.run_pass(PruneChannels(opts), model)
+    assert "group 0: keep 16 of 16" in result.notes and "group 1: keep 8 of 18" in result.notes
+    with pytest.raises(OptionError, match="group_ratio"):
+        PruneChannelsOptions(group_ratio=("/a/*=1.5",))
+    text = 'prune-channels{group_ratio="/a/*=0;/b/*=0.5"}'
+    assert parse(str(parse(text))) == parse(text)
