@@ -10,14 +10,18 @@ Plan, then apply:
 2. Importance per group (``channel_importance``): ``activation`` (default with calibration
    data), ``l1``, ``l2`` (default without, with a warning), ``bn``. ``ratio`` of each group's
    channels go (``scope=local``) or ``ratio`` of all prunable channels by one normalized
-   ranking (``scope=global``), with per-group overrides (``group_ratio``); the kept count is rounded down to a multiple of ``round_to``,
-   never below it, and a group narrower than 2 × ``round_to`` is left whole.
+   ranking (``scope=global``), with per-group overrides (``group_ratio``); the kept count is
+   rounded down to a multiple of ``round_to``, never below it, and a group narrower than
+   2 × ``round_to`` is left whole (so is a group the ratio does not reach).
 3. ``channel_deps.apply_plan`` slices weights, biases, normalization parameters, per-channel
    constants, shape constants and ``group`` attributes; shared constants are copied, never
    edited in place. Shapes are re-inferred in strict mode and every graph output must keep its
    shape.
 4. With ``recover=true`` (needs calibration data), ``channel_recovery.refit`` refits each layer
    that reads pruned channels by least squares so that its output matches the original.
+
+Parity budget ``cosine=0.9,top1=0.8``: judge it with real samples (``--data``); on generated
+noise a pruned classifier's top-1 agreement says little.
 
 Not idempotent by design: each run removes ``ratio`` of the channels that remain.
 """
