@@ -109,11 +109,17 @@ def format_passes() -> str:
         hints = typing.get_type_hints(cls.Options)
         for f in dataclasses.fields(cls.Options):
             choices = f.metadata.get("choices")
-            kind_text = "|".join(choices) if choices else getattr(hints[f.name], "__name__", str(hints[f.name]))
+            kind_text = "|".join(choices) if choices else _type_name(hints[f.name])
             lines.append(f"    {f.name} ({kind_text}, default {format_value(f.default)}): {f.metadata.get('help', '')}")
         budget = cls().tolerance() if not cls.exact else None
         lines.append(f"    parity budget: {budget if budget is not None else 'exact'}")
     return "\n".join(lines)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"list of {_type_name(typing.get_args(hint)[0])}, ';'-separated"
+    return getattr(hint, "__name__", None) or str(hint)
 
 
 def _g(value: Any, digits: int | None = None) -> str:
