@@ -51,6 +51,7 @@ SIZE_NOTE = ("ONNX Runtime densifies sparse weights when it loads a model: unstr
 NM_NOTE = ("N:M sparsity is what sparse tensor cores accelerate (TensorRT with sparsity enabled); "
            "ONNX Runtime's CPU and CUDA kernels run it dense")
 MAX_ROWS = 1024  # input rows per calibration batch a convolution's H sees (seeded subsample)
+REFIT_ROWS = 4  # sequential refit only with at least this many calibration rows per input feature
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
 
 
@@ -140,8 +141,9 @@ class PruneWeights(Pass):
                 hessians.update(fresh)
                 factors.update(self._factors([layers[i] for i in todo], hessians))
                 for i in todo:
-                    mats[i] = sequential.aim_at_original(mats[i], cross[id(layers[i])], hessians[id(layers[i])],
-                                               factors[id(layers[i])], opts.damp)
+                    if cross[id(layers[i])] is not None:
+                        mats[i] = sequential.aim_at_original(mats[i], cross[id(layers[i])],
+                                                             hessians[id(layers[i])], factors[id(layers[i])], opts.damp)
                     layer_scores[i] = scores(opts.criterion, mats[i], hessians[id(layers[i])], opts.damp,
                                              factors[id(layers[i])])
             for i in todo:
@@ -229,7 +231,9 @@ class PruneWeights(Pass):
             if used >= self.options.samples:
                 break
         hessians = {k: a.result() for k, a in acc.items()}
-        return hessians, used, {k: a.cross_result() for k, a in acc.items()}
+        # the refit to the original outputs has cols² unknowns per group: with too few rows it overfits
+        refits = {k: a.cross_result() if a.rows >= REFIT_ROWS * a.h.shape[1] else None for k, a in acc.items()}
+        return hessians, used, refits
 
     # -- how many go where -----------------------------------------------------------------
 

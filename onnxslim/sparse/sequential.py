@@ -5,7 +5,10 @@ pruned. Here the target stays the original model's output: with ``C = X̂ᵀX`` 
 inputs, same rows), the layer is first refit to ``W' = (W Cᵀ + λW)(Ĥ + λI)⁻¹`` and ``W'`` is
 pruned with ``Ĥ``; since ``‖WX − ŴX̂‖² = ‖WX − W'X̂‖² + ‖(W' − Ŵ)X̂‖²`` (up to the ridge
 term), that minimizes the error against the original layer output, so errors do not pile up
-with depth. Depths are grouped so a model costs at most a fixed number of calibration runs,
+with depth. The refit has ``cols²`` unknowns per group, so it is made only where the calibration
+gave at least ``REFIT_ROWS`` (4) rows per input feature; elsewhere the layer is pruned as SparseGPT
+does, on its pruned inputs (with few rows the refit overfits: on the PP-OCR detector at 50%, output
+cosine 0.77 with it everywhere, 0.95 with the guard). Depths are grouped so a model costs at most a fixed number of calibration runs,
 each over only the prefix of the graph that computes the inputs it needs.
 """
 

@@ -54,8 +54,8 @@ def _weights(model):
     return out
 
 
-def _calibration(rng, batches=3):
-    return [{"x": rng.normal(size=(8, 4, 8, 8)).astype(np.float32)} for _ in range(batches)]
+def _calibration(rng, batches=3, size=8):
+    return [{"x": rng.normal(size=(size, 4, 8, 8)).astype(np.float32)} for _ in range(batches)]
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.9])
@@ -271,3 +271,16 @@ def test_a_second_run_with_the_same_request_changes_nothing(rng, options):
     _, second = _prune(out, PassContext(out, _calibration(rng)), **options)
     assert first.modified and not second.modified
     assert second.stats["zeros"] == first.stats["zeros"]
+
+
+def test_sequential_reconstruction_with_enough_rows_refits_and_stays_exact(rng):
+    model = _net(rng)
+    calibration = _calibration(rng, batches=10, size=16)  # 160 rows: >= 4 per input feature of every layer
+    out, result = _prune(model, PassContext(model, calibration), sparsity=0.7, criterion="reconstruct")
+    plain, _ = _prune(model, PassContext(model, calibration), sparsity=0.7, criterion="reconstruct", sequential=False)
+    assert result.stats["zeros"] == masks.target_count(0.7, 576 + 512 + 320)
+    refit = _weights(out)["gw"]
+    assert not np.allclose(refit, _weights(plain)["gw"])  # the last layer was refit to the original outputs
+    feeds = calibration[0]
+    ref = run_model(model, feeds)[0]
+    assert np.linalg.norm(run_model(out, feeds)[0] - ref) < np.linalg.norm(run_model(plain, feeds)[0] - ref)

@@ -124,3 +124,18 @@ def test_conv_transpose_reconstruction_keeps_its_output_better_than_magnitude(rn
     err = {name: np.linalg.norm(output(v) - reference) for name, v in (("rebuilt", rebuilt), ("magnitude", magnitude))}
     assert w.size - np.count_nonzero(rebuilt) == count
     assert err["rebuilt"] < 0.8 * err["magnitude"]
+
+
+def test_refit_to_the_original_outputs_is_identity_on_unchanged_inputs_and_helps_on_changed_ones(rng):
+    from onnxslim.sparse.reconstruct import upper_inverse_factor
+    from onnxslim.sparse.sequential import aim_at_original
+
+    w, x = _layer_data(rng, rows=8, cols=16, samples=400)
+    h = x.T @ x / len(x)
+    u = upper_inverse_factor(h, 0.1)
+    same = aim_at_original(w[None], h[None], h[None], [u], 0.1)[0]
+    np.testing.assert_allclose(same, w, rtol=1e-8, atol=1e-8)
+    x_hat = x @ (np.eye(16) + 0.3 * rng.normal(size=(16, 16)))  # upstream pruning distorted the inputs
+    h_hat, cross = x_hat.T @ x_hat / len(x), x_hat.T @ x / len(x)
+    refit = aim_at_original(w[None], cross[None], h_hat[None], [upper_inverse_factor(h_hat, 0.1)], 0.1)[0]
+    assert np.linalg.norm(x @ w.T - x_hat @ refit.T) < 0.5 * np.linalg.norm(x @ w.T - x_hat @ w.T)
