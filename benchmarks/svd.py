@@ -5,7 +5,7 @@
 For the shipped ``mlp`` and ``transformer`` (digits accuracy on the 360-sample test split, 95%
 Wilson interval) and all-MiniLM-L6-v2 (sentence-embedding cosine against fp32, mean and min,
 and retrieval MRR on ``realdata.retrieval_set()``), ``svd{param_ratio=p}`` at several budgets,
-plain SVD vs data-aware, with the latency gate off (size-only, so both variants split the same
+plain SVD vs data-aware (equal-error allocation) vs data-aware with ``allocation=sensitivity``, with the latency gate off (size-only, so both variants split the same
 layers), plus one data-aware row with the gate on. The "weights" column is the kept share
 of the Gemm/MatMul weight parameters the pass considered.
 
@@ -137,6 +137,9 @@ def bench_model(name: str, args) -> list[dict]:
         for aware in (False, True):
             variants.append((f"{'data-aware' if aware else 'plain'} p={ratio:g}", ratio,
                              {"param_ratio": ratio, "data_aware": aware, "latency_gate": False}))
+        variants.append((f"data-aware sensitivity p={ratio:g}", ratio,
+                         {"param_ratio": ratio, "data_aware": True, "latency_gate": False,
+                          "allocation": "sensitivity"}))
     middle = RATIOS[name][1]
     variants.append((f"data-aware p={middle:g} gated", middle, {"param_ratio": middle, "data_aware": True}))
     variants += [(label, None, options) for label, options in EXTRA.get(name, [])]
@@ -149,6 +152,7 @@ def bench_model(name: str, args) -> list[dict]:
             out, stats, seconds = model, {}, 0.0
         gate = stats.get("latency", [])
         row = {"model": name, "variant": label, "ratio": ratio, "aware": options.get("data_aware", False),
+               "alloc": options.get("allocation", "error"),
                "weights": (stats["weight_params_after"] / stats["weight_params_before"]) if stats else 1.0,
                "split": stats.get("split", 0), "params": model_stats(out).params,
                "flops": flops(out, feeds[0])["compute"], "pass_s": seconds,
@@ -189,10 +193,12 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, name in zip(axes[0], names):
         mine = [r for r in rows if r["model"] == name]
         base = mine[0]
-        for aware, style in ((False, "o--"), (True, "s-")):
+        curves = ((False, "error", "o--", "plain SVD"), (True, "error", "s-", "data-aware, equal error"),
+                  (True, "sensitivity", "^-", "data-aware, sensitivity allocation"))
+        for aware, alloc, style, label in curves:
             pts = sorted((r["weights"], r["score"]) for r in mine if r["ratio"] is not None and r["aware"] == aware
-                         and "gated" not in r["variant"])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label="data-aware" if aware else "plain SVD")
+                         and r["alloc"] == alloc and "gated" not in r["variant"])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
         ax.axhline(base["score"], color="gray", lw=0.8, label="original")
         ax.set_title(name)
         ax.set_xlabel("share of Gemm/MatMul weight params kept")

@@ -14,7 +14,8 @@ Rank rules, one per run (two is a usage error): ``energy`` (retained Σσ²; of 
 or with ``data_aware`` of the output), ``rank_ratio`` (of min(K, N)), ``param_ratio`` (the share
 of all candidate layers' weight parameters to keep, allocated so every layer reaches the same
 relative error: output error when calibration data is given, weight error otherwise; a layer
-whose rank would save nothing stays whole) and ``max_error`` (per-layer relative output error
+whose rank would save nothing stays whole; ``allocation=sensitivity`` instead shares it by each
+layer's measured effect on the graph outputs, see ``onnxslim.lowrank.sensitivity``) and ``max_error`` (per-layer relative output error
 ‖Y − Ŷ‖_F / ‖Y‖_F on the calibration data; needs ``--calibration-data``). With no rule given,
 ``energy=0.95`` applies.
 
@@ -39,7 +40,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
-from onnxslim.lowrank import factor, rank
+from onnxslim.lowrank import factor, rank, sensitivity
 from onnxslim.lowrank.gating import LatencyGate
 from onnxslim.lowrank.layers import Layer, match, split
 from onnxslim.lowrank.whitening import collect_moments, probe_shapes
@@ -66,6 +67,9 @@ class SvdOptions(PassOptions):
                                 "on the target provider (false: size-only)")
     min_speedup: float = option(1.0, "latency gate: original / split median time must exceed this (> 0)")
     exclude: tuple[str, ...] = option((), "node names never split")
+    allocation: str = option("error", "param_ratio: how the budget is shared: 'error' (every layer at the same "
+                             "relative error) or 'sensitivity' (each layer's measured effect on the graph outputs; "
+                             "needs --calibration-data)", choices=("error", "sensitivity"))
 
     def validate(self) -> None:
         given = [name for name in rank.RULES if getattr(self, name) is not None]
@@ -82,6 +86,8 @@ class SvdOptions(PassOptions):
             raise self.error("damping", f"must be >= 0, got {self.damping!r}")
         if self.min_speedup <= 0:
             raise self.error("min_speedup", f"must be > 0, got {self.min_speedup!r}")
+        if self.allocation == "sensitivity" and self.param_ratio is None:
+            raise self.error("allocation", "allocation=sensitivity shares a param_ratio budget; give param_ratio")
 
     def rule(self) -> tuple[str, float]:
         for name in rank.RULES:
@@ -110,7 +116,8 @@ class LowRankSplit(Pass):
     exact = False
 
     def needs_calibration(self) -> bool:
-        return self.options.data_aware or self.options.max_error is not None
+        opts = self.options
+        return opts.data_aware or opts.max_error is not None or opts.allocation == "sensitivity"
 
     def tolerance(self) -> Tolerance:
         return Tolerance.parse(BUDGET)
@@ -123,7 +130,8 @@ class LowRankSplit(Pass):
         if layers and (self.needs_calibration() or wants_data):
             ctx.require_calibration(self.name)
             moments, shapes = collect_moments(ctx, graph, layers)
-        plans, more = _plans(layers, opts, moments)
+        probe = _Probe(ctx, graph) if opts.allocation == "sensitivity" else None
+        plans, more = _plans(layers, opts, moments, probe)
         declines += more
         timings: list[dict] = []
         if plans and opts.latency_gate:
@@ -131,6 +139,12 @@ class LowRankSplit(Pass):
         for plan in plans:
             split(graph, plan.layer, plan.a, plan.b)
         stats = _stats(plans, layers, opts, timings)
+        if probe is not None:
+            stats["allocation"] = "sensitivity"
+            losses = getattr(probe, "losses", {})
+            for info in stats["layers"]:
+                if info["layer"] in losses:
+                    info["probe_loss"] = round(losses[info["layer"]], 8)
         notes = []
         if timings:
             notes.append(f"latency gate: {sum(t['kept'] for t in timings)} of {len(timings)} splits measured "
@@ -194,7 +208,30 @@ def _spectra(layers: list[Layer], opts: SvdOptions, moments: dict) -> list[tuple
     return found
 
 
-def _plans(layers: list[Layer], opts: SvdOptions, moments: dict) -> tuple[list[Plan], list[Decline]]:
+class _Probe:
+    """Measures, on the first calibration batch, each layer's effect on the graph outputs."""
+
+    def __init__(self, ctx: PassContext, graph: gs.Graph):
+        self.ctx, self.graph = ctx, graph
+
+    def coefficients(self, found: list[tuple]) -> list[float]:
+        """c_i of the model loss_i(r) = c_i · e_i(r)² (``sensitivity``), one probe per layer."""
+        layers, weights, errors = [], [], []
+        for layer, spectrum, curve, _ in found:
+            r = max(1, int(rank.break_even(layer.shape) * sensitivity.PROBE))
+            a, b = spectrum.factors(r)
+            layers.append(layer)
+            weights.append(a @ b)
+            errors.append(float(curve[r]))
+        feeds = next(iter(self.ctx.calibration))
+        losses = sensitivity.probe(self.ctx.export(self.graph), layers, weights, feeds,
+                                   self.ctx.target_provider, self.ctx.threads)
+        self.losses = dict(zip([layer.name for layer in layers], losses))
+        return [loss / e**2 if e > 0 else 0.0 for loss, e in zip(losses, errors)]
+
+
+def _plans(layers: list[Layer], opts: SvdOptions, moments: dict,
+           probe: _Probe | None = None) -> tuple[list[Plan], list[Decline]]:
     plans: list[Plan] = []
     declines: list[Decline] = []
     shrinkable = []
@@ -206,7 +243,11 @@ def _plans(layers: list[Layer], opts: SvdOptions, moments: dict) -> tuple[list[P
             shrinkable.append(layer)
     found = _spectra(shrinkable, opts, moments)
     rule, value = opts.rule()
-    if rule == "param_ratio":
+    if rule == "param_ratio" and probe is not None and found:
+        coefficients = probe.coefficients(found)
+        ranks = sensitivity.allocate([c for _, _, c, _ in found], coefficients,
+                                     [layer.shape for layer, *_ in found], value)
+    elif rule == "param_ratio":
         curves = [c if c is not None else rank.weight_errors(s.sigma) for _, s, c, _ in found]
         ranks = rank.allocate(curves, [layer.shape for layer, *_ in found], value)
     else:

@@ -25,7 +25,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
 from onnxslim.ir.io import to_graph
-from onnxslim.lowrank import factor, gating, rank
+from onnxslim.lowrank import factor, gating, rank, sensitivity
 from onnxslim.lowrank.layers import Layer, match, split
 
 # A full-rank split is K·N products rearranged: round-off only, a little above EXACT.
@@ -392,3 +392,85 @@ def test_minilm_projections_split_and_keep_retrieval():
     assert np.mean(np.sum(ref * emb, axis=1)) > 0.9  # measured 0.982, top-1 retrieval 0.95
     top = np.argmax(emb[:20] @ emb[20:].T, axis=1)
     assert np.mean(top == np.asarray(relevant)) >= 0.85
+
+
+# --- allocation by measured sensitivity --------------------------------------------------------
+
+TWO_BRANCHES = """<ir_version: 8, opset_import: ["": 17]>
+g (float[B,48] x) => (float[B,48] y) {
+    a = MatMul(x, w1)
+    b = MatMul(x, w2)
+    s = Mul(b, tiny)
+    y = Add(a, s)
+}"""
+
+
+def _two_branches(rng):
+    """Two equal layers, one of which barely reaches the output: only the measured
+    sensitivity tells them apart."""
+    def decaying():
+        q1, q2 = np.linalg.qr(rng.normal(size=(48, 48)))[0], np.linalg.qr(rng.normal(size=(48, 48)))[0]
+        return ((q1 * 0.85 ** np.arange(48)) @ q2).astype(np.float32)
+
+    model = model_from_text(TWO_BRANCHES, {"w1": decaying(), "w2": decaying(),
+                                           "tiny": np.array([0.01], dtype=np.float32)})
+    calib = [{"x": rng.normal(size=(32, 48)).astype(np.float32)} for _ in range(2)]
+    return model, calib
+
+
+def test_sensitivity_option_is_validated_and_needs_calibration():
+    with pytest.raises(OptionError, match="allocation"):
+        SvdOptions(energy=0.9, allocation="sensitivity")
+    with pytest.raises(OptionError, match="allocation"):
+        SvdOptions(param_ratio=0.5, allocation="loss")
+    spec = parse("svd{param_ratio=0.7,allocation=sensitivity}").specs()[0]
+    assert spec.create().needs_calibration()
+    assert not parse("svd{param_ratio=0.7}").specs()[0].create().needs_calibration()
+
+
+def test_sensitivity_allocation_spends_the_budget_where_the_output_feels_it(rng):
+    model, calib = _two_branches(rng)
+    errors, results = {}, {}
+    for alloc in ("error", "sensitivity"):
+        out, result = run_pass(size_only(param_ratio=0.5, allocation=alloc), model, PassContext(model, calib))
+        assert result.stats["weight_params_after"] <= 0.5 * result.stats["weight_params_before"]
+        errors[alloc], results[alloc] = _relative_output_error(model, out, calib), result
+    ranks = {d["layer"]: d["rank"] for d in results["sensitivity"].stats["layers"]}
+    names = sorted(ranks)  # the two MatMuls: w1's branch first in the graph
+    by_weight = {n.inputs[1].name: n.name or n.outputs[0].name for n in to_graph(model).nodes if n.op == "MatMul"}
+    assert ranks[by_weight["w2"]] < ranks[by_weight["w1"]], ranks
+    assert all("probe_loss" in d for d in results["sensitivity"].stats["layers"]) and len(names) == 2
+    assert errors["sensitivity"] < 0.5 * errors["error"], errors
+
+
+def test_sensitivity_allocate_meets_the_budget_and_prefers_cheap_layers():
+    rng = np.random.default_rng(3)
+    shapes = [(64, 64), (64, 64), (64, 256)]
+    curves = [rank.weight_errors(np.sort(rng.gamma(1.0, size=min(s)))[::-1]) for s in shapes]
+    for ratio in (0.2, 0.5, 0.8):
+        ranks = sensitivity.allocate(curves, [1.0, 100.0, 1.0], shapes, ratio)
+        kept = sum(r * (k + n) if r else k * n for r, (k, n) in zip(ranks, shapes))
+        assert kept <= ratio * sum(k * n for k, n in shapes) + 1e-9
+        assert ranks[1] is None or ranks[0] is not None and ranks[1] >= ranks[0]  # the sensitive twin keeps more
+    assert sensitivity.allocate(curves, [1.0, 1.0, 1.0], shapes, 0.001) == [1, 1, 1]  # unreachable: rank 1
+
+
+@pytest.mark.parametrize("text", ["gemm", "conv"])
+def test_probe_feeds_weights_in_the_nodes_own_layout(rng, text):
+    if text == "gemm":
+        model = model_from_text(GEMM.format(xa=24, xb="M", n=20, ta=1, tb=1),
+                                {"w": rng.normal(size=(20, 24)).astype(np.float32),
+                                 "c": rng.normal(size=20).astype(np.float32)})
+        feeds = {"x": rng.normal(size=(24, 5)).astype(np.float32)}
+    else:
+        w = rng.normal(size=(12, 16, 1, 1)).astype(np.float32)
+        values = ",".join(f"{v:.6f}" for v in w.ravel())
+        constant = f"    w = Constant<value = float[12,16,1,1] {{{values}}}>()\n"
+        model = model_from_text(CONV.format(k=16, n=12).replace("{\n", "{\n" + constant, 1),
+                                {"b": rng.normal(size=12).astype(np.float32)})
+        feeds = {"x": rng.normal(size=(2, 16, 6, 6)).astype(np.float32)}
+    graph = to_graph(model)
+    layer = next(found for node in graph.nodes if isinstance(found := match(node), Layer))
+    same, zero = sensitivity.probe(PassContext(model).export(graph), [layer, layer],
+                                   [layer.weight, np.zeros_like(layer.weight)], feeds, "CPUExecutionProvider", 1)
+    assert same < 1e-6 < zero
