@@ -2,8 +2,8 @@
 allocation that uses it (``svd{param_ratio=..,allocation=sensitivity}``).
 
 Equal per-layer error is a poor allocation for deep models: on all-MiniLM-L6-v2 the same
-relative output error costs ~50× more embedding cosine in the last block's value/output
-projections than in a query/key projection. Here each layer is truncated alone, at half its
+relative output error costs up to ~280× more sentence-embedding cosine in an FFN
+down-projection than in a query projection (measured, c_i below). Here each layer is truncated alone, at half its
 break-even rank, on the first calibration batch, and the drop of the graph outputs
 ``loss = mean over outputs and samples of (1 − cosine)`` is measured. The loss of layer i at
 rank r is modelled as ``c_i · e_i(r)²`` (``e_i`` its closed-form relative output error; a small
