@@ -18,6 +18,7 @@ def format_outcome(outcome: Any, model: Path) -> str:
     lines = [f"{model} -> {outcome.output or 'nothing written'}"]
     if doc.get("pipeline"):
         lines.append(f"pipeline: {doc['pipeline']}")
+    lines += [f"warning: {w}" for w in doc.get("warnings", [])]  # on top: e.g. "int8 is slower than fp32"
     lines += ["", _cost_table(doc["input"], doc["output"])]
     if doc.get("passes"):
         lines += ["", _passes_table(doc["passes"])]
@@ -30,7 +31,6 @@ def format_outcome(outcome: Any, model: Path) -> str:
             f"median {o['median_ms']:.3f} -> {r['median_ms']:.3f} ms ({lat['ratio']}x), "
             f"p90 {o['p90_ms']:.3f} -> {r['p90_ms']:.3f} ms"
         )
-    lines += [f"warning: {w}" for w in doc.get("warnings", [])]
     return "\n".join(lines)
 
 
