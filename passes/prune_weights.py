@@ -116,6 +116,7 @@ class PruneWeights(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         opts = self.options
+        self._thin: list[str] = []
         layers, declines = self._select(graph)
         if not layers:
             return PassResult(False, {"layers": 0}, declines)
@@ -152,6 +153,11 @@ class PruneWeights(Pass):
         stats = self._stats(layers, per_layer, declines, choices, used)
         notes = [SIZE_NOTE, NM_NOTE] if _nm(opts.pattern) else [SIZE_NOTE]
         notes += _bn_note(layers)
+        if self.needs_calibration() and self._thin:
+            notes.append(f"{len(self._thin)} layers saw fewer calibration rows than input features, so their "
+                         f"statistics are underdetermined (after a global pool a layer gets one row per sample); "
+                         f"give more --calibration-data samples: " + ", ".join(self._thin[:8])
+                         + (", ..." if len(self._thin) > 8 else ""))
         return PassResult(changed > 0, stats, declines, notes)
 
     def _factors(self, layers: list[Layer], hessians: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:
@@ -231,6 +237,9 @@ class PruneWeights(Pass):
             if used >= self.options.samples:
                 break
         hessians = {k: a.result() for k, a in acc.items()}
+        if original is None:  # the first run sees every layer: name those whose H is underdetermined
+            self._thin = [f"{a.layer.name} ({a.rows} rows, {a.h.shape[1]} features)" for a in acc.values()
+                          if a.rows < a.h.shape[1]]
         # the refit to the original outputs has cols² unknowns per group: with too few rows it overfits
         refits = {k: a.cross_result() if a.rows >= REFIT_ROWS * a.h.shape[1] else None for k, a in acc.items()}
         return hessians, used, refits

@@ -284,3 +284,12 @@ def test_sequential_reconstruction_with_enough_rows_refits_and_stays_exact(rng):
     feeds = calibration[0]
     ref = run_model(model, feeds)[0]
     assert np.linalg.norm(run_model(out, feeds)[0] - ref) < np.linalg.norm(run_model(plain, feeds)[0] - ref)
+
+
+def test_layers_with_fewer_calibration_rows_than_features_are_named_in_a_note(rng):
+    model = _net(rng)  # the Gemm reads 32 features after a global pool: one row per sample
+    _, few = _prune(model, PassContext(model, _calibration(rng, batches=3, size=8)), criterion="reconstruct")
+    thin = [note for note in few.notes if "fewer calibration rows" in note]
+    assert len(thin) == 1 and "(24 rows, 32 features)" in thin[0] and "1 layers" in thin[0]
+    _, enough = _prune(model, PassContext(model, _calibration(rng, batches=5, size=8)), criterion="reconstruct")
+    assert not any("fewer calibration rows" in note for note in enough.notes)
