@@ -122,18 +122,19 @@ def _densify_sparse(model: onnx.ModelProto) -> onnx.ModelProto:
     dense = onnx.ModelProto()
     dense.CopyFrom(model)
     for sparse in dense.graph.sparse_initializer:
-        dense.graph.initializer.append(numpy_helper.from_array(_sparse_array(sparse), sparse.values.name))
+        dense.graph.initializer.append(numpy_helper.from_array(sparse_to_dense(sparse), sparse.values.name))
     del dense.graph.sparse_initializer[:]
     for node in dense.graph.node:
         for attr in list(node.attribute):
             if node.op_type == "Constant" and attr.name == "sparse_value":
-                array = _sparse_array(attr.sparse_tensor)
+                array = sparse_to_dense(attr.sparse_tensor)
                 node.attribute.remove(attr)
                 node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(array)))
     return dense
 
 
-def _sparse_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
+def sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    """Dense array of a SparseTensorProto (linear [NNZ] or coordinate [NNZ, rank] indices)."""
     values = numpy_helper.to_array(sparse.values)
     indices = numpy_helper.to_array(sparse.indices)
     shape = tuple(sparse.dims)

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxslim.ir.io import sparse_to_dense
 from onnxslim.runtime.session import make_session
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -75,31 +76,17 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
         for init in g.initializer:
             consts[init.name] = numpy_helper.to_array(init)
         for sparse in g.sparse_initializer:
-            consts[sparse.values.name] = _sparse_to_array(sparse)
+            consts[sparse.values.name] = sparse_to_dense(sparse)
         for node in g.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 for attr in node.attribute:
                     if attr.name == "value":
                         consts[node.output[0]] = numpy_helper.to_array(attr.t)
-                    elif attr.name in ("value_float", "value_int"):
-                        consts[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
-                    elif attr.name in ("value_floats", "value_ints"):
+                    elif attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
                         consts[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
                     elif attr.name == "sparse_value":
-                        consts[node.output[0]] = _sparse_to_array(attr.sparse_tensor)
+                        consts[node.output[0]] = sparse_to_dense(attr.sparse_tensor)
     return consts
-
-
-def _sparse_to_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
-    """Dense array of a SparseTensorProto (linear [NNZ] or coordinate [NNZ, rank] indices)."""
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices)
-    shape = tuple(sparse.dims)
-    dense = np.zeros(int(np.prod(shape)), dtype=values.dtype)
-    if indices.ndim == 2:
-        indices = np.ravel_multi_index(tuple(indices.T), shape)
-    dense[indices.reshape(-1)] = values
-    return dense.reshape(shape)
 
 
 def flops(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, int]:
