@@ -19,16 +19,18 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
-from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.pipeline import PassSpec, Pipeline, Repeat, format_options
 from onnxslim.errors import OnnxSlimError, PassError, VerificationError
 from onnxslim.ir.io import check, to_graph
 from onnxslim.ir.verify import verify_structure
+from onnxslim.ir.weights import quantized_layers
 from onnxslim.runtime.parity import Tolerance, compare_models, first_divergence
 
 logger = logging.getLogger(__name__)
 
 EXACT = Tolerance.parse("exact")
+ALREADY_QUANTIZED = "already quantized (its weight comes from DequantizeLinear): left as it is"
 
 
 @dataclasses.dataclass
@@ -91,6 +93,7 @@ class PassManager:
             self.on_pass(spec.name)
         before = self.ctx.export(graph) if self.parity_feeds else None
         size_before = graph_size(graph)
+        quantized = [n.name for n in quantized_layers(graph)] if not the_pass.exact else []
         start = time.perf_counter()
         try:
             result = the_pass.run(graph, self.ctx)
@@ -99,6 +102,8 @@ class PassManager:
         except Exception as exc:
             raise PassError(f"pass {spec.name} failed in pipeline '{self.pipeline}': {exc}") from exc
         seconds = time.perf_counter() - start
+        declined = {d.where for d in result.declines}
+        result.declines += [Decline(name, ALREADY_QUANTIZED) for name in quantized if name not in declined]
         record = self._record(spec, result, seconds)
         self.records.append(record)
         if not result.modified:

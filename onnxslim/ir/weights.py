@@ -81,3 +81,21 @@ def graph_tensor_names(graph: gs.Graph) -> set[str]:
 def consumers_outside(tensor: gs.Tensor, allowed: set[int]) -> list[gs.Node]:
     """Nodes reading ``tensor`` whose ``id`` is not in ``allowed``."""
     return [n for n in tensor.outputs if id(n) not in allowed]
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def quantized_layers(graph: gs.Graph) -> list[gs.Node]:
+    """Conv/ConvTranspose/Gemm/MatMul nodes whose weight is the output of a DequantizeLinear.
+
+    Such a weight is not a constant to the lossy passes, so they leave the layer alone; the
+    manager records that as a decline with its reason.
+    """
+    found = []
+    for node in graph.nodes:
+        if node.op in WEIGHTED_OPS and len(node.inputs) > 1:
+            weight = node.inputs[1]
+            if weight.inputs and weight.inputs[0].op == "DequantizeLinear":
+                found.append(node)
+    return found

@@ -172,3 +172,31 @@ def test_importing_the_passes_folder_a_second_time_is_refused(repo):
     assert proc.returncode != 0
     assert "registered twice" in proc.stderr
 
+
+
+@register_pass
+class _LossyNoop(Pass):
+    """A lossy pass that finds nothing to do (it sees no constant weights)."""
+
+    name = "test-lossy-noop"
+    exact = False
+
+    def run(self, graph, ctx):
+        return PassResult(modified=False)
+
+
+def test_lossy_passes_decline_already_quantized_layers_with_a_reason(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4] x) => (float[N,3] y) {
+    w = DequantizeLinear(wq, scale, zero)
+    y = MatMul(x, w)
+}"""
+    model = model_from_text(text, {"wq": rng.integers(-100, 100, size=(4, 3)).astype(np.int8),
+                                   "scale": np.array(0.01, np.float32), "zero": np.array(0, np.int8)})
+    model.graph.node[1].name = "matmul"
+    manager = PassManager(parse("test-lossy-noop,dce"), PassContext(model))
+    manager.run(to_graph(model))
+    lossy, exact = manager.records
+    assert [(d["where"], d["reason"]) for d in lossy.declines] == [
+        ("matmul", "already quantized (its weight comes from DequantizeLinear): left as it is")]
+    assert exact.declines == []
