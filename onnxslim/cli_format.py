@@ -27,7 +27,7 @@ def format_outcome(outcome: Any, model: Path) -> str:
     for provider, lat in doc.get("latency", {}).items():
         o, r = lat["original"], lat["result"]
         lines.append(
-            f"latency {provider} (batch {o['batch']}, {o['threads']} threads, {o['runs']} runs each): "
+            f"latency {provider} (batch {o['batch']}, {o['threads']} thread{'' if o['threads'] == 1 else 's'}, {o['runs']} runs each): "
             f"median {o['median_ms']:.3f} -> {r['median_ms']:.3f} ms ({lat['ratio']}x), "
             f"p90 {o['p90_ms']:.3f} -> {r['p90_ms']:.3f} ms"
         )
