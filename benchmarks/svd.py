@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from _common import models_module
 from onnxslim.passes.svd import LowRankSplit, SvdOptions
 
 from onnxslim.core.context import PassContext
@@ -57,19 +58,11 @@ DOC_MODULES = ("argparse", "logging", "unittest", "json", "collections", "textwr
                "asyncio", "datetime", "decimal", "statistics", "random", "shutil", "tarfile", "zipfile", "sqlite3")
 
 
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "models" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def docstring_sentences(limit: int) -> list[str]:
     """English sentences from standard-library docstrings: calibration text unrelated to the eval."""
     found: list[str] = []
     for name in DOC_MODULES:
-        module = importlib.import_module(name)
+        module = importlib.importmodels_module(name)
         for obj in [module] + [getattr(module, a) for a in sorted(dir(module)) if not a.startswith("_")]:
             if not (inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj)):
                 continue
@@ -80,7 +73,7 @@ def docstring_sentences(limit: int) -> list[str]:
 
 
 def digits_case(name: str):
-    evaluate = _module("evaluate")
+    evaluate = models_module("evaluate")
     model = onnx.load(str(REPO / "models" / f"{name}.onnx"))
     x = np.load(REPO / "models" / f"{name}_calib.npz")["input"]
     calib = [{"input": x[i:i + 128]} for i in range(0, len(x), 128)]
@@ -94,7 +87,7 @@ def digits_case(name: str):
 
 
 def minilm_case(calib_sentences: int):
-    fetch, realdata = _module("fetch"), _module("realdata")
+    fetch, realdata = models_module("fetch"), models_module("realdata")
     model = onnx.load(str(fetch.fetch("minilm")))
     vocab = fetch.minilm_vocab()
     texts = realdata.sentences() + docstring_sentences(calib_sentences)
