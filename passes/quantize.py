@@ -40,6 +40,7 @@ from onnxslim.quant.placement import Plan, node_key, plan
 from onnxslim.quant.probe import EPILOGUE, LayerProbe, probe_layer
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
 from onnxslim.quant.qparams import QParams, activation_params
+from onnxslim.quant.samples import LimitedSamples, activations, first_samples, layer_inputs
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.parity import Tolerance
 
@@ -124,16 +125,16 @@ class Quantize(Pass):
             return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
         if len(work.nodes) and any(n.op == "BatchNormalization" for n in work.nodes):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
-        data = _Limited(ctx.require_calibration(self.name), o.calibration_samples)
+        data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples)
         smoothed = self._smooth(work, base, ctx, data, act_type)
         if smoothed:
             base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
         names = base.tensors
-        stats = calibration.collect(_activations(ctx, work, names, data), names, o.method, o.bins,
-                                    rerun=lambda: _activations(ctx, work, names, data))
+        stats = calibration.collect(activations(ctx, work, names, data), names, o.method, o.bins,
+                                    rerun=lambda: activations(ctx, work, names, data))
         act = _act_params(base, stats, o, act_type)
         t_calib = time.perf_counter() - start
-        check_feeds = _first_samples(data, o.check_samples)
+        check_feeds = first_samples(data, o.check_samples)
         probes, choices = self._probe(work, base, act, ctx, check_feeds, act_type)
         result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, act_type)
         candidate, chosen, excluded, cosine = result
@@ -154,7 +155,7 @@ class Quantize(Pass):
         groups = smooth.candidates(work, p)
         if not groups:
             return []
-        amax = smooth.channel_absmax(_activations(ctx, work, list(groups), data), list(groups))
+        amax = smooth.channel_absmax(activations(ctx, work, list(groups), data), list(groups))
         return smooth.apply(work, groups, amax, self.options.smooth)
 
     def _probe(self, work: gs.Graph, p: Plan, act, ctx, feeds, act_type):
@@ -163,7 +164,7 @@ class Quantize(Pass):
         risk = o.saturation == "all" or (o.saturation == "auto" and cpu.saturation_risk(ctx.target_provider, act_type))
         nodes = {node_key(n): n for n in work.nodes}
         feeds = {k: v[: o.probe_samples] for k, v in feeds.items()}
-        values = _layer_inputs(ctx, work, [nodes[k] for k in p.compute], feeds)
+        values = layer_inputs(ctx, work, [nodes[k] for k in p.compute], feeds)
         probes: dict[str, LayerProbe] = {}
         choices: dict[str, WeightChoice] = {}
         timed = o.speed == "auto" and ctx.target_provider == "CPUExecutionProvider"
@@ -276,63 +277,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     den = np.sqrt(np.dot(a, a) * np.dot(b, b))
     return float(np.dot(a, b) / den) if den > 0 else float(np.array_equal(a, b))
-
-
-class _Limited:
-    """Re-iterable calibration source cut at ``limit`` samples (None: all)."""
-
-    def __init__(self, source, limit: int | None) -> None:
-        self.source, self.limit = source, limit
-
-    def __iter__(self):
-        seen = 0
-        for feeds in self.source:
-            if self.limit is not None and seen >= self.limit:
-                return
-            n = _rows(feeds)
-            if self.limit is not None and seen + n > self.limit:
-                feeds = {k: v[: self.limit - seen] for k, v in feeds.items()}
-                n = self.limit - seen
-            seen += n
-            logger.info("quantize: calibration %d samples", seen)
-            yield feeds
-
-
-def _rows(feeds: dict[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
-def _activations(ctx: PassContext, graph: gs.Graph, names, data):
-    """``ctx.activations`` over our (possibly limited) source."""
-    saved = ctx.calibration
-    ctx.calibration = data
-    try:
-        # ORT keeps every graph output intact when it optimizes, so the deployed level is safe here
-        # and several times faster than ORT_DISABLE_ALL on conv nets
-        yield from ctx.activations(graph, names, optimize=True)
-    finally:
-        ctx.calibration = saved
-
-
-def _first_samples(data, count: int) -> dict[str, np.ndarray]:
-    parts, seen = [], 0
-    for feeds in data:
-        parts.append(feeds)
-        seen += _rows(feeds)
-        if seen >= count:
-            break
-    return {k: np.concatenate([p[k] for p in parts])[:count] for k in parts[0]}
-
-
-def _layer_inputs(ctx, work, nodes, feeds) -> dict[str, np.ndarray]:
-    names = list(dict.fromkeys(t.name for n in nodes for t in n.inputs if t.name and not isinstance(t, gs.Constant)))
-    saved = ctx.calibration
-    ctx.calibration = [feeds]
-    try:
-        return next(iter(ctx.activations(work, names)))
-    finally:
-        ctx.calibration = saved
 
 
 def _island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:

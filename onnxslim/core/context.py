@@ -77,13 +77,15 @@ class PassContext:
         return to_model(graph, self.template)
 
     def activations(
-        self, graph: gs.Graph, names: Sequence[str], optimize: bool = False
+        self, graph: gs.Graph, names: Sequence[str], optimize: bool = False,
+        data: Iterable[dict[str, np.ndarray]] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Yield, per calibration batch, the values of the tensors ``names`` (and the feeds).
 
-        Sessions run with ORT's optimizations off by default, so every named tensor survives.
+        ``data`` replaces the calibration data (a subset of it, or one batch of it). Sessions run
+        with ORT's optimizations off by default, so every named tensor survives.
         """
-        data = self.require_calibration("this pass")
+        data = data if data is not None else self.require_calibration("this pass")
         model = expose_tensors(self.export(graph), names)
         session = make_session(model, self.target_provider, self.threads, optimize=optimize)
         outputs = [o.name for o in session.get_outputs()]

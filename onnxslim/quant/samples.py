@@ -1,0 +1,66 @@
+"""Calibration samples for the quantize pass: a capped source, the first few samples, and the
+activations of a graph on them, all through the engine's ``PassContext``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.core.context import PassContext
+
+logger = logging.getLogger(__name__)
+
+
+class LimitedSamples:
+    """Re-iterable calibration source cut at ``limit`` samples (None: all)."""
+
+    def __init__(self, source: Iterable[dict[str, np.ndarray]], limit: int | None) -> None:
+        self.source, self.limit = source, limit
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        seen = 0
+        for feeds in self.source:
+            if self.limit is not None and seen >= self.limit:
+                return
+            n = rows(feeds)
+            if self.limit is not None and seen + n > self.limit:
+                feeds = {k: v[: self.limit - seen] for k, v in feeds.items()}
+                n = self.limit - seen
+            seen += n
+            logger.info("quantize: calibration %d samples", seen)
+            yield feeds
+
+
+def rows(feeds: dict[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def activations(ctx: PassContext, graph: gs.Graph, names: Sequence[str],
+                data: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """``ctx.activations`` over ``data`` (a possibly limited calibration source).
+
+    ORT keeps every graph output intact when it optimizes, so the deployed level is safe here
+    and several times faster than ORT_DISABLE_ALL on conv nets.
+    """
+    return ctx.activations(graph, names, optimize=True, data=data)
+
+
+def first_samples(data: Iterable[dict[str, np.ndarray]], count: int) -> dict[str, np.ndarray]:
+    parts, seen = [], 0
+    for feeds in data:
+        parts.append(feeds)
+        seen += rows(feeds)
+        if seen >= count:
+            break
+    return {k: np.concatenate([p[k] for p in parts])[:count] for k in parts[0]}
+
+
+def layer_inputs(ctx: PassContext, work: gs.Graph, nodes: Sequence[gs.Node],
+                 feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The non-constant inputs of ``nodes`` on one batch of ``feeds``."""
+    names = list(dict.fromkeys(t.name for n in nodes for t in n.inputs if t.name and not isinstance(t, gs.Constant)))
+    return next(iter(ctx.activations(work, names, data=[feeds])))
