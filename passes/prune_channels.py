@@ -38,7 +38,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.analysis import channel_importance as imp
-from onnxslim.analysis.channel_deps import Plan, analyze, apply_plan, kept_positions
+from onnxslim.analysis.channel_apply import apply_plan
+from onnxslim.analysis.channel_deps import Plan, analyze
+from onnxslim.analysis.channel_layout import kept_positions
 from onnxslim.analysis.channel_recovery import refit
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option

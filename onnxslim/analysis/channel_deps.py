@@ -26,7 +26,8 @@ Per-op rules (``channel_rules``) propagate layouts in topological order and decl
   a graph input or output on the path, a reshape that is not a plain flatten or whose shape is
   not constant, a grouped Conv, and so on.
 
-``analyze`` is pure (reads the graph, returns a ``Plan``); ``apply_plan`` is the only mutation.
+``analyze`` is pure (reads the graph, returns a ``Plan``); ``channel_apply.apply_plan`` is the
+only mutation.
 """
 
 from __future__ import annotations
@@ -39,67 +40,10 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.ir.weights import constant_value, replace_input
+from onnxslim.analysis.channel_layout import FIXED, Layout, Segment, aligned, segment_cuts, width
+from onnxslim.ir.weights import constant_value
 
 MAX_LISTED = 8  # members named per group in the printed plan
-FIXED = -1  # source id of channels that are never pruned (e.g. a Concat input with no tracked channels)
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """``size`` channels of ``source``, each spanning ``inner`` consecutive positions."""
-
-    source: int
-    size: int
-    inner: int = 1
-
-    @property
-    def width(self) -> int:
-        return self.size * self.inner
-
-
-Layout = tuple[Segment, ...]
-
-
-def width(layout: Layout) -> int:
-    return sum(s.width for s in layout)
-
-
-def scaled(layout: Layout, factor: int) -> Layout:
-    return tuple(Segment(s.source, s.size, s.inner * factor) for s in layout)
-
-
-def slice_layout(layout: Layout, start: int, stop: int) -> Layout | None:
-    """The segments covering positions [start, stop), or None when a cut falls inside a segment."""
-    out, pos = [], 0
-    for seg in layout:
-        lo, hi = pos, pos + seg.width
-        pos = hi
-        if hi <= start or lo >= stop:
-            continue
-        if lo < start or hi > stop:
-            return None
-        out.append(seg)
-    return tuple(out)
-
-
-def kept_positions(layout: Layout, keep: Mapping[int, np.ndarray]) -> np.ndarray:
-    """Positions along the axis that survive when each source keeps ``keep[source]`` (sorted)."""
-    parts, base = [], 0
-    for seg in layout:
-        channels = keep.get(seg.source)
-        if channels is None:
-            idx = np.arange(seg.width)
-        else:
-            idx = (np.asarray(channels)[:, None] * seg.inner + np.arange(seg.inner)).ravel()
-        parts.append(base + idx)
-        base += seg.width
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-
-
-def position_owner(layout: Layout) -> list[tuple[int, np.ndarray]]:
-    """Per segment: (source, channel index of each position) in position order."""
-    return [(seg.source, np.repeat(np.arange(seg.size), seg.inner)) for seg in layout]
 
 
 @dataclasses.dataclass
@@ -262,16 +206,16 @@ class Builder:
 
     def unify(self, a: Layout, b: Layout, where: str) -> bool:
         a, b = self.expand(a), self.expand(b)
-        if not _aligned(a, b) and width(a) == width(b):
-            cuts = _cuts(a) | _cuts(b)  # e.g. a residual Add over a Concat: cut producers at the offsets
+        if not aligned(a, b) and width(a) == width(b):
+            cuts = segment_cuts(a) | segment_cuts(b)  # e.g. a residual Add over a Concat: cut producers at the offsets
             a, b = self.refine(a, cuts), self.refine(b, cuts)
-        if not _aligned(a, b) and len(a) == len(b) and all(x.width == y.width for x, y in zip(a, b)):
+        if not aligned(a, b) and len(a) == len(b) and all(x.width == y.width for x, y in zip(a, b)):
             for x, y in zip(a, b):  # e.g. a depthwise multiplier output: channel c spans 2 positions
                 fine, coarse = (x, y) if x.inner < y.inner else (y, x)
                 if fine.inner != coarse.inner and coarse.inner % fine.inner == 0 and fine.source != FIXED:
                     self.coarsen_group(fine.source, coarse.inner // fine.inner)
             a, b = self.expand(a), self.expand(b)
-        if _aligned(a, b):
+        if aligned(a, b):
             for x, y in zip(a, b):
                 self.union(x.source, y.source, where)
             return True
@@ -417,18 +361,6 @@ class Builder:
         return Plan(live, groups, self.members, spaces, group_of)
 
 
-def _aligned(a: Layout, b: Layout) -> bool:
-    return len(a) == len(b) and all(x.size == y.size and x.inner == y.inner for x, y in zip(a, b))
-
-
-def _cuts(layout: Layout) -> set[int]:
-    out, pos = set(), 0
-    for seg in layout[:-1]:
-        pos += seg.width
-        out.add(pos)
-    return out
-
-
 def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Iterable[str] = ()) -> Plan:
     """Build the channel groups of ``graph`` (toposorted) without changing it."""
     from onnxslim.analysis.channel_rules import ALL_OPERANDS, RULES, no_rule
@@ -470,49 +402,3 @@ def _freeze_captures(node: gs.Node, b: Builder) -> None:
                 space = b.spaces.get(name)
                 if space:
                     b.freeze(space[1], f"{node.op} {node.name!r} reads {name!r} inside a subgraph")
-
-
-def apply_plan(graph: gs.Graph, plan: Plan, keep: Mapping[int, np.ndarray]) -> dict[str, int]:
-    """Remove every channel not in ``keep[group id]``; returns counts of what changed."""
-    src_keep = plan.source_keep(keep)
-    params: dict[tuple[int, int], tuple[gs.Node, int, list[tuple[int, np.ndarray]]]] = {}
-    sizes: dict[tuple[int, int], tuple[gs.Node, list[Member]]] = {}
-    stats = {"params_sliced": 0, "shape_constants": 0, "attributes": 0}
-    for m in plan.members:
-        if not any(s in src_keep for s in m.sources()):
-            continue
-        if m.kind == "param":
-            entry = params.setdefault((id(m.node), m.index), (m.node, m.index, []))
-            if all(axis != m.axis for axis, _ in entry[2]):  # the same slice declared twice applies once
-                entry[2].append((m.axis, kept_positions(m.layout, src_keep)))
-        elif m.kind == "size":
-            sizes.setdefault((id(m.node), m.index), (m.node, []))[1].append(m)
-        else:
-            old = m.node.attrs[m.attr] if m.kind == "attr" else list(m.node.attrs[m.attr])
-            if m.kind == "attr":
-                m.node.attrs[m.attr] = _new_size(int(old), m, src_keep)
-            else:
-                old[m.axis] = _new_size(int(old[m.axis]), m, src_keep)
-                m.node.attrs[m.attr] = old
-            stats["attributes"] += 1
-    for node, index, slices in params.values():
-        value = constant_value(node.inputs[index])
-        for axis, positions in slices:
-            value = np.take(value, positions, axis=axis)
-        replace_input(graph, node, index, value, "pruned")
-        stats["params_sliced"] += 1
-    for node, edits in sizes.values():
-        value = np.array(constant_value(node.inputs[edits[0].index]), copy=True)
-        flat = value.reshape(-1)
-        for m in edits:
-            flat[m.axis] = _new_size(int(flat[m.axis]), m, src_keep)
-        replace_input(graph, node, edits[0].index, value, "pruned")
-        stats["shape_constants"] += 1
-    return stats
-
-
-def _new_size(old: int, m: Member, src_keep: Mapping[int, np.ndarray]) -> int:
-    kept = len(kept_positions(m.layout, src_keep))
-    if m.mode == "abs":
-        return kept
-    return old - (width(m.layout) - kept)

@@ -20,13 +20,8 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.analysis.channel_deps import (
-    Builder,
-    Layout,
-    scaled,
-    slice_layout,
-    width,
-)
+from onnxslim.analysis.channel_deps import Builder
+from onnxslim.analysis.channel_layout import Layout, scaled, slice_layout, width
 
 Rule = Callable[[gs.Node, Builder], None]
 RULES: dict[str, Rule] = {}

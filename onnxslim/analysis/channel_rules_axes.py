@@ -17,14 +17,8 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.analysis.channel_deps import (
-    FIXED,
-    Builder,
-    Segment,
-    scaled,
-    slice_layout,
-    width,
-)
+from onnxslim.analysis.channel_deps import Builder
+from onnxslim.analysis.channel_layout import FIXED, Segment, scaled, slice_layout, width
 from onnxslim.analysis.channel_rules import (
     _check_shape_exprs,
     _extra_outputs_used,

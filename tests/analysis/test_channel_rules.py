@@ -18,12 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prune_nets
 from onnxslim.passes.prune_channels import infer_shapes
 
-from onnxslim.analysis.channel_deps import (
-    Segment,
-    analyze,
-    kept_positions,
-    slice_layout,
-)
+from onnxslim.analysis.channel_deps import analyze
+from onnxslim.analysis.channel_layout import Segment, kept_positions, slice_layout
 from onnxslim.analysis.channel_importance import choose_keep, kept_count
 from onnxslim.ir.io import to_graph
 
@@ -331,7 +327,7 @@ def test_shared_weight_is_copied_not_edited(rng):
     model = helpers.model_from_text(text, weights)
     g = to_graph(model).toposort()
     plan = analyze(g, infer_shapes(model))
-    from onnxslim.analysis.channel_deps import apply_plan
+    from onnxslim.analysis.channel_apply import apply_plan
     first = plan.prunable()[0]
     original = next(t for t in g.tensors().values() if t.name == "W").values.copy()
     apply_plan(g, plan, {first.id: np.arange(4)})
