@@ -22,6 +22,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
+from onnxslim.ir.io import sparse_to_dense
 from onnxslim.ir.weights import unique_name
 
 
@@ -48,16 +49,8 @@ def to_sparse(array: np.ndarray, name: str) -> onnx.SparseTensorProto:
     return helper.make_sparse_tensor(values, indices, list(array.shape))
 
 
-def to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
-    """Inverse of ``to_sparse`` (either index layout of the ONNX spec)."""
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices)
-    shape = tuple(sparse.dims)
-    out = np.zeros(int(np.prod(shape)), dtype=values.dtype)
-    if indices.ndim == 2:
-        indices = np.ravel_multi_index(tuple(indices.T), shape)
-    out[indices.reshape(-1)] = values
-    return out.reshape(shape)
+# The inverse of ``to_sparse`` (either index layout of the ONNX spec) is the engine's own.
+to_dense = sparse_to_dense
 
 
 def dense_bytes(array: np.ndarray, name: str) -> int:
