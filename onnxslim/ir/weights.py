@@ -78,10 +78,6 @@ def graph_tensor_names(graph: gs.Graph) -> set[str]:
     return names
 
 
-def consumers_outside(tensor: gs.Tensor, allowed: set[int]) -> list[gs.Node]:
-    """Nodes reading ``tensor`` whose ``id`` is not in ``allowed``."""
-    return [n for n in tensor.outputs if id(n) not in allowed]
-
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
