@@ -51,36 +51,72 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)] if not np.isfinite(values).all() else values
 
 
-def collect(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], method: str,
-            bins: int = 2048, progress: Callable[[int], None] | None = None,
-            rerun: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None) -> dict[str, TensorStats]:
-    """Collect statistics of ``names``; ``rerun`` restarts the stream for the histogram pass."""
-    stats = {n: TensorStats() for n in names}
-    samples = 0
+@dataclasses.dataclass
+class Scan:
+    """What one streaming pass over the calibration data gathers.
+
+    ``stats``: running min/max per tensor; ``channels``: per-channel (last axis) running min and
+    max of some tensors (SmoothQuant's input statistics); ``kept``: the first ``rows`` rows of
+    some tensors (reference outputs and probe inputs), so that no later pass reruns the model
+    on them.
+    """
+
+    stats: dict[str, TensorStats]
+    channels: dict[str, tuple[np.ndarray, np.ndarray]]
+    kept: dict[str, np.ndarray]
+    samples: int = 0
+
+
+def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channels: Sequence[str] = (),
+         keep: dict[str, int] | None = None) -> Scan:
+    """Pass 1: min/max of ``names``, per-channel ranges of ``channels``, ``keep[name]`` first rows."""
+    out = Scan({n: TensorStats() for n in names}, {}, {})
+    keep = dict(keep or {})
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in keep}
     for values in batches:
         for name in names:
             v = _finite(values[name])
             if v.size:
-                st = stats[name]
+                st = out.stats[name]
                 st.lo, st.hi = min(st.lo, float(v.min())), max(st.hi, float(v.max()))
-        samples += _batch(values, names)
-        if progress:
-            progress(samples)
-    for st in stats.values():
+        for name in channels:
+            v = np.asarray(values[name], dtype=np.float32)
+            v = v if np.isfinite(v).all() else np.where(np.isfinite(v), v, 0.0)
+            v = v.reshape(-1, v.shape[-1])
+            lo, hi = v.min(axis=0), v.max(axis=0)
+            old = out.channels.get(name)
+            out.channels[name] = (lo, hi) if old is None else (np.minimum(old[0], lo), np.maximum(old[1], hi))
+        for name, rows in keep.items():
+            have = sum(len(p) for p in parts[name])
+            if have < rows:
+                parts[name].append(np.asarray(values[name])[: rows - have])
+        out.samples += _batch(values, names)
+    for st in out.stats.values():
         if not np.isfinite(st.lo):
             st.lo = st.hi = 0.0
-    if method == "minmax" or rerun is None:
-        return stats
+    out.kept = {n: np.concatenate(p) for n, p in parts.items() if p}
+    return out
+
+
+def histograms(batches: Iterable[dict[str, np.ndarray]], stats: dict[str, TensorStats], bins: int = 2048) -> None:
+    """Pass 2 (percentile, entropy, mse): |x| histograms on [0, max|x|], merged batch by batch."""
     for st in stats.values():
         st.hist = np.zeros(bins, dtype=np.float64)
-    for values in rerun():
-        for name in names:
-            st = stats[name]
+    for values in batches:
+        for name, st in stats.items():
             v = np.abs(_finite(values[name])).ravel()
-            top = st.amax or 1.0
-            h, _ = np.histogram(v, bins=bins, range=(0.0, top))
+            h, _ = np.histogram(v, bins=bins, range=(0.0, st.amax or 1.0))
             st.hist += h
             st.count += v.size
+
+
+def collect(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], method: str,
+            bins: int = 2048, rerun: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None,
+            ) -> dict[str, TensorStats]:
+    """Both passes over ``names``; ``rerun`` restarts the stream for the histogram pass."""
+    stats = scan(batches, names).stats
+    if method != "minmax" and rerun is not None:
+        histograms(rerun(), stats, bins)
     return stats
 
 

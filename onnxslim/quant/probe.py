@@ -1,7 +1,8 @@
 """Per-layer measurements with the real integer kernels.
 
-For one compute node, a two-model probe is built from the node alone (its float weights, the
-captured float input of a few calibration samples):
+For each compute node, a probe is built from the node alone (its float weights, the captured
+float input of a few calibration samples); the probes of all layers sit side by side in one
+model, so two sessions measure every layer:
 
 * the float node → y;
 * the same node quantized exactly as the full model will be (``materialize`` on the one-node
@@ -10,7 +11,8 @@ captured float input of a few calibration samples):
 
 From it come the layer's relative output error ‖ŷ − y‖_F / ‖y‖_F (ranking for mixed
 precision), its multiply-accumulates, and whether the real kernels disagree with the float
-simulation: saturation of AVX2's int16 pair sums.
+simulation: saturation of AVX2's int16 pair sums. Timing (``time_layer``) is per layer, on one
+sample; layers of the same kind and shapes (``signature``) need timing once.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class LayerProbe:
     saturated: bool
     float_ms: float | None = None
     int8_ms: float | None = None
+    weight_only: bool = False  # may store int8 weights when kept in float
 
 
 def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
@@ -74,43 +77,94 @@ def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
     return gs.Graph(nodes=nodes, inputs=inputs, outputs=[final], opset=max(opset, 13))
 
 
-def probe_layer(node: gs.Node, absorbed: gs.Node | None, feeds: dict[str, np.ndarray],
-                act: dict[str, QParams], choice: WeightChoice, opset: int, provider: str,
-                epilogue: gs.Node | None = None, threads: int | None = None, timed: bool = False) -> LayerProbe:
-    """Measure one layer; ``feeds`` holds its float activation inputs, ``act`` every param.
-
-    With ``timed`` the probe is also timed, on one sample: float layer against Q → int8 layer → DQ,
-    real kernels, both followed by ``epilogue`` (the layer's lone unary activation) when given, since
-    float fuses it into the layer and int8 runs it apart.
-    """
-    float_graph = extract(node, absorbed, opset)
+def _quantized_copy(node: gs.Node, absorbed: gs.Node | None, float_graph: gs.Graph, act: dict[str, QParams],
+                    choice: WeightChoice) -> gs.Graph:
+    """The one-layer graph quantized exactly as the full model will be."""
     qgraph = float_graph.copy()
     out_name = float_graph.outputs[0].name
     plan = Plan(compute=[node_key(node)], absorbed=[node_key(absorbed)] if absorbed is not None else [])
     plan.tensors = [t.name for t in float_graph.inputs] + ([out_name] if out_name in act else [])
     plan.redirect_all = {out_name}
     materialize(qgraph, plan, act, {node_key(node): choice})
-    feeds = {t.name: feeds[t.name] for t in float_graph.inputs}
-    y = _run(_export(float_graph), feeds, provider, True)
-    qmodel = _export(qgraph)
-    real = _run(qmodel, feeds, provider, True)
-    sim = _run(qmodel, feeds, provider, False)
-    norm = max(float(np.linalg.norm(y)), 1e-30)
-    error = float(np.linalg.norm(real - y)) / norm
-    simulated = float(np.linalg.norm(sim - y)) / norm
-    gap = float(np.linalg.norm(real - sim)) / norm
-    batch = next(iter(feeds.values())).shape[0] if feeds else 1
-    probe = LayerProbe(node_key(node), node.op, macs(node, feeds, y) // max(batch, 1), error, simulated,
-                       gap > SATURATION_GAP and gap > 0.5 * simulated)
-    if timed:
-        for g in (float_graph, qgraph):
-            if epilogue is not None:
-                _append(g, epilogue)
-        one = {k: v[:1] for k, v in feeds.items()}
-        f_stats, q_stats = measure_latency([_export(float_graph), _export(qgraph)], one, provider, threads or 1,
-                                           warmup=3, repeat=40, max_seconds=0.4)
-        probe.float_ms, probe.int8_ms = f_stats.median_ms, q_stats.median_ms
-    return probe
+    return qgraph
+
+
+def _prefixed(graph: gs.Graph, prefix: str) -> gs.Graph:
+    for t in graph.tensors().values():
+        if t.name:
+            t.name = prefix + t.name
+    for n in graph.nodes:
+        n.name = prefix + n.name if n.name else ""
+    return graph
+
+
+def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], feeds: dict[str, np.ndarray],
+                 act: dict[str, QParams], opset: int, provider: str, threads: int | None) -> dict[str, LayerProbe]:
+    """Measure every layer of ``layers`` (node, absorbed Relu/Clip, weight choice) at once.
+
+    One model holds each layer's float copy and quantized copy side by side (disconnected,
+    every name prefixed), so two sessions serve all the layers: the deployed level (real
+    integer kernels; the float copies give the reference) and ORT_DISABLE_ALL (Q/DQ simulated
+    in float). ``feeds`` holds the layers' float activation inputs.
+    """
+    nodes, inputs, outputs, feed, pairs = [], [], [], {}, []
+    for i, (node, absorbed, choice) in enumerate(layers):
+        float_graph = extract(node, absorbed, opset)
+        qgraph = _quantized_copy(node, absorbed, float_graph, act, choice)
+        names = [t.name for t in float_graph.inputs]
+        pair = []
+        for tag, g in (("f", float_graph), ("q", qgraph)):
+            _prefixed(g, f"p{i}{tag}/")
+            for name, t in zip(names, g.inputs):
+                feed[t.name] = feeds[name]
+            nodes += g.nodes
+            inputs += g.inputs
+            outputs += g.outputs
+            pair.append(g.outputs[0].name)
+        pairs.append(pair)
+    combined = gs.Graph(nodes=nodes, inputs=inputs, outputs=outputs, opset=max(opset, 13))
+    model = _export(combined)
+    real = make_session(model, provider, threads, optimize=True).run(None, feed)
+    real = {o.name: v for o, v in zip(outputs, real)}
+    q_names = [q for _, q in pairs]
+    sim = dict(zip(q_names, make_session(model, provider, threads, optimize=False).run(q_names, feed)))
+    probes = {}
+    for (node, _, _), (f_name, q_name) in zip(layers, pairs):
+        y, r, m = (np.asarray(a, np.float64) for a in (real[f_name], real[q_name], sim[q_name]))
+        norm = max(float(np.linalg.norm(y)), 1e-30)
+        error, simulated = float(np.linalg.norm(r - y)) / norm, float(np.linalg.norm(m - y)) / norm
+        gap = float(np.linalg.norm(r - m)) / norm
+        layer_feeds = {t.name: feeds[t.name] for t in node.inputs if t.name in feeds}
+        batch = y.shape[0] if y.ndim else 1
+        probes[node_key(node)] = LayerProbe(node_key(node), node.op, macs(node, layer_feeds, y) // max(batch, 1),
+                                            error, simulated, gap > SATURATION_GAP and gap > 0.5 * simulated)
+    return probes
+
+
+def time_layer(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None, feeds: dict[str, np.ndarray],
+               act: dict[str, QParams], choice: WeightChoice, opset: int, provider: str,
+               threads: int | None) -> tuple[float, float]:
+    """(float ms, int8 ms) of one layer on one sample: float layer against Q → int8 layer → DQ, real
+    kernels, both followed by ``epilogue`` (the layer's lone unary activation) when given, since
+    float fuses it into the layer and int8 runs it apart."""
+    float_graph = extract(node, absorbed, opset)
+    qgraph = _quantized_copy(node, absorbed, float_graph, act, choice)
+    for g in (float_graph, qgraph):
+        if epilogue is not None:
+            _append(g, epilogue)
+    one = {t.name: feeds[t.name][:1] for t in float_graph.inputs}
+    f_stats, q_stats = measure_latency([_export(float_graph), _export(qgraph)], one, provider, threads or 1,
+                                       warmup=2, repeat=20, max_seconds=0.2)
+    return f_stats.median_ms, q_stats.median_ms
+
+
+def signature(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
+              feeds: dict[str, np.ndarray]) -> tuple:
+    """What a layer's timing depends on: op, attributes, weight and input shapes, activations."""
+    shapes = tuple(tuple(feeds[t.name].shape[1:]) if t.name in feeds else
+                   tuple(np.shape(constant_value(t))) if t.name else () for t in node.inputs)
+    return (node.op, repr(sorted(node.attrs.items())), shapes, absorbed.op if absorbed is not None else None,
+            (epilogue.op, repr(sorted(epilogue.attrs.items()))) if epilogue is not None else None)
 
 
 def _append(graph: gs.Graph, act: gs.Node) -> None:
@@ -141,8 +195,3 @@ def _export(graph: gs.Graph) -> onnx.ModelProto:
     model = gs.export_onnx(graph, do_type_check=False)
     model.ir_version = min(model.ir_version, 9)
     return model
-
-
-def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], provider: str, optimize: bool) -> np.ndarray:
-    session = make_session(model, provider, threads=1, optimize=optimize)
-    return session.run(None, feeds)[0].astype(np.float64)

@@ -3,7 +3,14 @@
 Weights become int8 constants behind a DequantizeLinear (per channel: the ``axis``
 attribute); biases become int32 with scale s_input · s_weight; each planned activation tensor
 gets one Q → DQ pair that its quantized readers (and, where ORT must fuse the producer, all
-readers) read instead. A quantized graph output keeps its name on the DQ output.
+readers) read instead. A quantized graph output keeps its name on the DQ output. Layers kept in float may still get
+*weight-only* quantization (int8 weight behind a DequantizeLinear, float activations and compute).
+
+Names are compact, since they are stored in the file once per use: a tensor ``t`` gets ``t_q``
+(quantized value), ``t_s`` (scale), ``t_zp`` (zero point) and ``t_dq`` (dequantized value); an
+activation's Q and DQ share one scale and zero point, and tensors with identical parameters
+(pass-through ops, Concat) share the same two initializers. Q/DQ nodes are unnamed and their
+outputs carry no value_info (ONNX Runtime infers both).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxslim.ir.weights import constant_value, unique_name
+from onnxslim.ir.weights import constant_value, graph_tensor_names
 from onnxslim.quant.placement import Plan, node_key
 from onnxslim.quant.qparams import QParams, bias_params, quantize, weight_params
 
@@ -41,27 +48,58 @@ def weight_axis(node: gs.Node, weight: np.ndarray, per_channel: bool) -> int | N
 
 
 def materialize(graph: gs.Graph, plan: Plan, act: dict[str, QParams],
-                weights: dict[str, WeightChoice]) -> dict[str, int]:
+                weights: dict[str, WeightChoice], weight_only: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
     """Rewrite ``graph`` in place; return counts of what was inserted.
 
-    ``act`` maps every planned tensor name to its parameters (shared groups already resolved).
+    ``act`` maps every planned tensor name to its parameters (shared groups already resolved);
+    ``weight_only`` names float nodes whose constant weight is stored as int8 all the same.
     """
     nodes = {node_key(n): n for n in graph.nodes}
     _absorb(graph, [nodes[k] for k in plan.absorbed if k in nodes])
-    counts = {"weights": 0, "activations": 0, "absorbed": len(plan.absorbed)}
+    counts = {"weights": 0, "activations": 0, "absorbed": len(plan.absorbed), "weight_only": 0}
+    names = Names(graph)
     dq_cache: dict[tuple, gs.Variable] = {}
     for key in plan.compute:
         node = nodes[key]
         if constant_value(node.inputs[1]) is not None:
-            _quantize_weight(graph, node, act, weights.get(key, WeightChoice()), dq_cache)
+            _quantize_weight(graph, node, act, weights.get(key, WeightChoice()), dq_cache, names)
             counts["weights"] += 1
+    for key in weight_only:
+        node = nodes.get(key)
+        if node is not None and key not in plan.compute and weight_only_ok(node):
+            _quantize_weight(graph, node, {}, weights.get(key, WeightChoice()), dq_cache, names, bias=False)
+            counts["weight_only"] += 1
     readers = plan.readers()
     tensors = graph.tensors()
+    shared: dict[tuple, tuple[gs.Constant, gs.Constant]] = {}
     for name in plan.tensors:
-        _insert_qdq(graph, tensors[name], act[name], readers, name in plan.redirect_all)
+        _insert_qdq(graph, tensors[name], act[name], readers, name in plan.redirect_all, names, shared)
         counts["activations"] += 1
     set_opset(graph, max(graph.opset or MIN_QDQ_OPSET, MIN_QDQ_OPSET))
     return counts
+
+
+def weight_only_ok(node: gs.Node) -> bool:
+    """Whether a float node's weight can be stored as int8 (a float constant, not yet quantized)."""
+    if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+        return False
+    w = constant_value(node.inputs[1])
+    return w is not None and w.dtype.kind == "f" and w.ndim >= 2 and constant_value(node.inputs[0]) is None
+
+
+class Names:
+    """Unique tensor names for one rewrite: the graph's names are read once, not per new tensor."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.taken = graph_tensor_names(graph)
+
+    def __call__(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name
 
 
 def set_opset(graph: gs.Graph, version: int) -> None:
@@ -83,66 +121,70 @@ def _absorb(graph: gs.Graph, acts: list[gs.Node]) -> None:
 
 
 def _quantize_weight(graph: gs.Graph, node: gs.Node, act: dict[str, QParams], choice: WeightChoice,
-                     cache: dict[tuple, gs.Variable]) -> None:
+                     cache: dict[tuple, gs.Variable], names: Names, bias: bool = True) -> None:
     old = node.inputs[1]
     weight = constant_value(old).astype(np.float32)
     axis = weight_axis(node, weight, choice.per_channel)
     params = weight_params(weight, axis, choice.bits7)
     key = (old.name, axis, choice.bits7)
     if key not in cache:
-        q = gs.Constant(unique_name(graph, f"{old.name}_quantized"), quantize(weight, params, choice.bits7))
-        cache[key] = _dequantize(graph, q, params, f"{old.name}_DequantizeLinear")
+        q = gs.Constant(names(f"{old.name}_q"), quantize(weight, params, choice.bits7))
+        # ORT fuses Conv without the weight's zero point (ONNX's default 0); Gemm/MatMul need it
+        cache[key] = _dequantize(graph, q, params, old.name, names, keep_zp=bias and node.op != "Conv")
     node.inputs[1] = cache[key]
     _drop_constant_node(graph, old)
-    if node.op == "MatMul" or len(node.inputs) < 3 or not node.inputs[2].name:
+    if not bias or node.op == "MatMul" or len(node.inputs) < 3 or not node.inputs[2].name:
         return
     old_bias = node.inputs[2]
-    bias = constant_value(old_bias)
+    bias_value = constant_value(old_bias)
     in_params = act.get(node.inputs[0].name)
     if in_params is None:
         return
-    q_bias, b_params = bias_params(in_params.scale, params, bias)
-    qb = gs.Constant(unique_name(graph, f"{old_bias.name}_quantized"), q_bias)
-    node.inputs[2] = _dequantize(graph, qb, b_params, f"{old_bias.name}_DequantizeLinear")
+    q_bias, b_params = bias_params(in_params.scale, params, bias_value)
+    qb = gs.Constant(names(f"{old_bias.name}_q"), q_bias)
+    node.inputs[2] = _dequantize(graph, qb, b_params, old_bias.name, names)
     _drop_constant_node(graph, old_bias)
 
 
-def _dequantize(graph: gs.Graph, q: gs.Tensor, params: QParams, name: str) -> gs.Variable:
-    name = unique_name(graph, name)
-    out = gs.Variable(f"{name}_output", dtype=np.float32, shape=getattr(q, "shape", None))
+def _dequantize(graph: gs.Graph, q: gs.Tensor, params: QParams, base: str, names: Names,
+                keep_zp: bool = False) -> gs.Variable:
+    out = gs.Variable(names(f"{base}_dq"))
     attrs = {"axis": params.axis} if params.axis is not None and np.ndim(params.scale) else {}
-    inputs = [q, _const(graph, f"{name}_scale", params.scale)]
-    if params.zero_point.dtype != np.int32:
-        # an int32 bias's zero point is omitted (ONNX's default 0): 4 bytes per output channel saved;
-        # ORT's Gemm fusion needs the weight's explicit int8 zero point
-        inputs.append(_const(graph, f"{name}_zero_point", params.zero_point))
-    graph.nodes.append(gs.Node("DequantizeLinear", name, attrs, inputs, [out]))
+    inputs = [q, _const(names(f"{base}_s"), params.scale)]
+    if keep_zp:
+        # zero points are omitted where ONNX's default 0 serves (int32 bias, Conv and weight-only
+        # weights: up to 5 bytes per output channel); ORT's Gemm/MatMul fusions need the weight's
+        inputs.append(_const(names(f"{base}_zp"), params.zero_point))
+    graph.nodes.append(gs.Node("DequantizeLinear", "", attrs, inputs, [out]))
     return out
 
 
-def _const(graph: gs.Graph, name: str, value: np.ndarray) -> gs.Constant:
-    return gs.Constant(unique_name(graph, name), np.array(value, copy=True))  # keeps 0-d (scalar) shape
+def _const(name: str, value: np.ndarray) -> gs.Constant:
+    return gs.Constant(name, np.array(value, copy=True))  # keeps 0-d (scalar) shape
 
 
-def _insert_qdq(graph: gs.Graph, tensor: gs.Tensor, params: QParams, readers: set[str], redirect_all: bool) -> None:
+def _insert_qdq(graph: gs.Graph, tensor: gs.Tensor, params: QParams, readers: set[str], redirect_all: bool,
+                names: Names, shared: dict[tuple, tuple[gs.Constant, gs.Constant]]) -> None:
     consumers = [n for n in tensor.outputs if redirect_all or node_key(n) in readers]
     is_output = any(t is tensor for t in graph.outputs)
     base = tensor.name
-    q_name = unique_name(graph, f"{base}_QuantizeLinear")
-    q_out = gs.Variable(f"{q_name}_output", dtype=params.zero_point.dtype, shape=tensor.shape)
-    scale, zp = _const(graph, f"{q_name}_scale", params.scale), _const(graph, f"{q_name}_zero_point", params.zero_point)
-    dq_name = unique_name(graph, f"{base}_DequantizeLinear")
-    dq_out = gs.Variable(f"{dq_name}_output", dtype=np.float32, shape=tensor.shape)
-    graph.nodes.append(gs.Node("QuantizeLinear", q_name, {}, [tensor, scale, zp], [q_out]))
-    graph.nodes.append(gs.Node("DequantizeLinear", dq_name, {}, [q_out, scale, zp], [dq_out]))
+    key = (params.zero_point.dtype.str, np.asarray(params.scale).tobytes(), np.asarray(params.zero_point).tobytes())
+    if key not in shared:
+        shared[key] = (_const(names(f"{base}_s"), params.scale), _const(names(f"{base}_zp"), params.zero_point))
+    scale, zp = shared[key]
+    q_out = gs.Variable(names(f"{base}_q"))
+    dq_out = gs.Variable(names(f"{base}_dq"))
+    graph.nodes.append(gs.Node("QuantizeLinear", "", {}, [tensor, scale, zp], [q_out]))
+    graph.nodes.append(gs.Node("DequantizeLinear", "", {}, [q_out, scale, zp], [dq_out]))
     for node in consumers:
         for i, t in enumerate(node.inputs):
             if t is tensor:
                 node.inputs[i] = dq_out
     if is_output and redirect_all:
         # the graph output keeps its name: it is now the DQ output
-        tensor.name = unique_name(graph, f"{base}_prequant")
-        dq_out.name = base
+        dtype, shape = tensor.dtype, tensor.shape
+        tensor.name = names(f"{base}_f")
+        dq_out.name, dq_out.dtype, dq_out.shape = base, dtype, shape
         graph.outputs = [dq_out if t is tensor else t for t in graph.outputs]
 
 

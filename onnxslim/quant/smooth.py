@@ -46,40 +46,36 @@ def candidates(graph: gs.Graph, p: Plan) -> dict[str, list[gs.Node]]:
     return out
 
 
-def channel_absmax(batches, names: list[str]) -> dict[str, np.ndarray]:
-    """Streaming per-channel (last axis) max |x| of each tensor."""
-    amax: dict[str, np.ndarray] = {}
-    for values in batches:
-        for name in names:
-            v = np.abs(np.asarray(values[name], dtype=np.float32))
-            v = np.where(np.isfinite(v), v, 0.0)
-            m = v.reshape(-1, v.shape[-1]).max(axis=0)
-            amax[name] = m if name not in amax else np.maximum(amax[name], m)
-    return amax
+def apply(graph: gs.Graph, groups: dict[str, list[gs.Node]], ranges: dict[str, tuple[np.ndarray, np.ndarray]],
+          alpha: float) -> dict[str, tuple[str, np.ndarray]]:
+    """Insert the Mul and rescale the weights.
 
-
-def apply(graph: gs.Graph, groups: dict[str, list[gs.Node]], amax: dict[str, np.ndarray],
-          alpha: float) -> list[str]:
-    """Insert the Mul and rescale the weights; returns the smoothed tensor names."""
+    ``ranges`` holds each candidate's per-channel (min, max) from the calibration scan. Returns,
+    per smoothed tensor X, the name of X' and the factors 1/s (X' = X · diag(1/s)), from which the
+    caller derives X''s statistics without another pass over the data.
+    """
     tensors = graph.tensors()
-    done = []
+    done: dict[str, tuple[str, np.ndarray]] = {}
     for name, nodes in groups.items():
-        ax = amax.get(name)
-        if ax is None or ax.size < 2 or np.median(ax) <= 0 or ax.max() / np.median(ax) < MIN_SPREAD:
+        if name not in ranges:
+            continue
+        ax = np.maximum(np.abs(ranges[name][0]), np.abs(ranges[name][1])).astype(np.float64)
+        if ax.size < 2 or np.median(ax) <= 0 or ax.max() / np.median(ax) < MIN_SPREAD:
             continue
         w_rows = np.max([_row_absmax(n) for n in nodes], axis=0)
         s = np.power(np.maximum(ax, 1e-8), alpha) / np.power(np.maximum(w_rows, 1e-8), 1.0 - alpha)
         s = np.clip(s, 1e-4, 1e4).astype(np.float64)
         x = tensors[name]
-        inv = gs.Constant(unique_name(graph, f"{name}_smooth_scale"), (1.0 / s).astype(np.float32))
-        y = gs.Variable(unique_name(graph, f"{name}_smoothed"), dtype=np.float32, shape=x.shape)
-        graph.nodes.append(gs.Node("Mul", unique_name(graph, f"{name}_smooth"), {}, [x, inv], [y]))
+        inv = (1.0 / s).astype(np.float32)
+        inv_const = gs.Constant(unique_name(graph, f"{name}_sm_s"), inv)
+        y = gs.Variable(unique_name(graph, f"{name}_sm"))
+        graph.nodes.append(gs.Node("Mul", "", {}, [x, inv_const], [y]))
         for node in nodes:
             node.inputs[0] = y
             w = constant_value(node.inputs[1]).astype(np.float64)
             scaled = w * s[None, :] if node.op == "Gemm" and node.attrs.get("transB", 0) else w * s[:, None]
-            replace_input(graph, node, 1, scaled.astype(np.float32), "smoothed")
-        done.append(name)
+            replace_input(graph, node, 1, scaled.astype(np.float32), "sm")
+        done[name] = (y.name, inv)
     return done
 
 

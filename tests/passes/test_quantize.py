@@ -152,10 +152,10 @@ def test_conv_relu_pool_gemm_placement_and_parity(rng):
     # every input of Conv and Gemm comes from a DequantizeLinear: x, weight and int32 bias
     assert _consumers_of_dq(out, "Conv") == [["DequantizeLinear"] * 3]
     assert _consumers_of_dq(out, "Gemm") == [["DequantizeLinear"] * 3]
-    biases = [i for i in out.graph.initializer if i.data_type == onnx.TensorProto.INT32 and i.name.endswith("_quantized")]
+    biases = [i for i in out.graph.initializer if i.data_type == onnx.TensorProto.INT32 and i.name.endswith("_q")]
     assert sorted(tuple(i.dims) for i in biases) == [(8,), (10,)]
     weights8 = [numpy_helper.to_array(i) for i in out.graph.initializer if i.data_type == onnx.TensorProto.INT8
-                and i.name.endswith("_quantized")]
+                and i.name.endswith("_q")]
     assert {w.shape for w in weights8} == {(8, 3, 3, 3), (10, 128)}
     # MaxPool and Flatten pass through with their input's parameters: a Q follows each, same scale
     q_of = {n.input[0]: n for n in out.graph.node if n.op_type == "QuantizeLinear"}
@@ -242,7 +242,7 @@ g (float[N,4,5,5] x) => (float[N,3,10,10] y) {
                                    "b": rng.normal(size=3).astype(np.float32)})
     out, result, _ = _quantize(model, _batches(rng, "x", (4, 4, 5, 5)))
     assert result.stats["quantized_nodes"] == 1
-    w_dq = next(n for n in out.graph.node if n.op_type == "DequantizeLinear" and "w_" in n.name and "b_" not in n.name)
+    w_dq = next(n for n in out.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "w_q")
     assert {a.name: a.i for a in w_dq.attribute}.get("axis") == 1  # output channels of ConvTranspose
     feeds = {"x": rng.normal(size=(2, 4, 5, 5)).astype(np.float32)}
     assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) > 0.99
@@ -336,7 +336,22 @@ def test_exclusion_loop_keeps_the_harmful_layer_in_float(rng):
     assert result.stats["output_cosine_calibration"] >= 0.995
     assert result.stats["int8_mac_fraction"] == pytest.approx(0.5)
     gemms = _consumers_of_dq(out, "Gemm")
-    assert sorted(g.count("DequantizeLinear") for g in gemms) == [0, 3]  # one float, one int8
+    # one int8 (activation, weight, bias from DQ); the float one stores its weight as int8 (weight-only)
+    assert sorted(g.count("DequantizeLinear") for g in gemms) == [1, 3]
+    float_gemm = next(g for g in gemms if g.count("DequantizeLinear") == 1)
+    assert float_gemm[1] == "DequantizeLinear" and float_gemm[0] != "DequantizeLinear"
+    assert result.stats["weight_only"] == [excluded[0]["node"]]
+    assert any("weight-only" in n for n in result.notes)
+
+
+def test_weight_only_is_dropped_when_it_breaks_the_budget(rng):
+    model = _outlier_model(rng)
+    data = _outlier_data(rng)
+    # a target no quantized weight meets: the excluded layer keeps its float weight
+    out, result, ctx = _quantize(model, data, target_cosine=0.9999999, check_samples=32)
+    assert len(result.stats["excluded"]) == 1 and result.stats["weight_only"] == []
+    assert sorted(g.count("DequantizeLinear") for g in _consumers_of_dq(out, "Gemm")) == [0, 3]
+    assert any("target_cosine" in w for w in ctx.warnings)
 
 
 def test_percentile_beats_minmax_on_outliers(rng):
