@@ -62,7 +62,7 @@ def docstring_sentences(limit: int) -> list[str]:
     """English sentences from standard-library docstrings: calibration text unrelated to the eval."""
     found: list[str] = []
     for name in DOC_MODULES:
-        module = importlib.importmodels_module(name)
+        module = importlib.import_module(name)
         for obj in [module] + [getattr(module, a) for a in sorted(dir(module)) if not a.startswith("_")]:
             if not (inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj)):
                 continue
