@@ -35,7 +35,7 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu, samples, smooth
+from onnxslim.quant import calibration, cpu, smooth
 from onnxslim.quant.placement import Plan, node_key, plan
 from onnxslim.quant.probe import EPILOGUE, probe_layers, signature, time_layer, weight_only_error
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
@@ -169,7 +169,8 @@ class Quantize(Pass):
             for t in nodes[key].inputs:
                 if t.name and not isinstance(t, gs.Constant) and constant_value(t) is None:
                     keep[t.name] = max(keep.get(t.name, 0), o.probe_samples)
-        scan = samples.scan(ctx, work, base.tensors, list(groups), keep, data)
+        exposed = list(dict.fromkeys([*base.tensors, *groups, *keep]))
+        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), keep)
         stats, kept = scan.stats, scan.kept
         smoothed = smooth.apply(work, groups, scan.channels, o.smooth) if groups else {}
         if smoothed:

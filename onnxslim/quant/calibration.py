@@ -65,7 +65,6 @@ class Scan:
     channels: dict[str, tuple[np.ndarray, np.ndarray]]
     kept: dict[str, np.ndarray]
     samples: int = 0
-    ranks: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channels: Sequence[str] = (),
@@ -83,7 +82,6 @@ def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channel
         for name in channels:
             v = np.asarray(values[name], dtype=np.float32)
             v = v if np.isfinite(v).all() else np.where(np.isfinite(v), v, 0.0)
-            out.ranks[name] = v.ndim
             v = v.reshape(-1, v.shape[-1])
             lo, hi = v.min(axis=0), v.max(axis=0)
             old = out.channels.get(name)
@@ -98,18 +96,6 @@ def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channel
             st.lo = st.hi = 0.0
     out.kept = {n: np.concatenate(p) for n, p in parts.items() if p}
     return out
-
-
-def merge(scan_: Scan, lo: dict[str, float], hi: dict[str, float],
-          channels: dict[str, tuple[np.ndarray, np.ndarray]], samples: int) -> None:
-    """Fold one batch's reduced values (computed elsewhere, e.g. inside ORT) into ``scan_``."""
-    for name in lo:
-        st = scan_.stats[name]
-        st.lo, st.hi = min(st.lo, lo[name]), max(st.hi, hi[name])
-    for name, (c_lo, c_hi) in channels.items():
-        old = scan_.channels.get(name)
-        scan_.channels[name] = (c_lo, c_hi) if old is None else (np.minimum(old[0], c_lo), np.maximum(old[1], c_hi))
-    scan_.samples += samples
 
 
 def histograms(batches: Iterable[dict[str, np.ndarray]], stats: dict[str, TensorStats], bins: int = 2048) -> None:
