@@ -10,6 +10,10 @@ Variants (see ``onnxslim.lowrank.factor`` for the math):
   layer's output error instead. Each layer's stats then give the output error of plain SVD
   at the same rank beside its own (``plain_error``), i.e. the gain.
 
+``refit=true`` (with calibration data) then fits the splits one by one in graph order, each to
+the input the layers split before it really produce, and shifts its bias to keep the mean output
+(``onnxslim.lowrank.refit``); the ranks stay those the rule chose.
+
 Rank rules, one per run (two is a usage error): ``energy`` (retained Σσ²; of the weight,
 or with ``data_aware`` of the output), ``rank_ratio`` (of min(K, N)), ``param_ratio`` (the share
 of all candidate layers' weight parameters to keep, allocated so every layer reaches the same
@@ -40,7 +44,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
-from onnxslim.lowrank import factor, rank, sensitivity
+from onnxslim.lowrank import factor, rank, refit, sensitivity
 from onnxslim.lowrank.gating import LatencyGate
 from onnxslim.lowrank.layers import Layer, match, split
 from onnxslim.lowrank.whitening import collect_moments, probe_shapes
@@ -67,6 +71,8 @@ class SvdOptions(PassOptions):
                                 "on the target provider (false: size-only)")
     min_speedup: float = option(1.0, "latency gate: original / split median time must exceed this (> 0)")
     exclude: tuple[str, ...] = option((), "node names never split")
+    refit: bool = option(False, "data-aware: fit each split, in graph order, to the input the layers split before "
+                         "it really produce, and shift its bias to keep the mean output (see lowrank.refit)")
     allocation: str = option("error", "param_ratio: how the budget is shared: 'error' (every layer at the same "
                              "relative error) or 'sensitivity' (each layer's measured effect on the graph outputs; "
                              "needs --calibration-data)", choices=("error", "sensitivity"))
@@ -117,7 +123,8 @@ class LowRankSplit(Pass):
 
     def needs_calibration(self) -> bool:
         opts = self.options
-        return opts.data_aware or opts.max_error is not None or opts.allocation == "sensitivity"
+        return (opts.data_aware or opts.refit or opts.max_error is not None
+                or opts.allocation == "sensitivity")
 
     def tolerance(self) -> Tolerance:
         return Tolerance.parse(BUDGET)
@@ -136,9 +143,15 @@ class LowRankSplit(Pass):
         timings: list[dict] = []
         if plans and opts.latency_gate:
             plans = self._gate(ctx, graph, plans, shapes, declines, timings)
-        for plan in plans:
-            split(graph, plan.layer, plan.a, plan.b)
+        shifts = []
+        if opts.refit and plans:
+            shifts = refit.sequential(ctx, graph, plans, opts.damping, split)
+        else:
+            for plan in plans:
+                split(graph, plan.layer, plan.a, plan.b)
         stats = _stats(plans, layers, opts, timings)
+        if opts.refit:
+            stats["refit"] = {"layers": len(plans), "bias_shifted": len(shifts)}
         if probe is not None:
             stats["allocation"] = "sensitivity"
             losses = getattr(probe, "losses", {})

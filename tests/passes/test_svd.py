@@ -25,7 +25,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
 from onnxslim.ir.io import to_graph
-from onnxslim.lowrank import factor, gating, rank, sensitivity
+from onnxslim.lowrank import factor, gating, rank, refit, sensitivity
 from onnxslim.lowrank.layers import Layer, match, split
 
 # A full-rank split is K·N products rearranged: round-off only, a little above EXACT.
@@ -474,3 +474,63 @@ def test_probe_feeds_weights_in_the_nodes_own_layout(rng, text):
     same, zero = sensitivity.probe(PassContext(model).export(graph), [layer, layer],
                                    [layer.weight, np.zeros_like(layer.weight)], feeds, "CPUExecutionProvider", 1)
     assert same < 1e-6 < zero
+
+
+TWO_LAYERS = """<ir_version: 8, opset_import: ["": 17]>
+g (float[B,S,48] x) => (float[B,S,40] y) {
+    h = MatMul(x, w1)
+    hb = Add(h, b1)
+    r = Relu(hb)
+    z = MatMul(r, w2)
+    y = Add(z, b2)
+}"""
+
+
+def _two_layers(rng):
+    """Two stacked layers with correlated inputs: the second sees what the first's split gives it."""
+    mix = rng.normal(size=(48, 48)) * 0.8 ** np.arange(48)[:, None]
+    weights = {"w1": rng.normal(size=(48, 64)).astype(np.float32), "b1": rng.normal(size=64).astype(np.float32),
+               "w2": rng.normal(size=(64, 40)).astype(np.float32), "b2": rng.normal(size=40).astype(np.float32)}
+    calib = [{"x": (rng.normal(size=(4, 8, 48)) @ mix).astype(np.float32)} for _ in range(3)]
+    return model_from_text(TWO_LAYERS, weights), calib
+
+
+def test_refit_of_a_first_layer_is_the_data_aware_split(rng):
+    """With the layer's own input (X' = X) the refit is the whitened SVD, damping included."""
+    weight = rng.normal(size=(24, 16))
+    x = rng.normal(size=(200, 24)) @ rng.normal(size=(24, 24))
+    second = x.T @ x
+    for damping in (0.0, 0.1):
+        a, b = refit.fit(weight, second, second, 5, damping)
+        expected = factor.whitened(weight, factor.Moments(second, x.sum(axis=0), len(x)), damping).factors(5)
+        np.testing.assert_allclose(a @ b, expected[0] @ expected[1], rtol=1e-7, atol=1e-9)
+
+
+def test_refit_corrects_what_the_earlier_splits_changed(rng):
+    model, calib = _two_layers(rng)
+    errors = {}
+    for do_refit in (False, True):
+        out, result = run_pass(size_only(rank_ratio=0.25, data_aware=True, damping=0.0, refit=do_refit),
+                               model, PassContext(model, calib))
+        assert result.stats["split"] == 2
+        errors[do_refit] = _relative_output_error(model, out, calib)
+    assert result.stats["refit"] == {"layers": 2, "bias_shifted": 2}
+    # the last layer's refit is the least-squares optimum over its rank for the input it really
+    # gets, of which the plain data-aware factors are one candidate
+    assert errors[True] < errors[False], errors
+
+
+def test_refit_keeps_the_mean_output_through_the_bias(rng):
+    model, calib = _two_layers(rng)
+    out, _ = run_pass(size_only(rank_ratio=0.25, data_aware=True, refit=True), model, PassContext(model, calib))
+    reference = np.concatenate([run_model(model, f)[0].reshape(-1, 40) for f in calib])
+    refitted = np.concatenate([run_model(out, f)[0].reshape(-1, 40) for f in calib])
+    np.testing.assert_allclose(refitted.mean(axis=0), reference.mean(axis=0), atol=1e-3 * np.abs(reference).max())
+    assert "b2_refit" in {i.name for i in out.graph.initializer}
+
+
+def test_refit_needs_calibration_data(rng):
+    assert parse("svd{param_ratio=0.7,data_aware=true,refit=true}").specs()[0].create().needs_calibration()
+    model, _ = _two_layers(rng)
+    with pytest.raises(UsageError, match="calibration"):
+        run_pass(size_only(rank_ratio=0.25, refit=True), model, PassContext(model))
