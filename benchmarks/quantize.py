@@ -212,16 +212,17 @@ class Task:
 # ------------------------------------------------------------------ the two tools
 
 
-def run_ours(task: Task, method: str, calib: Path | None = None, extra: str = "") -> tuple[Path, float, dict]:
-    out = OUT / f"{task.name}.slim.{method}.onnx"
+def run_ours(task: Task, method: str, calib: Path | None = None, extra: str = "", tag: str = "") -> tuple[Path, float, dict]:
+    out = OUT / f"{task.name}.slim.{method}{tag}.onnx"
     opts = f"method={method}" + (f",{extra}" if extra else "")
     start = time.perf_counter()
     outcome = api.optimize(task.fp32, out, api.RunOptions(passes=f"quantize{{{opts}}}", verify=False,
                                                           calibration_data=str(calib or task.calib)))
     stats = outcome.report["passes"][0]["stats"]
-    # the pass's own time (calibration, probes, mixed precision, quantization): the CLI's report
-    # (zip-compressed sizes, node counts) is not part of quantizing
-    seconds = stats.get("seconds_total", time.perf_counter() - start)
+    # the pass's own time up to the quantized graph: calibration, SmoothQuant, per-layer probes, mixed
+    # precision (with its whole-model real-kernel checks), weight-only, quantization. Not in it: the
+    # pass's final fp32-vs-int8 timing check (its own column) and the CLI's report (zip sizes, counts)
+    seconds = stats.get("seconds_quantize", stats.get("seconds_total", time.perf_counter() - start))
     return out, seconds, stats
 
 
@@ -331,20 +332,22 @@ def measure_rss(model: str, tool: str, method: str, samples: int) -> tuple[float
 # ------------------------------------------------------------------ one model
 
 
-def bench_model(name: str, methods: list[str], ort_methods: list[str]) -> list[dict]:
+def bench_model(name: str, methods: list[str], ort_methods: list[str], no_mp: list[str] = ()) -> list[dict]:
     task = Task(name)
     reference = task.outputs(task.fp32) if name not in DIGITS else None
     fp32_metric, fp32_extra = task.metric(task.fp32, reference)
     fp32_bytes = task.fp32.stat().st_size
     rows = [{"model": name, "tool": "fp32", "metric": fp32_metric, "extra": fp32_extra, "bytes": fp32_bytes,
              "path": task.fp32, "seconds": 0.0}]
-    for method in methods:
-        path, sec, stats = run_ours(task, method)
+    for method, mp in [(m, True) for m in methods] + [(m, False) for m in no_mp]:
+        path, sec, stats = run_ours(task, method, extra="" if mp else "target_cosine=none", tag="" if mp else ".nomp")
         metric, extra = task.metric(path, reference)
-        rows.append({"model": name, "tool": f"onnxslim {method}", "metric": metric, "extra": extra, "path": path,
-                     "seconds": sec, "bytes": path.stat().st_size, "mac_int8": stats.get("int8_mac_fraction"),
-                     "excluded": len(stats.get("excluded", [])), "stats": stats})
-        print(f"  {name} onnxslim {method}: {metric:.4g} {extra} {sec:.1f}s", file=sys.stderr)
+        tool = f"onnxslim {method}" + ("" if mp else " (no mixed precision)")
+        rows.append({"model": name, "tool": tool, "metric": metric, "extra": extra, "path": path,
+                     "seconds": sec, "check_s": stats.get("seconds_speed_check"), "bytes": path.stat().st_size,
+                     "mac_int8": stats.get("int8_mac_fraction"), "excluded": len(stats.get("excluded", [])),
+                     "weight_only": len(stats.get("weight_only", [])), "stats": stats})
+        print(f"  {name} {tool}: {metric:.4g} {extra} {sec:.1f}s", file=sys.stderr)
     for method in ort_methods:
         variants = ORT_VARIANTS if method == "minmax" else [("U8S8", True, False)]
         calib, cap = task.calib, ""
@@ -397,9 +400,9 @@ def _latency(rows: list[dict], task: Task) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | tool | task metric | vs fp32 | calib+quant s | bytes/fp32 | int8 MACs | "
+    head = ("| model | tool | task metric | vs fp32 | calib+quant s | check s | bytes/fp32 | int8 MACs | "
             "fp32/int8 1 thr | fp32/int8 2 thr | notes |")
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     fp32 = {}
     for r in rows:
         if r["tool"] == "fp32":
@@ -413,9 +416,18 @@ def table(rows: list[dict]) -> str:
         s2 = f"{r['speedup2']:.2f}x" if "speedup2" in r else ""
         tool = r["tool"] + (" **(ORT best)**" if r.get("ort_best") else "")
         notes = r.get("extra", "") + (f"; {r['excluded']} layers float" if r.get("excluded") else "")
-        lines.append(f"| {r['model']} | {tool} | {metric} | {delta} | {r.get('seconds', 0):.1f} | {size} | {mac} | "
-                     f"{s1} | {s2} | {notes} |")
-    return "\n".join(lines)
+        notes += f"; {r['weight_only']} float layers weight-only int8" if r.get("weight_only") else ""
+        check = f"{r['check_s']:.1f}" if r.get("check_s") is not None else ""
+        sec = r.get("seconds", 0)
+        lines.append(f"| {r['model']} | {tool} | {metric} | {delta} | {sec:.{2 if sec < 1 else 1}f} | {check} | {size} | "
+                     f"{mac} | {s1} | {s2} | {notes} |")
+    return "\n".join(lines) + "\n\n" + COLUMNS
+
+
+COLUMNS = """calib+quant s: onnxslim = the pass up to the quantized graph (calibration, SmoothQuant, per-layer
+real-kernel probes, mixed precision with its whole-model real-kernel checks, weight-only, quantization);
+ORT = quantize_static's wall time. check s: the pass's final fp32-vs-int8 latency check (batch 1,
+bounded), a verification ORT does not do. bytes/fp32: file sizes."""
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -447,6 +459,8 @@ def main() -> None:
     p.add_argument("--models", default=",".join(ALL))
     p.add_argument("--methods", default="minmax", help="onnxslim methods, comma separated")
     p.add_argument("--ort-methods", default="minmax", help="ORT methods, comma separated (minmax runs every variant)")
+    p.add_argument("--no-mp-methods", default="", help="onnxslim methods also run with mixed precision off "
+                   "(target_cosine=none), comma separated")
     p.add_argument("--rss", action="store_true", help="peak RSS at 100 and 1000 samples (MiniLM, ResNet-18)")
     p.add_argument("--rss-only", action="store_true", help="only the peak RSS table")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from the saved per-model rows")
@@ -470,7 +484,9 @@ def main() -> None:
             rows += json.loads(saved.read_text())
             continue
         print(f"== {name}", file=sys.stderr)
-        model_rows = bench_model(name, args.methods.split(","), [m for m in args.ort_methods.split(",") if m])
+        model_rows = bench_model(name, [m for m in args.methods.split(",") if m],
+                                 [m for m in args.ort_methods.split(",") if m],
+                                 [m for m in args.no_mp_methods.split(",") if m])
         saved.write_text(json.dumps(model_rows, default=str, indent=1))
         rows += model_rows
     text = "## quantize: onnxslim vs onnxruntime quantize_static\n\n" + table(rows)

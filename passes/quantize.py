@@ -244,8 +244,8 @@ class Quantize(Pass):
     def _mixed_precision(self, work, base: Plan, act, choices, probes, ctx, feeds, reference, act_type, smoothed):
         """Greedy exclusion by measured layer error: doubling, then bisection on the count.
 
-        Then the layers kept in float (for error or for speed) store int8 weights (weight-only),
-        fewest-error first, as many as the budget allows (all, usually: one more build).
+        Then the layers kept in float (for error or for speed) store int8 weights (weight-only) if
+        the budget still holds: all of them, else the half with the smallest weight-only errors.
         """
         o = self.options
         slow = {p.node for p in probes.values() if p.int8_ms is not None and p.int8_ms > SLOWER * p.float_ms}
@@ -273,15 +273,11 @@ class Quantize(Pass):
             trial = build(hi, frozenset(keys))
             if trial[3] >= budget:
                 best = trial
-            else:
-                lo, top = 0, len(keys)  # keys[:lo] known to fit; keys[:top] known not to
-                while top - lo > 1:
-                    mid = (lo + top) // 2
-                    trial = build(hi, frozenset(keys[:mid]))
-                    if trial[3] >= budget:
-                        lo, best = mid, trial
-                    else:
-                        top = mid
+            elif len(keys) > 1:
+                # one more try, on the half with the smallest errors (a full bisection costs a build per step)
+                trial = build(hi, frozenset(keys[: len(keys) // 2]))
+                if trial[3] >= budget:
+                    best = trial
         return best[0], best[1], [p for p in ranked[:hi]], best[3], best[4]
 
     def _search(self, build, n_ranked: int, ctx):
