@@ -14,11 +14,17 @@ from onnxslim.core.context import PassContext
 logger = logging.getLogger(__name__)
 
 
-class LimitedSamples:
-    """Re-iterable calibration source cut at ``limit`` samples (None: all)."""
+#: rows per calibration run: exposing every quantized tensor of 32 samples at once overflows the
+#: caches (MobileNetV2, 100 samples: 5.0 s in batches of 32, 3.3 s in batches of 8; ResNet-18 and
+#: MiniLM unchanged)
+CHUNK = 8
 
-    def __init__(self, source: Iterable[dict[str, np.ndarray]], limit: int | None) -> None:
-        self.source, self.limit = source, limit
+
+class LimitedSamples:
+    """Re-iterable calibration source cut at ``limit`` samples (None: all), in batches of at most ``chunk`` rows."""
+
+    def __init__(self, source: Iterable[dict[str, np.ndarray]], limit: int | None, chunk: int = CHUNK) -> None:
+        self.source, self.limit, self.chunk = source, limit, chunk
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         seen = 0
@@ -31,7 +37,11 @@ class LimitedSamples:
                 n = self.limit - seen
             seen += n
             logger.info("quantize: calibration %d samples", seen)
-            yield feeds
+            if n <= self.chunk:
+                yield feeds
+                continue
+            for start in range(0, n, self.chunk):
+                yield {k: v[start:start + self.chunk] if np.ndim(v) and len(v) == n else v for k, v in feeds.items()}
 
 
 def rows(feeds: dict[str, np.ndarray]) -> int:
