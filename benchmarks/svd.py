@@ -5,7 +5,8 @@
 For the shipped ``mlp`` and ``transformer`` (digits accuracy on the 360-sample test split, 95%
 Wilson interval) and all-MiniLM-L6-v2 (sentence-embedding cosine against fp32, mean and min,
 and retrieval MRR on ``realdata.retrieval_set()``), ``svd{param_ratio=p}`` at several budgets,
-plain SVD vs data-aware (equal-error allocation) vs data-aware with ``allocation=sensitivity``, with the latency gate off (size-only, so both variants split the same
+plain SVD vs data-aware (equal-error allocation) vs data-aware with ``allocation=sensitivity``,
+without and with ``refit=true``, with the latency gate off (size-only, so both variants split the same
 layers), plus one data-aware row with the gate on. The "weights" column is the kept share
 of the Gemm/MatMul weight parameters the pass considered.
 
@@ -133,6 +134,9 @@ def bench_model(name: str, args) -> list[dict]:
         variants.append((f"data-aware sensitivity p={ratio:g}", ratio,
                          {"param_ratio": ratio, "data_aware": True, "latency_gate": False,
                           "allocation": "sensitivity"}))
+        variants.append((f"data-aware sensitivity refit p={ratio:g}", ratio,
+                         {"param_ratio": ratio, "data_aware": True, "latency_gate": False,
+                          "allocation": "sensitivity", "refit": True}))
     middle = RATIOS[name][1]
     variants.append((f"data-aware p={middle:g} gated", middle, {"param_ratio": middle, "data_aware": True}))
     variants += [(label, None, options) for label, options in EXTRA.get(name, [])]
@@ -145,7 +149,7 @@ def bench_model(name: str, args) -> list[dict]:
             out, stats, seconds = model, {}, 0.0
         gate = stats.get("latency", [])
         row = {"model": name, "variant": label, "ratio": ratio, "aware": options.get("data_aware", False),
-               "alloc": options.get("allocation", "error"),
+               "alloc": options.get("allocation", "error") + ("+refit" if options.get("refit") else ""),
                "weights": (stats["weight_params_after"] / stats["weight_params_before"]) if stats else 1.0,
                "split": stats.get("split", 0), "params": model_stats(out).params,
                "flops": flops(out, feeds[0])["compute"], "pass_s": seconds,
@@ -187,7 +191,8 @@ def plot(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["model"] == name]
         base = mine[0]
         curves = ((False, "error", "o--", "plain SVD"), (True, "error", "s-", "data-aware, equal error"),
-                  (True, "sensitivity", "^-", "data-aware, sensitivity allocation"))
+                  (True, "sensitivity", "^-", "data-aware, sensitivity allocation"),
+                  (True, "sensitivity+refit", "v-", "data-aware, sensitivity allocation, refit"))
         for aware, alloc, style, label in curves:
             pts = sorted((r["weights"], r["score"]) for r in mine if r["ratio"] is not None and r["aware"] == aware
                          and r["alloc"] == alloc and "gated" not in r["variant"])
