@@ -1,0 +1,75 @@
+"""Dynamic int8 for a MatMul whose static activation range costs too much accuracy.
+
+A layer that mixed precision would keep in float because one calibrated range cannot serve all
+its inputs (BERT's FFN output projection reads GELU outputs whose outliers move with the
+sentence) can still run in int8 when the range is taken per run instead:
+
+    x_q, s_x, z_x = DynamicQuantizeLinear(x)                 uint8, range of this very batch
+    y = Cast(MatMulInteger(x_q, W_q, z_x, 0), float) · (s_x · s_W)
+
+with ``W_q`` int8 symmetric per output column (``s_W`` has N entries). This is the pattern of
+onnxruntime's own dynamic quantizer; ORT fuses it on load into one ``DynamicQuantizeMatMul``
+kernel (U8S8, the fast path on AVX2), so the layer gets integer speed and int8 storage without
+a calibrated activation range. Weights are kept in [-63, 63] where the CPU's 16-bit accumulation
+of u8·s8 pairs saturates (AVX2 without VNNI): measured here on a 64×48 layer, full-range int8
+weights gave output cosine 0.9987 in ORT's kernels against 0.99998 simulated, 7-bit 0.99992.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxslim.ir.nodes import is_onnx_op
+from onnxslim.ir.weights import constant_value
+from onnxslim.quant.cpu import saturation_risk
+from onnxslim.quant.qdq import Names
+from onnxslim.quant.qparams import quantize, weight_params
+
+
+def dynamic_ok(node: gs.Node) -> bool:
+    """A float MatMul with a constant 2-D float weight and a non-constant input."""
+    if not is_onnx_op(node, "MatMul") or len(node.inputs) != 2:
+        return False
+    w = constant_value(node.inputs[1])
+    return (w is not None and w.dtype == np.float32 and w.ndim == 2
+            and constant_value(node.inputs[0]) is None)
+
+
+def rewrite(graph: gs.Graph, node: gs.Node, names: Names | None = None, bits7: bool | None = None,
+            provider: str = "CPUExecutionProvider") -> list[gs.Node]:
+    """Replace the float MatMul ``node`` by the dynamic int8 pattern; returns the new nodes.
+
+    ``bits7=None`` takes 7-bit weights exactly where this CPU's u8·s8 kernels can saturate.
+    """
+    names = names or Names(graph)
+    if bits7 is None:
+        bits7 = saturation_risk(provider, "uint8")
+    weight = constant_value(node.inputs[1])
+    base = node.inputs[1].name
+    params = weight_params(weight, axis=1, bits7=bits7)
+    w_q = gs.Constant(names(f"{base}_q"), np.ascontiguousarray(quantize(weight, params, bits7)))
+    w_zp = gs.Constant(names(f"{base}_zp"), np.zeros(weight.shape[1], dtype=np.int8))
+    w_scale = gs.Constant(names(f"{base}_s"), np.ascontiguousarray(params.scale.astype(np.float32)))
+    x, y = node.inputs[0], node.outputs[0]
+    x_q = gs.Variable(names(f"{x.name}_dyn_q"), dtype=np.uint8)
+    x_s = gs.Variable(names(f"{x.name}_dyn_s"), dtype=np.float32, shape=[])
+    x_zp = gs.Variable(names(f"{x.name}_dyn_zp"), dtype=np.uint8, shape=[])
+    product = gs.Variable(names(f"{y.name}_i32"), dtype=np.int32)
+    as_float = gs.Variable(names(f"{y.name}_f"), dtype=np.float32)
+    scales = gs.Variable(names(f"{y.name}_s"), dtype=np.float32)
+    new = [
+        gs.Node("DynamicQuantizeLinear", inputs=[x], outputs=[x_q, x_s, x_zp]),
+        gs.Node("MatMulInteger", inputs=[x_q, w_q, x_zp, w_zp], outputs=[product]),
+        gs.Node("Cast", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[product], outputs=[as_float]),
+        gs.Node("Mul", inputs=[x_s, w_scale], outputs=[scales]),
+        gs.Node("Mul", inputs=[as_float, scales], outputs=[y]),
+    ]
+    for i, new_node in enumerate(new):
+        new_node.name = f"{node.name or y.name}/dynamic_{i}"
+    node.inputs.clear()
+    node.outputs.clear()
+    graph.nodes.remove(node)
+    graph.nodes.extend(new)
+    return new
