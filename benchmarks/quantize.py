@@ -293,9 +293,12 @@ def run_ort(task: Task, act: str, per_channel: bool, reduce_range: bool, method:
 
 def child_rss(args) -> None:
     task = Task(args.model)
-    calib = _rss_data(task, args.samples)  # written by the parent beforehand: not counted here
+    # written by the parent beforehand: not counted here; 0 samples = the model's calibration file
+    calib = _rss_data(task, args.samples) if args.samples else task.calib
     if args.tool == "ours":
         run_ours(task, args.method, calib, extra="check_speed=false")
+    elif args.tool == "ours-nomp":
+        run_ours(task, args.method, calib, extra="check_speed=false,target_cosine=none", tag=".rss")
     else:
         run_ort(task, "U8S8", True, False, args.method, calib, stream=False)
     print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -463,6 +466,8 @@ def main() -> None:
                    "(target_cosine=none), comma separated")
     p.add_argument("--rss", action="store_true", help="peak RSS at 100 and 1000 samples (MiniLM, ResNet-18)")
     p.add_argument("--rss-only", action="store_true", help="only the peak RSS table")
+    p.add_argument("--rss-methods", default="", metavar="MODEL:M1,M2",
+                   help="only: peak RSS of onnxslim's methods, mixed precision off, on MODEL's calibration file")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from the saved per-model rows")
     p.add_argument("--child-rss", nargs=4, metavar=("MODEL", "TOOL", "METHOD", "SAMPLES"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -472,6 +477,11 @@ def main() -> None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.rss_methods:
+        text = method_rss_table(args.rss_methods)
+        (OUT / "quantize_rss_methods.md").write_text(text + "\n")
+        print(text)
+        return
     if args.rss_only:
         text = rss_table()
         (OUT / "quantize_rss.md").write_text(text + "\n")
@@ -497,6 +507,18 @@ def main() -> None:
     (OUT / "quantize.md").write_text(text + "\n")
     plot(rows, OUT / "quantize.png")
     print(text)
+
+
+def method_rss_table(spec: str) -> str:
+    """Peak RSS of onnxslim's methods (mixed precision off) on one model's calibration file: ``model:m1,m2``."""
+    model, methods = spec.split(":")
+    Task(model)
+    lines = ["| model | onnxslim method (no mixed precision) | samples | peak RSS MB | wall s |", "|---|---|---|---|---|"]
+    for method in methods.split(","):
+        rss, sec = measure_rss(model, "ours-nomp", method, 0)
+        lines.append(f"| {model} | {method} | 100 | {rss if rss is None else round(rss)} | {sec:.0f} |")
+        print(lines[-1], file=sys.stderr)
+    return "\n".join(lines)
 
 
 def rss_table() -> str:
