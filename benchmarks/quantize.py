@@ -32,6 +32,7 @@ DATA = OUT / "quantize_data"
 sys.path[:0] = [str(REPO / "models"), str(REPO / "benchmarks")]
 
 from _common import models_module
+
 from onnxslim import api
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.session import make_session

@@ -37,7 +37,13 @@ from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, cpu, smooth
 from onnxslim.quant.placement import Plan, node_key, plan
-from onnxslim.quant.probe import EPILOGUE, probe_layers, signature, time_layer, weight_only_error
+from onnxslim.quant.probe import (
+    EPILOGUE,
+    probe_layers,
+    signature,
+    time_layer,
+    weight_only_error,
+)
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations

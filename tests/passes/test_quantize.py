@@ -364,7 +364,7 @@ def test_weight_only_is_dropped_when_it_breaks_the_budget(rng):
     del model.graph.initializer[:]
     model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in weights.items())
     data = _outlier_data(rng)
-    out, result, ctx = _quantize(model, data, target_cosine=0.995, check_samples=32)
+    out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32)
     assert [e["op"] for e in result.stats["excluded"]] == ["Gemm"]
     assert result.stats["output_cosine_calibration"] >= 0.995
     assert result.stats["weight_only"] == []  # measured, and kept in fp32
