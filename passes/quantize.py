@@ -7,12 +7,20 @@ symmetric (zero point 0) for TensorRT or with ``activation_type=int8``. Placemen
 ORT's integer kernels (``onnxslim.quant.placement``); statistics are streamed
 (``onnxslim.quant.calibration``).
 
-Steps: plan → calibrate (one ORT run per batch; a second for histogram methods) → probe every
-quantized layer alone with the real kernels (its error, and AVX2 int16 saturation, which gets
-that layer 7-bit weights) → quantize → mixed precision: while the model's output cosine on a
-few calibration samples (real kernels) is under ``target_cosine``, keep the layers with the
-largest measured error in float → time fp32 against int8 and warn (or, with
-``require_speedup``, keep fp32) when int8 is slower.
+Steps: plan → calibrate (one ORT run per batch of at most 8 rows, exposing every tensor to
+quantize; SmoothQuant's channel ranges and the rows the later checks need are taken from the same
+run; a second run for histogram methods) → probe every quantized layer with the real kernels, all
+layers side by side in one model (its error, and AVX2 int16 saturation, which gets that layer
+7-bit weights); time each layer between float ops once per kind and shape → mixed precision:
+while the model's output cosine on a few calibration samples (real kernels) is under
+``target_cosine``, keep the layers with the largest measured error in float → weight-only: the
+float layers store int8 weights (MatMul/Gemm, and Conv on a 1×1 input, where ORT loses no speed)
+if the budget still holds → time fp32 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``)
+and warn (or, with ``require_speedup``, keep fp32) when int8 is slower.
+
+Stats: ``seconds_calibration``, ``seconds_quantize`` (everything up to the quantized graph),
+``seconds_speed_check`` (the final timing) and ``seconds_total``; ``weight_only`` lists the
+float layers with int8 weights.
 
 Limits: opset < 13 is upgraded with onnx's version converter (refused if that fails);
 Gemm with alpha/beta ≠ 1 or a non-vector bias stays float; ConvTranspose with groups is

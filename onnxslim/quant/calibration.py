@@ -4,7 +4,8 @@ Every tensor of interest is collected in one ONNX Runtime run per batch (``ctx.a
 and each batch is reduced at once into fixed-size state, so memory does not grow with the
 number of samples:
 
-* pass 1 (all methods): running min and max per tensor;
+* pass 1 (all methods, ``scan``): running min and max per tensor, per-channel ranges of some
+  tensors (SmoothQuant), and the first rows of some tensors (for the checks that follow);
 * pass 2 (percentile, entropy, mse): a histogram of |x| with ``bins`` bins on [0, max|x|] per
   tensor, merged by addition batch after batch (the edges are fixed by pass 1).
 
