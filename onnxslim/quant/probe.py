@@ -99,8 +99,12 @@ def _prefixed(graph: gs.Graph, prefix: str) -> gs.Graph:
 
 
 def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], feeds: dict[str, np.ndarray],
-                 act: dict[str, QParams], opset: int, provider: str, threads: int | None) -> dict[str, LayerProbe]:
+                 act: dict[str, QParams], opset: int, provider: str, threads: int | None,
+                 keys: list[str] | None = None) -> dict[str, LayerProbe]:
     """Measure every layer of ``layers`` (node, absorbed Relu/Clip, weight choice) at once.
+
+    Results are keyed by ``keys`` (default: the node keys), so one layer may be probed under
+    several weight choices in the same model.
 
     One model holds each layer's float copy and quantized copy side by side (disconnected,
     every name prefixed), so two sessions serve all the layers: the deployed level (real
@@ -129,15 +133,16 @@ def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], fee
     q_names = [q for _, q in pairs]
     sim = dict(zip(q_names, make_session(model, provider, threads, optimize=False).run(q_names, feed)))
     probes = {}
-    for (node, _, _), (f_name, q_name) in zip(layers, pairs):
+    keys = keys if keys is not None else [node_key(n) for n, _, _ in layers]
+    for key, (node, _, _), (f_name, q_name) in zip(keys, layers, pairs):
         y, r, m = (np.asarray(a, np.float64) for a in (real[f_name], real[q_name], sim[q_name]))
         norm = max(float(np.linalg.norm(y)), 1e-30)
         error, simulated = float(np.linalg.norm(r - y)) / norm, float(np.linalg.norm(m - y)) / norm
         gap = float(np.linalg.norm(r - m)) / norm
         layer_feeds = {t.name: feeds[t.name] for t in node.inputs if t.name in feeds}
         batch = y.shape[0] if y.ndim else 1
-        probes[node_key(node)] = LayerProbe(node_key(node), node.op, macs(node, layer_feeds, y) // max(batch, 1),
-                                            error, simulated, gap > SATURATION_GAP and gap > 0.5 * simulated)
+        probes[key] = LayerProbe(node_key(node), node.op, macs(node, layer_feeds, y) // max(batch, 1),
+                                 error, simulated, gap > SATURATION_GAP and gap > 0.5 * simulated)
     return probes
 
 
