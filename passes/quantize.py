@@ -52,7 +52,7 @@ from onnxslim.quant.probe import (
     time_layer,
     weight_only_error,
 )
-from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize
+from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
 from onnxslim.runtime.bench import measure_latency
@@ -90,6 +90,8 @@ class QuantizeOptions(PassOptions):
                                          "cosine on calibration samples reaches this (none: off)")
     max_excluded: float = option(0.25, "mixed precision keeps at most this share of quantized layers in float")
     exclude: tuple[str, ...] = option((), "node names kept in float")
+    tables: bool = option(True, "store constant Gather tables (embeddings) of >= 100K elements as int8 rows "
+                          "(per-row scales; only the gathered rows are dequantized)")
     calibration_samples: int | None = option(None, "use at most this many calibration samples (none: all)")
     check_samples: int = option(32, "calibration samples used by the probes and mixed precision")
     probe_samples: int = option(4, "calibration samples the per-layer probes run")
@@ -158,7 +160,7 @@ class Quantize(Pass):
                                        smoothed)
         candidate, chosen, excluded, cosine, weight_only = result
         stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start,
-                                smoothed, weight_only)
+                                smoothed, weight_only, candidate)
         stats_out["seconds_quantize"] = round(time.perf_counter() - start, 3)
         notes: list[str] = []
         if weight_only:
@@ -285,6 +287,8 @@ class Quantize(Pass):
             g = work.copy()
             smooth.undo(g, set(wo), smoothed)
             materialize(g, p, act, choices, set(wo))
+            if o.tables:
+                quantize_tables(g)
             result = ctx.run(g, feeds)
             cosine = min(_cosine(reference[k], result[k]) for k in reference)
             logger.debug("quantize: %d layers float (%d weight-only): output cosine %.5f", len(exclude), len(wo), cosine)
@@ -336,7 +340,7 @@ class Quantize(Pass):
         return hi, best
 
     def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start, smoothed,
-               weight_only):
+               weight_only, chosen_graph):
         total = sum(p.macs for p in probes.values())
         int8 = sum(probes[k].macs for k in chosen.compute if k in probes)
         return {
@@ -356,6 +360,9 @@ class Quantize(Pass):
                                     "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
                                    if p.node not in chosen.compute and p.node in _slow_layers(probes)],
             "weight_only": weight_only,
+            "int8_tables": sorted(n.name for n in chosen_graph.nodes if n.op == "Gather" and n.inputs
+                                  and isinstance(n.inputs[0], gs.Constant) and n.inputs[0].dtype == np.int8
+                                  and n.inputs[0].name.endswith("_q")),
             "smoothed_inputs": list(smoothed),
             "output_cosine_calibration": round(float(cosine), 6),
             "seconds_calibration": round(t_calib, 3),

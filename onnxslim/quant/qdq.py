@@ -196,3 +196,40 @@ def _drop_constant_node(graph: gs.Graph, tensor: gs.Tensor) -> None:
     if node.op == "Constant":
         node.outputs.clear()
         graph.nodes.remove(node)
+
+
+#: Gather tables (embeddings) at least this large are stored as int8 rows
+MIN_TABLE = 100_000
+
+
+def quantize_tables(graph: gs.Graph) -> list[str]:
+    """Store large constant Gather tables (embeddings) as int8, one scale per row.
+
+    ``Gather(W, ids)`` becomes ``Cast(Gather(W_q, ids)) · Unsqueeze(Gather(s, ids))``: only the
+    gathered rows are dequantized at run time (a DequantizeLinear on the table would expand the
+    whole table on every run). Per-row scales keep the error of MiniLM's word embeddings at 0.7%
+    (per tensor: 4.3%). Returns the names of the Gather nodes rewritten.
+    """
+    names, done = Names(graph), []
+    for node in list(graph.nodes):
+        table = constant_value(node.inputs[0]) if node.op == "Gather" and node.inputs else None
+        if table is None or table.dtype.kind != "f" or table.ndim != 2 or table.size < MIN_TABLE \
+                or node.attrs.get("axis", 0) != 0:
+            continue
+        base, out = node.inputs[0].name, node.outputs[0]
+        params = weight_params(table.astype(np.float32), 0)
+        q = gs.Constant(names(f"{base}_q"), quantize(table.astype(np.float32), params))
+        scale = gs.Constant(names(f"{base}_s"), params.scale.astype(np.float32))
+        rows_q, rows_s = gs.Variable(names(f"{out.name}_q")), gs.Variable(names(f"{out.name}_rs"))
+        rows_f, rows_s1 = gs.Variable(names(f"{out.name}_f")), gs.Variable(names(f"{out.name}_rs1"))
+        ids = node.inputs[1]
+        old = node.inputs[0]
+        node.inputs[0], node.outputs[0] = q, rows_q
+        axes = gs.Constant(names(f"{out.name}_ax"), np.array([-1], np.int64))
+        graph.nodes += [gs.Node("Gather", "", {"axis": 0}, [scale, ids], [rows_s]),
+                        gs.Node("Unsqueeze", "", {}, [rows_s, axes], [rows_s1]),
+                        gs.Node("Cast", "", {"to": onnx.TensorProto.FLOAT}, [rows_q], [rows_f]),
+                        gs.Node("Mul", "", {}, [rows_f, rows_s1], [out])]
+        _drop_constant_node(graph, old)
+        done.append(node.name)
+    return done

@@ -490,3 +490,32 @@ def test_speed_exclusion_needs_a_clear_and_worthwhile_gain():
                                    probe("tiny", 0.01, 0.02), probe("untimed", None, None)]}
     # "noise" is within timing noise; "tiny" is 2x slower but saves 0.01 ms of 11.2 ms timed
     assert _slow_layers(probes) == {"slow"}
+
+
+def test_embedding_tables_become_int8_rows(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (int64[N,5] ids) => (float[N,5,8] y) {
+    e = Gather(table, ids)
+    m = MatMul(e, w)
+    p = Gather(small, ids)
+    y = Add(m, p)
+}"""
+    table = (rng.normal(size=(400, 256)) * rng.uniform(0.01, 1.0, size=(400, 1))).astype(np.float32)
+    weights = {"table": table, "small": rng.normal(size=(400, 8)).astype(np.float32),
+               "w": rng.normal(size=(256, 8)).astype(np.float32)}
+    model = model_from_text(text, weights)
+    data = [{"ids": rng.integers(0, 400, size=(16, 5)).astype(np.int64)} for _ in range(2)]
+    out, result, _ = _quantize(model, data)
+    assert len(result.stats["int8_tables"]) == 1
+    tables = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
+    assert tables["table_q"].dtype == np.int8 and tables["table_q"].shape == (400, 256)
+    assert tables["table_s"].shape == (400,)  # one scale per row
+    assert "table" not in tables and tables["small"].dtype == np.float32  # 3200 elements: left float
+    assert "DequantizeLinear" not in [n.op_type for n in out.graph.node if "table" in "".join(n.input)]
+    feeds = {"ids": rng.integers(0, 400, size=(4, 5)).astype(np.int64)}
+    ref, got = run_model(model, feeds)[0], run_model(out, feeds)[0]
+    assert _cosine(ref, got) > 0.99
+    _, again, _ = _quantize(out, data)
+    assert not again.modified  # idempotent
+    _, quiet, _ = _quantize(model, data, tables=False)
+    assert quiet.stats["int8_tables"] == []
