@@ -214,8 +214,8 @@ def quantize_tables(graph: gs.Graph) -> list[str]:
     for node in list(graph.nodes):
         table = constant_value(node.inputs[0]) if node.op == "Gather" and node.inputs else None
         if table is None or table.dtype.kind != "f" or table.ndim != 2 or table.size < MIN_TABLE \
-                or node.attrs.get("axis", 0) != 0:
-            continue
+                or node.attrs.get("axis", 0) != 0 or len(node.inputs[0].outputs) > 1:
+            continue  # a table shared with other readers (tied embeddings) would be stored twice
         base, out = node.inputs[0].name, node.outputs[0]
         params = weight_params(table.astype(np.float32), 0)
         q = gs.Constant(names(f"{base}_q"), quantize(table.astype(np.float32), params))
