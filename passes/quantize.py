@@ -14,13 +14,15 @@ layers side by side in one model (its error, and AVX2 int16 saturation, which ge
 7-bit weights); time each layer between float ops once per kind and shape → mixed precision:
 while the model's output cosine on a few calibration samples (real kernels) is under
 ``target_cosine``, keep the layers with the largest measured error in float → weight-only: the
-float layers store int8 weights (MatMul/Gemm, and Conv on a 1×1 input, where ORT loses no speed)
-if the budget still holds → time fp32 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``)
+float MatMuls run dynamic int8 (``onnxslim.quant.dynamic``: the activation range taken per run,
+for inputs no single calibrated range serves) if the budget still holds → weight-only: the
+float layers left store int8 weights (MatMul/Gemm, and Conv on a 1×1 input, where ORT loses no
+speed) if the budget still holds → time fp32 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``)
 and warn (or, with ``require_speedup``, keep fp32) when int8 is slower.
 
 Stats: ``seconds_calibration``, ``seconds_quantize`` (everything up to the quantized graph),
 ``seconds_speed_check`` (the final timing) and ``seconds_total``; ``weight_only`` lists the
-float layers with int8 weights.
+float layers with int8 weights, ``dynamic`` the layers in dynamic int8 (counted as int8 MACs).
 
 Limits: opset < 13 is upgraded with onnx's version converter (refused if that fails);
 Gemm with alpha/beta ≠ 1 or a non-vector bias stays float; ConvTranspose with groups is
@@ -43,7 +45,7 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu, smooth
+from onnxslim.quant import calibration, cpu, dynamic, smooth
 from onnxslim.quant.placement import Plan, node_key, plan
 from onnxslim.quant.probe import (
     EPILOGUE,
@@ -52,7 +54,7 @@ from onnxslim.quant.probe import (
     time_layer,
     weight_only_error,
 )
-from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables
+from onnxslim.quant.qdq import MIN_QDQ_OPSET, Names, WeightChoice, materialize, quantize_tables
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
 from onnxslim.runtime.bench import measure_latency
@@ -90,6 +92,9 @@ class QuantizeOptions(PassOptions):
                                          "cosine on calibration samples reaches this (none: off)")
     max_excluded: float = option(0.25, "mixed precision keeps at most this share of quantized layers in float")
     exclude: tuple[str, ...] = option((), "node names kept in float")
+    dynamic: bool = option(True, "CPU: a MatMul that mixed precision keeps in float runs dynamic int8 instead "
+                           "(its activation range taken per run; ORT's DynamicQuantizeMatMul) if the budget "
+                           "still holds")
     tables: bool = option(True, "store constant Gather tables (embeddings) of >= 100K elements as int8 rows "
                           "(per-row scales; only the gathered rows are dequantized)")
     calibration_samples: int | None = option(None, "use at most this many calibration samples (none: all)")
@@ -158,14 +163,17 @@ class Quantize(Pass):
         self._weight_only_errors(work, probes, kept, smoothed)
         result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, reference, act_type,
                                        smoothed)
-        candidate, chosen, excluded, cosine, weight_only = result
+        candidate, chosen, excluded, cosine, weight_only, dynamic_layers = result
         stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start,
-                                smoothed, weight_only, candidate)
+                                smoothed, weight_only, candidate, dynamic_layers)
         stats_out["seconds_quantize"] = round(time.perf_counter() - start, 3)
         notes: list[str] = []
         if weight_only:
             notes.append(f"{len(weight_only)} float layer(s) store int8 weights (weight-only): "
                          + ", ".join(weight_only))
+        if dynamic_layers:
+            notes.append(f"{len(dynamic_layers)} layer(s) run dynamic int8 (activation range per run): "
+                         + ", ".join(dynamic_layers))
         if o.check_speed:
             t_check = time.perf_counter()
             keep = self._speed(ctx, work, candidate, check_feeds, stats_out, notes)
@@ -281,37 +289,59 @@ class Quantize(Pass):
         o = self.options
         slow = _slow_layers(probes)
 
-        def build(k: int, wo: set[str] | frozenset[str] = frozenset()):
+        def build(k: int, wo: set[str] | frozenset[str] = frozenset(), dyn: frozenset[str] = frozenset()):
             exclude = {p.node for p in ranked[:k]} | slow
             p = plan(work, set(o.exclude) | exclude, o.activation_matmul, act_type == "uint8")
             g = work.copy()
-            smooth.undo(g, set(wo), smoothed)
+            # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
+            smooth.undo(g, set(wo) | set(dyn), smoothed)
             materialize(g, p, act, choices, set(wo))
+            if dyn:
+                names = Names(g)
+                for node in [n for n in g.nodes if n.name in dyn]:
+                    dynamic.rewrite(g, node, names, bits7=choices[node.name].bits7 or None,
+                                    provider=ctx.target_provider)
             if o.tables:
                 quantize_tables(g)
             result = ctx.run(g, feeds)
             cosine = min(_cosine(reference[k], result[k]) for k in reference)
-            logger.debug("quantize: %d layers float (%d weight-only): output cosine %.5f", len(exclude), len(wo), cosine)
-            return g, p, exclude, cosine, sorted(wo)
+            logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
+                         len(exclude), len(wo), len(dyn), cosine)
+            return g, p, exclude, cosine, sorted(wo), sorted(dyn)
 
         ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
         budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
         hi, best = 0, build(0)
         if o.target_cosine is not None and best[3] < o.target_cosine:
             hi, best = self._search(build, len(ranked), ctx)
-        # weight-only for the float layers, smallest weight-only error first, while the budget holds
-        order = sorted((probes[k] for k in best[2] if probes[k].weight_only is not None), key=lambda p: p.weight_only)
-        keys = [p.node for p in order]
-        if keys and best[3] >= budget:
-            trial = build(hi, frozenset(keys))
-            if trial[3] >= budget:
-                best = trial
-            elif len(keys) > 1:
-                # one more try, on the half with the smallest errors (a full bisection costs a build per step)
-                trial = build(hi, frozenset(keys[: len(keys) // 2]))
+        # dynamic int8 for the float MatMuls (the excluded ones, smallest static error first), then
+        # weight-only for what stays float, while the budget holds; each tries all, then the better half
+        if o.dynamic and ctx.target_provider == "CPUExecutionProvider" and best[3] >= budget:
+            nodes = {n.name: n for n in work.nodes}
+            order = sorted((p for p in ranked[:hi] if dynamic.dynamic_ok(nodes[p.node])), key=lambda p: p.error)
+            best = self._try_all_then_half(best, [p.node for p in order], budget,
+                                           lambda keys: build(hi, dyn=keys))
+        dyn = frozenset(best[5])
+        order = sorted((probes[k] for k in best[2] if probes[k].weight_only is not None and k not in dyn),
+                       key=lambda p: p.weight_only)
+        if best[3] >= budget:
+            best = self._try_all_then_half(best, [p.node for p in order], budget,
+                                           lambda keys: build(hi, keys, dyn))
+        return best[0], best[1], [p for p in ranked[:hi] if p.node not in dyn], best[3], best[4], best[5]
+
+    @staticmethod
+    def _try_all_then_half(best, keys: list[str], budget: float, build_with):
+        """``build_with(all keys)`` if it meets the budget, else with the first half, else ``best``.
+
+        (A full bisection would cost one build, a whole-model check, per step.)"""
+        for chosen in (keys, keys[: len(keys) // 2]):
+            if chosen:
+                trial = build_with(frozenset(chosen))
                 if trial[3] >= budget:
-                    best = trial
-        return best[0], best[1], [p for p in ranked[:hi]], best[3], best[4]
+                    return trial
+            if len(keys) < 2:
+                break
+        return best
 
     def _search(self, build, n_ranked: int, ctx):
         """The fewest most-harmful layers in float that bring the output cosine to target_cosine."""
@@ -340,9 +370,9 @@ class Quantize(Pass):
         return hi, best
 
     def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start, smoothed,
-               weight_only, chosen_graph):
+               weight_only, chosen_graph, dynamic_layers):
         total = sum(p.macs for p in probes.values())
-        int8 = sum(probes[k].macs for k in chosen.compute if k in probes)
+        int8 = sum(probes[k].macs for k in set(chosen.compute) | set(dynamic_layers) if k in probes)
         return {
             "method": self.options.method,
             "activation_type": act_type,
@@ -360,6 +390,7 @@ class Quantize(Pass):
                                     "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
                                    if p.node not in chosen.compute and p.node in _slow_layers(probes)],
             "weight_only": weight_only,
+            "dynamic": dynamic_layers,
             "int8_tables": sorted(n.name for n in chosen_graph.nodes if n.op == "Gather" and n.inputs
                                   and isinstance(n.inputs[0], gs.Constant) and n.inputs[0].dtype == np.int8
                                   and n.inputs[0].name.endswith("_q")),

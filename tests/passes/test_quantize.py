@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from onnxslim.passes.quantize import Quantize, QuantizeOptions
 
 from onnxslim.core.context import PassContext
+from onnxslim.ir.io import to_graph
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
 from onnxslim.quant import calibration, cpu
@@ -369,6 +370,28 @@ def test_weight_only_is_dropped_when_it_breaks_the_budget(rng):
     assert result.stats["output_cosine_calibration"] >= 0.995
     assert result.stats["weight_only"] == []  # measured, and kept in fp32
     assert sorted(g.count("DequantizeLinear") for g in _consumers_of_dq(out, "Gemm")) == [0, 3]
+
+
+def test_dynamic_int8_serves_a_matmul_whose_calibrated_range_is_wrecked(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+    g (float[N,16] x, float[N,16] m) => (float[N,16] y) {
+        h = MatMul(x, w1)
+        hm = Add(h, m)
+        y = MatMul(hm, w2)
+    }"""
+    model = model_from_text(text, {"w1": rng.normal(size=(16, 16)).astype(np.float32) * 0.3,
+                                   "w2": rng.normal(size=(16, 16)).astype(np.float32) * 0.3})
+    data = _outlier_data(rng)
+    out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32)
+    second = next(n.name for n in to_graph(out).nodes if n.op == "MatMulInteger").rsplit("/dynamic_", 1)[0]
+    assert result.stats["dynamic"] == [second] and result.stats["excluded"] == []
+    assert result.stats["int8_mac_fraction"] == 1.0 and result.stats["output_cosine_calibration"] >= 0.995
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= set(op_types(out))
+    feeds = data[0]
+    assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) >= 0.995
+    assert any("dynamic int8" in n for n in result.notes)
+    _, static_only, _ = _quantize(model, data, target_cosine=0.995, check_samples=32, dynamic=False)
+    assert static_only.stats["dynamic"] == [] and [e["node"] for e in static_only.stats["excluded"]] == [second]
 
 
 def test_target_out_of_reach_keeps_float_weights_and_warns(rng):
