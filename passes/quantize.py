@@ -17,7 +17,7 @@ while the model's output cosine on a few calibration samples (real kernels) is u
 float MatMuls run dynamic int8 (``onnxslim.quant.dynamic``: the activation range taken per run,
 for inputs no single calibrated range serves) if the budget still holds → weight-only: the
 float layers left store int8 weights (MatMul/Gemm, and Conv on a 1×1 input, where ORT loses no
-speed) if the budget still holds → time fp32 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``)
+speed) if the budget still holds, and if it does not measure slower than without → time fp32 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``)
 and warn (or, with ``require_speedup``, keep fp32) when int8 is slower.
 
 Stats: ``seconds_calibration``, ``seconds_quantize`` (everything up to the quantized graph),
@@ -163,11 +163,19 @@ class Quantize(Pass):
         self._weight_only_errors(work, probes, kept, smoothed)
         result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, reference, act_type,
                                        smoothed)
-        candidate, chosen, excluded, cosine, weight_only, dynamic_layers = result
+        candidate, chosen, excluded, cosine, weight_only, dynamic_layers, without_weight_only = result
         stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start,
                                 smoothed, weight_only, candidate, dynamic_layers)
         stats_out["seconds_quantize"] = round(time.perf_counter() - start, 3)
         notes: list[str] = []
+        t_check = time.perf_counter()
+        if o.check_speed and without_weight_only is not None:
+            # weight-only trades a DequantizeLinear per run for size: on small layers ORT's 8-bit
+            # MatMulNBits is slower than its float GEMM (the digits transformer: 0.64x of fp32)
+            if self._slower_with_weight_only(ctx, candidate, without_weight_only[0], check_feeds, notes):
+                stats_out.update(weight_only=[], weight_only_dropped_for_speed=weight_only,
+                                 output_cosine_calibration=round(float(without_weight_only[3]), 6))
+                candidate, weight_only = without_weight_only[0], []
         if weight_only:
             notes.append(f"{len(weight_only)} float layer(s) store int8 weights (weight-only): "
                          + ", ".join(weight_only))
@@ -175,7 +183,6 @@ class Quantize(Pass):
             notes.append(f"{len(dynamic_layers)} layer(s) run dynamic int8 (activation range per run): "
                          + ", ".join(dynamic_layers))
         if o.check_speed:
-            t_check = time.perf_counter()
             keep = self._speed(ctx, work, candidate, check_feeds, stats_out, notes)
             stats_out["seconds_speed_check"] = round(time.perf_counter() - t_check, 3)
             if not keep:
@@ -321,13 +328,15 @@ class Quantize(Pass):
             order = sorted((p for p in ranked[:hi] if dynamic.dynamic_ok(nodes[p.node])), key=lambda p: p.error)
             best = self._try_all_then_half(best, [p.node for p in order], budget,
                                            lambda keys: build(hi, dyn=keys))
-        dyn = frozenset(best[5])
+        dyn, without_weight_only = frozenset(best[5]), best
         order = sorted((probes[k] for k in best[2] if probes[k].weight_only is not None and k not in dyn),
                        key=lambda p: p.weight_only)
         if best[3] >= budget:
             best = self._try_all_then_half(best, [p.node for p in order], budget,
                                            lambda keys: build(hi, keys, dyn))
-        return best[0], best[1], [p for p in ranked[:hi] if p.node not in dyn], best[3], best[4], best[5]
+        excluded = [p for p in ranked[:hi] if p.node not in dyn]
+        alternative = without_weight_only if best[4] else None
+        return best[0], best[1], excluded, best[3], best[4], best[5], alternative
 
     @staticmethod
     def _try_all_then_half(best, keys: list[str], budget: float, build_with):
@@ -399,6 +408,18 @@ class Quantize(Pass):
             "seconds_calibration": round(t_calib, 3),
             "seconds_total": round(time.perf_counter() - start, 3),
         }
+
+    @staticmethod
+    def _slower_with_weight_only(ctx, candidate: gs.Graph, without: gs.Graph, feeds, notes) -> bool:
+        """Whether the weight-only graph measures more than SLOWER times the same graph without it."""
+        feeds = {k: v[:LATENCY_ROWS] for k, v in feeds.items()}
+        a, b = measure_latency([ctx.export(candidate), ctx.export(without)], feeds, ctx.target_provider,
+                               ctx.threads or 1, warmup=2, repeat=30, max_seconds=SPEED_CHECK_SECONDS)
+        if a.median_ms <= SLOWER * b.median_ms:
+            return False
+        notes.append(f"weight-only dropped: measured slower ({a.median_ms:.3f} ms vs {b.median_ms:.3f} ms "
+                     f"without it, batch {a.batch})")
+        return True
 
     def _speed(self, ctx, work, candidate, feeds, stats, notes) -> bool:
         fp32, int8 = ctx.export(work), ctx.export(candidate)

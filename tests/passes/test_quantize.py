@@ -357,6 +357,26 @@ def test_exclusion_loop_keeps_the_harmful_layer_in_float(rng):
     assert any("weight-only" in n for n in result.notes)
 
 
+def test_weight_only_is_dropped_when_it_measures_slower(rng, monkeypatch):
+    from onnxslim.passes import quantize as quantize_module
+    from onnxslim.runtime.bench import LatencyStats
+
+    def timings(models, feeds, *args, **kwargs):
+        # the first model of each comparison is the slower one: weight-only, then int8 vs fp32 ...
+        ms = [2.0] + [1.0] * (len(models) - 1)
+        return [LatencyStats(t, t, t, t, 30, 1, 1, "CPUExecutionProvider") for t in ms]
+
+    monkeypatch.setattr(quantize_module, "measure_latency", timings)
+    model, data = _outlier_model(rng), _outlier_data(rng)
+    out, result, ctx = _quantize(model, data, target_cosine=0.995, check_samples=32, check_speed=True, speed="off")
+    excluded = [e["node"] for e in result.stats["excluded"]]
+    assert result.stats["weight_only"] == [] and result.stats["weight_only_dropped_for_speed"] == excluded
+    assert any("weight-only dropped" in n for n in result.notes)
+    # ... so the excluded Gemm keeps its fp32 weight
+    assert sorted(g.count("DequantizeLinear") for g in _consumers_of_dq(out, "Gemm")) == [0, 3]
+    assert result.stats["output_cosine_calibration"] >= 0.995
+
+
 def test_weight_only_is_dropped_when_it_breaks_the_budget(rng):
     model = _outlier_model(rng)
     weights = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
