@@ -11,14 +11,15 @@ Steps: plan → calibrate (one ORT run per batch of at most 8 rows, exposing eve
 quantize; SmoothQuant's channel ranges and the rows the later checks need are taken from the same
 run; a second run for histogram methods) → probe every quantized layer with the real kernels, all
 layers side by side in one model (its error, and AVX2 int16 saturation, which gets that layer
-7-bit weights); time each layer between float ops once per kind and shape → mixed precision:
-while the model's output cosine on a few calibration samples (real kernels) is under
-``target_cosine``, keep the layers with the largest measured error in float → weight-only: the
-float MatMuls run dynamic int8 (``onnxslim.quant.dynamic``: the activation range taken per run,
-for inputs no single calibrated range serves) if the budget still holds → weight-only: the
-float layers left store int8 weights (MatMul/Gemm, and Conv on a 1×1 input, where ORT loses no
-speed) if the budget still holds, and if it does not measure slower than without → time fp32 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``)
-and warn (or, with ``require_speedup``, keep fp32) when int8 is slower.
+7-bit weights); time each layer between float ops once per kind and shape → mixed precision
+(``onnxslim.quant.mixed``): while the model's output cosine on a few calibration samples (real
+kernels) is under ``target_cosine``, keep the layers with the largest measured error in float;
+then the float MatMuls run dynamic int8 (``onnxslim.quant.dynamic``: the activation range taken
+per run, for inputs no single calibrated range serves) and the float layers left store int8
+weights (weight-only: MatMul/Gemm, and Conv on a 1×1 input, where ORT loses no speed), each only
+if the budget still holds → drop weight-only if the model measures slower with it → time fp32
+against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``) and warn (or, with ``require_speedup``,
+keep fp32) when int8 is slower.
 
 Stats: ``seconds_calibration``, ``seconds_quantize`` (everything up to the quantized graph),
 ``seconds_speed_check`` (the final timing) and ``seconds_total``; ``weight_only`` lists the
@@ -32,7 +33,6 @@ quantized per tensor.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 
 import numpy as np
@@ -45,7 +45,8 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu, dynamic, smooth
+from onnxslim.quant import calibration, cpu, smooth
+from onnxslim.quant.mixed import MixedPrecision
 from onnxslim.quant.placement import Plan, node_key, plan
 from onnxslim.quant.probe import (
     EPILOGUE,
@@ -54,13 +55,11 @@ from onnxslim.quant.probe import (
     time_layer,
     weight_only_error,
 )
-from onnxslim.quant.qdq import MIN_QDQ_OPSET, Names, WeightChoice, materialize, quantize_tables
+from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.parity import Tolerance
-
-logger = logging.getLogger(__name__)
 
 #: rows of the first calibration batch used for the fp32/int8 latency comparison (batch 1, as deployed
 #: for latency); the comparison runs at most SPEED_CHECK_SECONDS of interleaved runs after warm-up
@@ -161,21 +160,23 @@ class Quantize(Pass):
         reference = {t.name: kept[t.name] for t in work.outputs}
         probes, choices = self._probe(work, base, act, ctx, kept, act_type)
         self._weight_only_errors(work, probes, kept, smoothed)
-        result = self._mixed_precision(work, base, act, choices, probes, ctx, check_feeds, reference, act_type,
-                                       smoothed)
-        candidate, chosen, excluded, cosine, weight_only, dynamic_layers, without_weight_only = result
+        budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
+        mixed = MixedPrecision(work, o, act, choices, probes, _slow_layers(probes), smoothed, act_type, ctx,
+                               check_feeds, reference).search(budget)
+        candidate, chosen, excluded, cosine = mixed.graph, mixed.plan, mixed.excluded, mixed.cosine
+        weight_only, dynamic_layers, without_weight_only = mixed.weight_only, mixed.dynamic, mixed.without_weight_only
         stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start,
                                 smoothed, weight_only, candidate, dynamic_layers)
         stats_out["seconds_quantize"] = round(time.perf_counter() - start, 3)
         notes: list[str] = []
         t_check = time.perf_counter()
-        if o.check_speed and without_weight_only is not None:
-            # weight-only trades a DequantizeLinear per run for size: on small layers ORT's 8-bit
-            # MatMulNBits is slower than its float GEMM (the digits transformer: 0.64x of fp32)
-            if self._slower_with_weight_only(ctx, candidate, without_weight_only[0], check_feeds, notes):
-                stats_out.update(weight_only=[], weight_only_dropped_for_speed=weight_only,
-                                 output_cosine_calibration=round(float(without_weight_only[3]), 6))
-                candidate, weight_only = without_weight_only[0], []
+        # weight-only trades a DequantizeLinear per run for size: on small layers ORT's 8-bit
+        # MatMulNBits is slower than its float GEMM (the digits transformer: 0.64x of fp32)
+        if (o.check_speed and without_weight_only is not None
+                and self._slower_with_weight_only(ctx, candidate, without_weight_only.graph, check_feeds, notes)):
+            stats_out.update(weight_only=[], weight_only_dropped_for_speed=weight_only,
+                             output_cosine_calibration=round(without_weight_only.cosine, 6))
+            candidate, weight_only = without_weight_only.graph, []
         if weight_only:
             notes.append(f"{len(weight_only)} float layer(s) store int8 weights (weight-only): "
                          + ", ".join(weight_only))
@@ -287,97 +288,6 @@ class Quantize(Pass):
             probes[node.name].weight_only = weight_only_error(node, kept.get(x.name), constant_value(w),
                                                               self.options.per_channel)
 
-    def _mixed_precision(self, work, base: Plan, act, choices, probes, ctx, feeds, reference, act_type, smoothed):
-        """Greedy exclusion by measured layer error: doubling, then bisection on the count.
-
-        Then the layers kept in float (for error or for speed) store int8 weights (weight-only) if
-        the budget still holds: all of them, else the half with the smallest weight-only errors.
-        """
-        o = self.options
-        slow = _slow_layers(probes)
-
-        def build(k: int, wo: set[str] | frozenset[str] = frozenset(), dyn: frozenset[str] = frozenset()):
-            exclude = {p.node for p in ranked[:k]} | slow
-            p = plan(work, set(o.exclude) | exclude, o.activation_matmul, act_type == "uint8")
-            g = work.copy()
-            # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
-            smooth.undo(g, set(wo) | set(dyn), smoothed)
-            materialize(g, p, act, choices, set(wo))
-            if dyn:
-                names = Names(g)
-                for node in [n for n in g.nodes if n.name in dyn]:
-                    dynamic.rewrite(g, node, names, bits7=choices[node.name].bits7 or None,
-                                    provider=ctx.target_provider)
-            if o.tables:
-                quantize_tables(g)
-            result = ctx.run(g, feeds)
-            cosine = min(_cosine(reference[k], result[k]) for k in reference)
-            logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
-                         len(exclude), len(wo), len(dyn), cosine)
-            return g, p, exclude, cosine, sorted(wo), sorted(dyn)
-
-        ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
-        budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
-        hi, best = 0, build(0)
-        if o.target_cosine is not None and best[3] < o.target_cosine:
-            hi, best = self._search(build, len(ranked), ctx)
-        # dynamic int8 for the float MatMuls (the excluded ones, smallest static error first), then
-        # weight-only for what stays float, while the budget holds; each tries all, then the better half
-        if o.dynamic and ctx.target_provider == "CPUExecutionProvider" and best[3] >= budget:
-            nodes = {n.name: n for n in work.nodes}
-            order = sorted((p for p in ranked[:hi] if dynamic.dynamic_ok(nodes[p.node])), key=lambda p: p.error)
-            best = self._try_all_then_half(best, [p.node for p in order], budget,
-                                           lambda keys: build(hi, dyn=keys))
-        dyn, without_weight_only = frozenset(best[5]), best
-        order = sorted((probes[k] for k in best[2] if probes[k].weight_only is not None and k not in dyn),
-                       key=lambda p: p.weight_only)
-        if best[3] >= budget:
-            best = self._try_all_then_half(best, [p.node for p in order], budget,
-                                           lambda keys: build(hi, keys, dyn))
-        excluded = [p for p in ranked[:hi] if p.node not in dyn]
-        alternative = without_weight_only if best[4] else None
-        return best[0], best[1], excluded, best[3], best[4], best[5], alternative
-
-    @staticmethod
-    def _try_all_then_half(best, keys: list[str], budget: float, build_with):
-        """``build_with(all keys)`` if it meets the budget, else with the first half, else ``best``.
-
-        (A full bisection would cost one build, a whole-model check, per step.)"""
-        for chosen in (keys, keys[: len(keys) // 2]):
-            if chosen:
-                trial = build_with(frozenset(chosen))
-                if trial[3] >= budget:
-                    return trial
-            if len(keys) < 2:
-                break
-        return best
-
-    def _search(self, build, n_ranked: int, ctx):
-        """The fewest most-harmful layers in float that bring the output cosine to target_cosine."""
-        o = self.options
-        limit = max(1, int(o.max_excluded * n_ranked))
-        lo, k, found = 0, 1, None
-        while k <= limit:
-            trial = build(k)
-            if trial[3] >= o.target_cosine:
-                found = (k, trial)
-                break
-            lo, k = k, min(limit, 2 * k) if k < limit else limit + 1
-        if found is None:
-            trial = build(limit)
-            ctx.warn(f"quantize: output cosine {trial[3]:.4f} stays under target_cosine={o.target_cosine} with "
-                     f"{limit} layers in float (max_excluded={o.max_excluded})")
-            found = (limit, trial)
-        hi, best = found
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            trial = build(mid)
-            if trial[3] >= o.target_cosine:
-                hi, best = mid, trial
-            else:
-                lo = mid
-        return hi, best
-
     def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start, smoothed,
                weight_only, chosen_graph, dynamic_layers):
         total = sum(p.macs for p in probes.values())
@@ -473,12 +383,6 @@ def _is_depthwise(node: gs.Node) -> bool:
 def _weight_is_dq(node: gs.Node) -> bool:
     w = node.inputs[1] if len(node.inputs) > 1 else None
     return w is not None and bool(w.inputs) and w.inputs[0].op == "DequantizeLinear"
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    den = np.sqrt(np.dot(a, a) * np.dot(b, b))
-    return float(np.dot(a, b) / den) if den > 0 else float(np.array_equal(a, b))
 
 
 def _island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:

@@ -12,9 +12,9 @@ from onnx import numpy_helper
 from onnxslim.passes.quantize import Quantize, QuantizeOptions
 
 from onnxslim.core.context import PassContext
-from onnxslim.ir.io import to_graph
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
+from onnxslim.ir.io import to_graph
 from onnxslim.quant import calibration, cpu
 from onnxslim.quant.qparams import (
     activation_params,
@@ -359,6 +359,7 @@ def test_exclusion_loop_keeps_the_harmful_layer_in_float(rng):
 
 def test_weight_only_is_dropped_when_it_measures_slower(rng, monkeypatch):
     from onnxslim.passes import quantize as quantize_module
+
     from onnxslim.runtime.bench import LatencyStats
 
     def timings(models, feeds, *args, **kwargs):
@@ -368,7 +369,7 @@ def test_weight_only_is_dropped_when_it_measures_slower(rng, monkeypatch):
 
     monkeypatch.setattr(quantize_module, "measure_latency", timings)
     model, data = _outlier_model(rng), _outlier_data(rng)
-    out, result, ctx = _quantize(model, data, target_cosine=0.995, check_samples=32, check_speed=True, speed="off")
+    out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32, check_speed=True, speed="off")
     excluded = [e["node"] for e in result.stats["excluded"]]
     assert result.stats["weight_only"] == [] and result.stats["weight_only_dropped_for_speed"] == excluded
     assert any("weight-only dropped" in n for n in result.notes)

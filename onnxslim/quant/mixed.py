@@ -1,0 +1,146 @@
+"""Automatic mixed precision: which layers stay float, run dynamic int8, or keep int8 weights only.
+
+Every candidate is a whole quantized graph checked with ORT's real kernels on a few calibration
+samples (its output cosine against fp32); ``budget`` is the cosine it must reach.
+
+1. Exclusion: the layers with the largest measured error (the per-layer probes) go back to float,
+   the fewest that meet ``target_cosine``: doubling, then bisection on the count.
+2. Dynamic int8 (CPU): the excluded MatMuls run with their activation range taken per run
+   (``onnxslim.quant.dynamic``) if the budget still holds.
+3. Weight-only: the layers still in float store int8 weights if the budget still holds.
+
+Steps 2 and 3 try all their layers, then the half with the smallest error: a full bisection
+would cost one whole-model check per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.quant import dynamic, smooth
+from onnxslim.quant.placement import Plan, plan
+from onnxslim.quant.qdq import Names, materialize, quantize_tables
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One checked graph: its plan, the layers in float, its output cosine, and the special layers."""
+
+    graph: gs.Graph
+    plan: Plan
+    excluded: set[str]
+    cosine: float
+    weight_only: list[str]
+    dynamic: list[str]
+
+
+@dataclasses.dataclass
+class Outcome:
+    graph: gs.Graph
+    plan: Plan
+    excluded: list  # the probes of the layers left in float for their error
+    cosine: float
+    weight_only: list[str]
+    dynamic: list[str]
+    without_weight_only: Candidate | None  # the same choice without weight-only, for the speed check
+
+
+class MixedPrecision:
+    """The search over one calibrated, probed graph (see the module docstring)."""
+
+    def __init__(self, work: gs.Graph, options, act, choices, probes, slow: set[str], smoothed, act_type: str,
+                 ctx, feeds, reference):
+        self.work, self.o, self.act, self.choices = work, options, act, choices
+        self.slow, self.smoothed, self.act_type = slow, smoothed, act_type
+        self.ctx, self.feeds, self.reference = ctx, feeds, reference
+        self.probes = probes
+        self.ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
+
+    def build(self, k: int, wo: frozenset[str] = frozenset(), dyn: frozenset[str] = frozenset()) -> Candidate:
+        """The graph with the ``k`` most harmful layers (and the slow ones) in float, checked."""
+        o = self.o
+        exclude = {p.node for p in self.ranked[:k]} | self.slow
+        p = plan(self.work, set(o.exclude) | exclude, o.activation_matmul, self.act_type == "uint8")
+        g = self.work.copy()
+        # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
+        smooth.undo(g, set(wo) | set(dyn), self.smoothed)
+        materialize(g, p, self.act, self.choices, set(wo))
+        if dyn:
+            names = Names(g)
+            for node in [n for n in g.nodes if n.name in dyn]:
+                dynamic.rewrite(g, node, names, bits7=self.choices[node.name].bits7 or None,
+                                provider=self.ctx.target_provider)
+        if o.tables:
+            quantize_tables(g)
+        result = self.ctx.run(g, self.feeds)
+        cosine = min(cosine_similarity(self.reference[k], result[k]) for k in self.reference)
+        logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
+                     len(exclude), len(wo), len(dyn), cosine)
+        return Candidate(g, p, exclude, cosine, sorted(wo), sorted(dyn))
+
+    def search(self, budget: float) -> Outcome:
+        o = self.o
+        hi, best = 0, self.build(0)
+        if o.target_cosine is not None and best.cosine < o.target_cosine:
+            hi, best = self._exclusion(o.target_cosine)
+        if o.dynamic and self.ctx.target_provider == "CPUExecutionProvider" and best.cosine >= budget:
+            nodes = {n.name: n for n in self.work.nodes}
+            order = sorted((p for p in self.ranked[:hi] if dynamic.dynamic_ok(nodes[p.node])), key=lambda p: p.error)
+            best = _all_then_half(best, [p.node for p in order], budget, lambda keys: self.build(hi, dyn=keys))
+        dyn, without_weight_only = frozenset(best.dynamic), best
+        order = sorted((self.probes[k] for k in best.excluded
+                        if self.probes[k].weight_only is not None and k not in dyn), key=lambda p: p.weight_only)
+        if best.cosine >= budget:
+            best = _all_then_half(best, [p.node for p in order], budget, lambda keys: self.build(hi, keys, dyn))
+        return Outcome(best.graph, best.plan, [p for p in self.ranked[:hi] if p.node not in dyn], best.cosine,
+                       best.weight_only, best.dynamic, without_weight_only if best.weight_only else None)
+
+    def _exclusion(self, target: float) -> tuple[int, Candidate]:
+        """The fewest most-harmful layers in float that bring the output cosine to ``target``."""
+        o = self.o
+        limit = max(1, int(o.max_excluded * len(self.ranked)))
+        lo, k, found = 0, 1, None
+        while k <= limit:
+            trial = self.build(k)
+            if trial.cosine >= target:
+                found = (k, trial)
+                break
+            lo, k = k, min(limit, 2 * k) if k < limit else limit + 1
+        if found is None:
+            trial = self.build(limit)
+            self.ctx.warn(f"quantize: output cosine {trial.cosine:.4f} stays under target_cosine={target} with "
+                          f"{limit} layers in float (max_excluded={o.max_excluded})")
+            found = (limit, trial)
+        hi, best = found
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            trial = self.build(mid)
+            if trial.cosine >= target:
+                hi, best = mid, trial
+            else:
+                lo = mid
+        return hi, best
+
+
+def _all_then_half(best: Candidate, keys: list[str], budget: float, build_with) -> Candidate:
+    """``build_with(all keys)`` if it meets the budget, else with the first half, else ``best``."""
+    for chosen in (keys, keys[: len(keys) // 2]):
+        if chosen:
+            trial = build_with(frozenset(chosen))
+            if trial.cosine >= budget:
+                return trial
+        if len(keys) < 2:
+            break
+    return best
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    den = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.dot(a, b) / den) if den > 0 else float(np.array_equal(a, b))
