@@ -71,8 +71,8 @@ class SvdOptions(PassOptions):
                                 "on the target provider (false: size-only)")
     min_speedup: float = option(1.0, "latency gate: original / split median time must exceed this (> 0)")
     exclude: tuple[str, ...] = option((), "node names never split")
-    refit: bool = option(False, "data-aware: fit each split, in graph order, to the input the layers split before "
-                         "it really produce, and shift its bias to keep the mean output (see lowrank.refit)")
+    refit: bool = option(False, "fit each split, in graph order, to the input the layers split before it really "
+                         "produce, and shift its bias to keep the mean output; needs --calibration-data")
     allocation: str = option("error", "param_ratio: how the budget is shared: 'error' (every layer at the same "
                              "relative error) or 'sensitivity' (each layer's measured effect on the graph outputs; "
                              "needs --calibration-data)", choices=("error", "sensitivity"))
