@@ -143,15 +143,15 @@ class LowRankSplit(Pass):
         timings: list[dict] = []
         if plans and opts.latency_gate:
             plans = self._gate(ctx, graph, plans, shapes, declines, timings)
-        shifts = []
+        shifted = 0
         if opts.refit and plans:
-            shifts = refit.sequential(ctx, graph, plans, opts.damping, split)
+            shifted = refit.sequential(ctx, graph, plans, opts.damping, split)
         else:
             for plan in plans:
                 split(graph, plan.layer, plan.a, plan.b)
         stats = _stats(plans, layers, opts, timings)
         if opts.refit:
-            stats["refit"] = {"layers": len(plans), "bias_shifted": len(shifts)}
+            stats["refit"] = {"layers": len(plans), "bias_shifted": shifted}
         if probe is not None:
             stats["allocation"] = "sensitivity"
             losses = getattr(probe, "losses", {})

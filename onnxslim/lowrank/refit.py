@@ -31,6 +31,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
 from onnxslim.ir.weights import constant_value, replace_input
+from onnxslim.lowrank import factor
 from onnxslim.lowrank.layers import Layer, rows
 
 
@@ -51,16 +52,13 @@ def fit(weight: np.ndarray, second: np.ndarray, cross: np.ndarray, rank: int, da
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     mean = float(eigenvalues.mean()) if eigenvalues.size else 0.0
     if mean <= 0.0:
-        u, s, vt = np.linalg.svd(weight, full_matrices=False)
-        root = np.sqrt(s[:rank])
-        return u[:, :rank] * root, root[:, None] * vt[:rank]
+        return factor.plain(weight).factors(rank)
     delta = damping * mean
     inv_root = 1.0 / np.sqrt(eigenvalues + delta)
     # the damping pulls M toward W, not toward 0: min ‖X'M − XW‖² + δ‖M − W‖²
     target = inv_root[:, None] * (q.T @ (cross @ weight + delta * weight))
     u, s, vt = np.linalg.svd(target, full_matrices=False)
-    root = np.sqrt(s[:rank])
-    return (q @ (inv_root[:, None] * u[:, :rank])) * root, root[:, None] * vt[:rank]
+    return factor.Spectrum(s, q @ (inv_root[:, None] * u), vt, whitened=True).factors(rank)
 
 
 def _bias_tensor(graph: gs.Graph, layer: Layer) -> tuple[gs.Node, int] | None:
@@ -84,16 +82,13 @@ def _bias_tensor(graph: gs.Graph, layer: Layer) -> tuple[gs.Node, int] | None:
     return add, index
 
 
-def sequential(ctx: PassContext, graph: gs.Graph, plans: Sequence, damping: float,
-               split) -> list[dict]:
-    """Refit and split every plan's layer in graph order; ``split(graph, layer, a, b)`` rewrites.
-
-    ``plans`` carry ``layer`` and ``rank``; their ``a`` and ``b`` are replaced by the refitted
-    factors. Returns per layer the bias shift applied (its norm), for the stats.
+def sequential(ctx: PassContext, graph: gs.Graph, plans: Sequence, damping: float, split) -> int:
+    """Refit and split every plan's layer (``layer``, ``rank``) in graph order;
+    ``split(graph, layer, a, b)`` rewrites. Returns how many layers had their bias shifted.
     """
     reference = graph.copy()
-    by_layer = {id(plan.layer): plan for plan in plans}
-    shifts = []
+    rank_of = {id(plan.layer): plan.rank for plan in plans}
+    shifted = 0
     for group in _order(graph, [plan.layer for plan in plans]):
         name = group[0].input.name
         k = group[0].shape[0]
@@ -108,9 +103,7 @@ def sequential(ctx: PassContext, graph: gs.Graph, plans: Sequence, damping: floa
             first_old += old.sum(axis=0)
             count += new.shape[0]
         for layer in group:
-            plan = by_layer[id(layer)]
-            a, b = fit(layer.weight, second, cross, plan.rank, damping)
-            plan.a, plan.b = a, b
+            a, b = fit(layer.weight, second, cross, rank_of[id(layer)], damping)
             shift = (first_old @ layer.weight - first_new @ (a @ b)) / max(count, 1)
             where = _bias_tensor(graph, layer)
             if where is not None:
@@ -120,7 +113,7 @@ def sequential(ctx: PassContext, graph: gs.Graph, plans: Sequence, damping: floa
                     shift = shift / float(node.attrs.get("beta", 1.0))
                 updated = (stored.astype(np.float64) + shift.reshape(stored.shape)).astype(stored.dtype)
                 replace_input(graph, node, index, updated, "refit")
-                shifts.append({"layer": layer.name, "bias_shift": float(np.linalg.norm(shift))})
+                shifted += 1
             split(graph, layer, a, b)
-    return shifts
+    return shifted
 
