@@ -154,7 +154,7 @@ class Quantize(Pass):
         if len(work.nodes) and any(n.op == "BatchNormalization" for n in work.nodes):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
         data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples)
-        base, act, kept, smoothed = self._calibrate(work, base, ctx, data, act_type)
+        base, act, kept, smoothed, channel_absmax = self._calibrate(work, base, ctx, data, act_type)
         t_calib = time.perf_counter() - start
         check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
         reference = {t.name: kept[t.name] for t in work.outputs}
@@ -162,7 +162,7 @@ class Quantize(Pass):
         self._weight_only_errors(work, probes, kept, smoothed)
         budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
         mixed = MixedPrecision(work, o, act, choices, probes, _slow_layers(probes), smoothed, act_type, ctx,
-                               check_feeds, reference).search(budget)
+                               check_feeds, reference, channel_absmax).search(budget)
         candidate, chosen, excluded, cosine = mixed.graph, mixed.plan, mixed.excluded, mixed.cosine
         weight_only, dynamic_layers, without_weight_only = mixed.weight_only, mixed.dynamic, mixed.without_weight_only
         stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start,
@@ -193,13 +193,14 @@ class Quantize(Pass):
         return PassResult(True, stats_out, declines, notes)
 
     def _calibrate(self, work: gs.Graph, base: Plan, ctx, data, act_type):
-        """One streaming pass: ranges, SmoothQuant's channel ranges, and the first rows kept for the checks.
+        """One streaming pass: ranges, the channel maxima of MatMul/Gemm inputs (for SmoothQuant and
+        the outlier channels of dynamic layers), and the first rows kept for the checks.
 
         Smoothing X' = X · diag(1/s) is applied after the pass; the ranges and kept rows of X' follow
         from X's per-channel ones, so the data runs through the model once (twice for histograms).
         """
         o = self.options
-        groups = smooth.candidates(work, base) if o.smooth is not None else {}
+        groups = smooth.candidates(work, base)
         nodes = {node_key(n): n for n in work.nodes}
         keep = {t.name: o.check_samples for t in (*work.inputs, *work.outputs)}
         for key in base.compute:
@@ -209,7 +210,8 @@ class Quantize(Pass):
         exposed = list(dict.fromkeys([*base.tensors, *groups, *keep]))
         scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), keep)
         stats, kept = scan.stats, scan.kept
-        smoothed = smooth.apply(work, groups, scan.channels, o.smooth) if groups else {}
+        channel_absmax = {x: np.maximum(np.abs(lo), np.abs(hi)) for x, (lo, hi) in scan.channels.items()}
+        smoothed = smooth.apply(work, groups, scan.channels, o.smooth) if groups and o.smooth is not None else {}
         if smoothed:
             for x, record in smoothed.items():
                 lo, hi = scan.channels[x]
@@ -224,7 +226,7 @@ class Quantize(Pass):
         if o.method != "minmax":
             calibration.histograms(activations(ctx, work, base.tensors, data),
                                    {n: stats[n] for n in base.tensors}, o.bins)
-        return base, _act_params(base, stats, o, act_type), kept, smoothed
+        return base, _act_params(base, stats, o, act_type), kept, smoothed, channel_absmax
 
     def _probe(self, work: gs.Graph, p: Plan, act, ctx, values, act_type):
         """Per-layer error with the real kernels; 7-bit weights where the int16 pair sums saturate."""

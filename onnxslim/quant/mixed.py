@@ -6,7 +6,7 @@ samples (its output cosine against fp32); ``budget`` is the cosine it must reach
 1. Exclusion: the layers with the largest measured error (the per-layer probes) go back to float,
    the fewest that meet ``target_cosine``: doubling, then bisection on the count.
 2. Dynamic int8 (CPU): the excluded MatMuls run with their activation range taken per run
-   (``onnxslim.quant.dynamic``) if the budget still holds.
+   (``onnxslim.quant.dynamic``, outlier input channels in float) if the budget still holds.
 3. Weight-only: the layers still in float store int8 weights if the budget still holds.
 
 Steps 2 and 3 try all their layers, then the half with the smallest error: a full bisection
@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.quant import dynamic, smooth
 from onnxslim.quant.placement import Plan, plan
-from onnxslim.quant.qdq import Names, materialize, quantize_tables
+from onnxslim.quant.qdq import Names, fold_rescale, materialize, quantize_tables
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class MixedPrecision:
     """The search over one calibrated, probed graph (see the module docstring)."""
 
     def __init__(self, work: gs.Graph, options, act, choices, probes, slow: set[str], smoothed, act_type: str,
-                 ctx, feeds, reference):
+                 ctx, feeds, reference, channel_absmax: dict[str, np.ndarray] | None = None):
+        self.channel_absmax = channel_absmax or {}
         self.work, self.o, self.act, self.choices = work, options, act, choices
         self.slow, self.smoothed, self.act_type = slow, smoothed, act_type
         self.ctx, self.feeds, self.reference = ctx, feeds, reference
@@ -74,8 +75,11 @@ class MixedPrecision:
         if dyn:
             names = Names(g)
             for node in [n for n in g.nodes if n.name in dyn]:
+                absmax = self.channel_absmax.get(node.inputs[0].name)
                 dynamic.rewrite(g, node, names, bits7=self.choices[node.name].bits7 or None,
-                                provider=self.ctx.target_provider)
+                                provider=self.ctx.target_provider,
+                                outliers=None if absmax is None else dynamic.outlier_channels(absmax))
+        fold_rescale(g)
         if o.tables:
             quantize_tables(g)
         result = self.ctx.run(g, self.feeds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from helpers import model_from_text, op_types, run_model, run_pass
 from hypothesis import given
@@ -244,6 +245,38 @@ g (float[N,4,8] x) => (float[N,4,4] y) {
     _, float_act, _ = _quantize(model, _batches(rng, "x", (8, 4, 8)), activation_matmul=False)
     assert float_act.stats["quantized_nodes"] == 2
     assert any("two activations" in d.reason for d in float_act.declines)
+
+
+def test_attention_scale_folds_into_a_dequantization_scale(rng):
+    """Div(Q·Kᵀ, √d) after an integer MatMul: the constant moves into K's scale, the Div goes."""
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,8] x) => (float[N,4,4] y) {
+    q = MatMul(x, wq)
+    k = MatMul(x, wk)
+    kt = Transpose<perm=[0,2,1]>(k)
+    s = MatMul(q, kt)
+    d = Div(s, c)
+    y = Softmax<axis=-1>(d)
+}"""
+    weights = {"wq": rng.normal(size=(8, 8)).astype(np.float32), "wk": rng.normal(size=(8, 8)).astype(np.float32),
+               "c": np.array(np.sqrt(8), np.float32)}
+    model = model_from_text(text, weights)
+    data = _batches(rng, "x", (8, 4, 8))
+    out, result, _ = _quantize(model, data, target_cosine=None)
+    assert "Div" not in op_types(out) and result.stats["quantized_nodes"] == 3
+    # the same quantized graph with the Div kept computes the same, up to float rounding
+    graph = to_graph(out)
+    (scores,) = [n for n in graph.nodes if n.op == "MatMul" and n.outputs[0].outputs[0].op == "Softmax"]
+    dq = next(t.inputs[0] for t in scores.inputs if t.inputs[0].inputs[1].name.endswith("_x"))
+    dq.inputs[1] = gs.Constant("unfolded", np.asarray(dq.inputs[1].values * np.sqrt(8), np.float32))
+    raw = gs.Variable("raw", dtype=np.float32)
+    softmax_in = scores.outputs[0]
+    scores.outputs[0] = raw
+    graph.nodes.append(gs.Node("Div", inputs=[raw, gs.Constant("c2", weights["c"])], outputs=[softmax_in]))
+    graph.toposort()
+    kept = PassContext(out).export(graph)
+    feeds = {"x": data[0]["x"]}
+    np.testing.assert_allclose(run_model(out, feeds)[0], run_model(kept, feeds)[0], atol=1e-5)
 
 
 def test_conv_transpose_is_quantized(rng):

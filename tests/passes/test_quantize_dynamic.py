@@ -84,3 +84,38 @@ def test_only_float_matmuls_with_a_constant_matrix_qualify(rng):
     }"""
     graph = to_graph(model_from_text(text, {"w": rng.normal(size=(64, 48)).astype(np.float32)}))
     assert [dynamic.dynamic_ok(n) for n in graph.nodes] == [True, False]
+
+
+def test_outlier_channels_are_the_few_that_dwarf_the_rest():
+    absmax = np.linspace(0.5, 5.8, 1536)  # a smooth tail, as in MiniLM's FFN activations
+    absmax[[7, 900]] = [24.6, 12.0]
+    assert dynamic.outlier_channels(absmax).tolist() == [7, 900]
+    assert dynamic.outlier_channels(np.linspace(1, 4, 1536)).tolist() == []  # even spread: none
+    absmax[900] = 9.0  # 24.6 stands out from 9.0, but 9.0 not from 5.8
+    assert dynamic.outlier_channels(absmax).tolist() == [7]
+    # never more than K/128 channels, however uneven
+    assert len(dynamic.outlier_channels(np.r_[np.full(40, 50.0), np.ones(1496)])) == 0
+
+
+def test_outlier_channels_run_in_float_and_keep_the_range_for_the_rest(rng, tmp_path):
+    """One input channel 30x the others: splitting it off keeps the others' resolution."""
+    w = rng.normal(size=(256, 48)).astype(np.float32)
+    model = model_from_text(BATCHED.replace("[B,S,64]", "[B,S,256]"), {"w": w, "b": np.zeros(48, np.float32)})
+    x = rng.normal(size=(2, 5, 256)).astype(np.float32)
+    x[..., 3] *= 30
+    outliers = dynamic.outlier_channels(np.abs(x).reshape(-1, 256).max(0))
+    assert outliers.tolist() == [3]
+    errors = {}
+    for split in (None, outliers):
+        graph = to_graph(model)
+        dynamic.rewrite(graph, graph.nodes[0], outliers=split)
+        graph.cleanup().toposort()
+        out = PassContext(model).export(graph)
+        (ref,), (got,) = run_model(model, {"x": x}), run_model(out, {"x": x})
+        errors[split is None] = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert errors[False] < errors[True] / 3, errors
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(out.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "DynamicQuantizeMatMul" in fused and "MatMulInteger" not in fused, fused
