@@ -257,8 +257,8 @@ def fold_rescale(graph: gs.Graph) -> list[str]:
         c = constant_value(rescale.inputs[1]) if rescale.op in ("Div", "Mul") and len(rescale.inputs) == 2 else None
         if c is None or c.size != 1 or rescale.inputs[0] is not node.outputs[0] or not np.isfinite(c).all() or c == 0:
             continue
-        dq = next((d for d in dqs if len(d.outputs[0].outputs) == 1 and np.ndim(constant_value(d.inputs[1])) == 0),
-                  None)
+        dq = next((d for d in dqs if len(d.outputs[0].outputs) == 1 and id(d.outputs[0]) not in outputs
+                   and np.ndim(constant_value(d.inputs[1])) == 0), None)
         if dq is None:
             continue
         scale = constant_value(dq.inputs[1]).astype(np.float64)
