@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.quant import dynamic, smooth
 from onnxslim.quant.placement import Plan, plan
-from onnxslim.quant.qdq import Names, fold_rescale, materialize, quantize_tables
+from onnxslim.quant.qdq import Names, QuantizedWeights, fold_rescale, materialize, quantize_tables
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class MixedPrecision:
     def __init__(self, work: gs.Graph, options, act, choices, probes, slow: set[str], smoothed, act_type: str,
                  ctx, feeds, reference, channel_absmax: dict[str, np.ndarray] | None = None):
         self.channel_absmax = channel_absmax or {}
+        self.quantized = QuantizedWeights()
+        _load_constants(work)
         self.work, self.o, self.act, self.choices = work, options, act, choices
         self.slow, self.smoothed, self.act_type = slow, smoothed, act_type
         self.ctx, self.feeds, self.reference = ctx, feeds, reference
@@ -71,7 +73,7 @@ class MixedPrecision:
         g = self.work.copy()
         # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
         smooth.undo(g, set(wo) | set(dyn), self.smoothed)
-        materialize(g, p, self.act, self.choices, set(wo))
+        materialize(g, p, self.act, self.choices, set(wo), self.quantized)
         if dyn:
             names = Names(g)
             for node in [n for n in g.nodes if n.name in dyn]:
@@ -81,7 +83,7 @@ class MixedPrecision:
                                 outliers=None if absmax is None else dynamic.outlier_channels(absmax))
         fold_rescale(g)
         if o.tables:
-            quantize_tables(g)
+            quantize_tables(g, self.quantized)
         result = self.ctx.run(g, self.feeds)
         cosine = min(cosine_similarity(self.reference[k], result[k]) for k in self.reference)
         logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
@@ -148,3 +150,14 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     den = np.sqrt(np.dot(a, a) * np.dot(b, b))
     return float(np.dot(a, b) / den) if den > 0 else float(np.array_equal(a, b))
+
+
+def _load_constants(graph: gs.Graph) -> None:
+    """Read every constant array once, so that the candidates' graph copies share them (a lazily
+    loaded constant is read anew by each copy) and ``QuantizedWeights`` recognizes them."""
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant):
+            tensor.values  # noqa: B018 - loads and keeps the array
+    for node in graph.nodes:
+        if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
+            node.attrs["value"].values  # noqa: B018

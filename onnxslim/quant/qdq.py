@@ -47,13 +47,50 @@ def weight_axis(node: gs.Node, weight: np.ndarray, per_channel: bool) -> int | N
     return 1 if weight.ndim == 2 else None  # MatMul: columns of a 2-D weight
 
 
+class QuantizedWeights:
+    """Quantized weights kept across the candidate graphs of one search.
+
+    Every candidate is materialized from a copy of the same float graph, and graph copies share
+    their constant arrays, so a weight quantized once (MiniLM: 300 weights and a 30522-row
+    embedding table, 0.5 s per candidate) is looked up by the identity of its array. The source
+    array is held with the result, so that identity cannot be reused by another array.
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[tuple, tuple[np.ndarray, QParams, np.ndarray]] = {}
+
+    def get(self, tensor: gs.Tensor, axis: int | None, bits7: bool) -> tuple[QParams, np.ndarray]:
+        source = _source_array(tensor)
+        key = (id(source), axis, bits7)
+        if source is not None and key in self._done:
+            return self._done[key][1:]
+        weight = constant_value(tensor).astype(np.float32)
+        params = weight_params(weight, axis, bits7)
+        q = quantize(weight, params, bits7)
+        if isinstance(source, np.ndarray):
+            self._done[key] = (source, params, q)
+        return params, q
+
+
+def _source_array(tensor: gs.Tensor):
+    """The array object behind a constant tensor or a Constant node's output (None otherwise)."""
+    if isinstance(tensor, gs.Constant):
+        return tensor.values
+    producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+    value = producer.attrs.get("value") if producer is not None and producer.op == "Constant" else None
+    return value.values if isinstance(value, gs.Constant) else None
+
+
 def materialize(graph: gs.Graph, plan: Plan, act: dict[str, QParams],
-                weights: dict[str, WeightChoice], weight_only: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
+                weights: dict[str, WeightChoice], weight_only: set[str] | frozenset[str] = frozenset(),
+                quantized: QuantizedWeights | None = None) -> dict[str, int]:
     """Rewrite ``graph`` in place; return counts of what was inserted.
 
     ``act`` maps every planned tensor name to its parameters (shared groups already resolved);
-    ``weight_only`` names float nodes whose constant weight is stored as int8 all the same.
+    ``weight_only`` names float nodes whose constant weight is stored as int8 all the same;
+    ``quantized`` reuses weights quantized for an earlier copy of the graph.
     """
+    quantized = quantized or QuantizedWeights()
     nodes = {node_key(n): n for n in graph.nodes}
     _absorb(graph, [nodes[k] for k in plan.absorbed if k in nodes])
     counts = {"weights": 0, "activations": 0, "absorbed": len(plan.absorbed), "weight_only": 0}
@@ -62,12 +99,12 @@ def materialize(graph: gs.Graph, plan: Plan, act: dict[str, QParams],
     for key in plan.compute:
         node = nodes[key]
         if constant_value(node.inputs[1]) is not None:
-            _quantize_weight(graph, node, act, weights.get(key, WeightChoice()), dq_cache, names)
+            _quantize_weight(graph, node, act, weights.get(key, WeightChoice()), dq_cache, names, quantized)
             counts["weights"] += 1
     for key in weight_only:
         node = nodes.get(key)
         if node is not None and key not in plan.compute and weight_only_ok(node):
-            _quantize_weight(graph, node, {}, weights.get(key, WeightChoice()), dq_cache, names, bias=False)
+            _quantize_weight(graph, node, {}, weights.get(key, WeightChoice()), dq_cache, names, quantized, bias=False)
             counts["weight_only"] += 1
     readers = plan.readers()
     tensors = graph.tensors()
@@ -121,14 +158,14 @@ def _absorb(graph: gs.Graph, acts: list[gs.Node]) -> None:
 
 
 def _quantize_weight(graph: gs.Graph, node: gs.Node, act: dict[str, QParams], choice: WeightChoice,
-                     cache: dict[tuple, gs.Variable], names: Names, bias: bool = True) -> None:
+                     cache: dict[tuple, gs.Variable], names: Names, quantized: QuantizedWeights,
+                     bias: bool = True) -> None:
     old = node.inputs[1]
-    weight = constant_value(old).astype(np.float32)
-    axis = weight_axis(node, weight, choice.per_channel)
-    params = weight_params(weight, axis, choice.bits7)
+    axis = weight_axis(node, constant_value(old), choice.per_channel)
+    params, q_values = quantized.get(old, axis, choice.bits7)
     key = (old.name, axis, choice.bits7)
     if key not in cache:
-        q = gs.Constant(names(f"{old.name}_q"), quantize(weight, params, choice.bits7))
+        q = gs.Constant(names(f"{old.name}_q"), q_values)
         # ORT fuses Conv without the weight's zero point (ONNX's default 0); Gemm/MatMul need it
         cache[key] = _dequantize(graph, q, params, old.name, names, keep_zp=bias and node.op != "Conv")
     node.inputs[1] = cache[key]
@@ -202,7 +239,7 @@ def _drop_constant_node(graph: gs.Graph, tensor: gs.Tensor) -> None:
 MIN_TABLE = 100_000
 
 
-def quantize_tables(graph: gs.Graph) -> list[str]:
+def quantize_tables(graph: gs.Graph, quantized: QuantizedWeights | None = None) -> list[str]:
     """Store large constant Gather tables (embeddings) as int8, one scale per row.
 
     ``Gather(W, ids)`` becomes ``Cast(Gather(W_q, ids)) · Unsqueeze(Gather(s, ids))``: only the
@@ -210,15 +247,15 @@ def quantize_tables(graph: gs.Graph) -> list[str]:
     whole table on every run). Per-row scales keep the error of MiniLM's word embeddings at 0.7%
     (per tensor: 4.3%). Returns the names of the Gather nodes rewritten.
     """
-    names, done = Names(graph), []
+    names, done, quantized = Names(graph), [], quantized or QuantizedWeights()
     for node in list(graph.nodes):
         table = constant_value(node.inputs[0]) if node.op == "Gather" and node.inputs else None
         if table is None or table.dtype.kind != "f" or table.ndim != 2 or table.size < MIN_TABLE \
                 or node.attrs.get("axis", 0) != 0 or len(node.inputs[0].outputs) > 1:
             continue  # a table shared with other readers (tied embeddings) would be stored twice
         base, out = node.inputs[0].name, node.outputs[0]
-        params = weight_params(table.astype(np.float32), 0)
-        q = gs.Constant(names(f"{base}_q"), quantize(table.astype(np.float32), params))
+        params, q_values = quantized.get(node.inputs[0], 0, False)
+        q = gs.Constant(names(f"{base}_q"), q_values)
         scale = gs.Constant(names(f"{base}_s"), params.scale.astype(np.float32))
         rows_q, rows_s = gs.Variable(names(f"{out.name}_q")), gs.Variable(names(f"{out.name}_rs"))
         rows_f, rows_s1 = gs.Variable(names(f"{out.name}_f")), gs.Variable(names(f"{out.name}_rs1"))

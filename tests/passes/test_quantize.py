@@ -596,3 +596,22 @@ g (int64[N,5] ids) => (float[N,5,8] y) {
     assert not again.modified  # idempotent
     _, quiet, _ = _quantize(model, data, tables=False)
     assert quiet.stats["int8_tables"] == []
+
+
+def test_quantized_weights_are_shared_across_graph_copies_only_for_the_same_array(rng):
+    from onnxslim.quant.qdq import QuantizedWeights
+
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    x, y = gs.Variable("x", np.float32, (2, 8)), gs.Variable("y", np.float32, (2, 4))
+    first = gs.Constant("w", w)
+    graph = gs.Graph(nodes=[gs.Node("MatMul", inputs=[x, first], outputs=[y])], inputs=[x], outputs=[y])
+    copy = graph.copy().tensors()["w"]  # a graph copy shares the array
+    assert copy is not first
+    quantized = QuantizedWeights()
+    params, q = quantized.get(first, 1, False)
+    assert quantized.get(copy, 1, False)[1] is q
+    assert quantized.get(copy, 1, True)[1] is not q  # another choice is another result
+    other = gs.Constant("w", w * 2)  # same name, different values
+    params2, q2 = quantized.get(other, 1, False)
+    np.testing.assert_allclose(params2.scale, 2 * params.scale, rtol=1e-6)
+    np.testing.assert_array_equal(q2, q)
