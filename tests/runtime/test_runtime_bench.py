@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from onnxslim.errors import UsageError
+from onnxslim.runtime import bench
 from onnxslim.runtime.bench import MIN_RUNS, measure_latency
 
 
@@ -46,3 +47,23 @@ def test_measure_latency_rejects_bad_arguments(chain):
         measure_latency([], {})
     with pytest.raises(UsageError):
         measure_latency([chain()], {"X": np.ones((1, 5), np.float32)}, repeat=0)
+
+
+def test_multi_threaded_models_run_in_blocks_with_untimed_starts(chain, monkeypatch):
+    """A pool's spinning threads must not slow the next model: blocks, the first runs untimed."""
+    order = []
+    real_bind = bench.bind
+
+    def counting_bind(session, feeds):
+        call = real_bind(session, feeds)
+        index = len(order)
+        order.append([])
+        return lambda: (order[index].append(1), call())[1]
+
+    monkeypatch.setattr(bench, "bind", counting_bind)
+    feeds = {"X": np.ones((1, 5), np.float32)}
+    stats = measure_latency([chain(2.0), chain(3.0)], feeds, threads=2, warmup=1, repeat=3, max_seconds=60)
+    assert [s.runs for s in stats] == [3 * (bench.BLOCK - bench.UNTIMED)] * 2
+    assert [len(calls) for calls in order] == [1 + 3 * bench.BLOCK] * 2
+    single = measure_latency([chain(2.0)], feeds, threads=1, warmup=0, repeat=3, max_seconds=60)
+    assert single[0].runs == 3
