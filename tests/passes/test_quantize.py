@@ -227,17 +227,19 @@ g (float[N,4,6,6] x) => (float[N,8,6,6] y) {
     assert result.stats["excluded"] == []
 
 
-def test_transformer_matmuls_and_reshape_transpose(rng):
-    text = """<ir_version: 8, opset_import: ["": 17]>
+ATTENTION_SCORES = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,4,8] x) => (float[N,4,4] y) {
     q = MatMul(x, wq)
     k = MatMul(x, wk)
     kt = Transpose<perm=[0,2,1]>(k)
     s = MatMul(q, kt)
-    y = Softmax<axis=-1>(s)
+    %s
 }"""
+
+
+def test_transformer_matmuls_and_reshape_transpose(rng):
     weights = {"wq": rng.normal(size=(8, 8)).astype(np.float32), "wk": rng.normal(size=(8, 8)).astype(np.float32)}
-    model = model_from_text(text, weights)
+    model = model_from_text(ATTENTION_SCORES % "y = Softmax<axis=-1>(s)", weights)
     out, result, _ = _quantize(model, _batches(rng, "x", (8, 4, 8)))
     assert result.stats["quantized_nodes"] == 3  # two weight MatMuls and the activation MatMul
     assert _consumers_of_dq(out, "MatMul") == [["DequantizeLinear"] * 2] * 3
@@ -249,18 +251,9 @@ g (float[N,4,8] x) => (float[N,4,4] y) {
 
 def test_attention_scale_folds_into_a_dequantization_scale(rng):
     """Div(Q·Kᵀ, √d) after an integer MatMul: the constant moves into K's scale, the Div goes."""
-    text = """<ir_version: 8, opset_import: ["": 17]>
-g (float[N,4,8] x) => (float[N,4,4] y) {
-    q = MatMul(x, wq)
-    k = MatMul(x, wk)
-    kt = Transpose<perm=[0,2,1]>(k)
-    s = MatMul(q, kt)
-    d = Div(s, c)
-    y = Softmax<axis=-1>(d)
-}"""
     weights = {"wq": rng.normal(size=(8, 8)).astype(np.float32), "wk": rng.normal(size=(8, 8)).astype(np.float32),
                "c": np.array(np.sqrt(8), np.float32)}
-    model = model_from_text(text, weights)
+    model = model_from_text(ATTENTION_SCORES % "d = Div(s, c)\n    y = Softmax<axis=-1>(d)", weights)
     data = _batches(rng, "x", (8, 4, 8))
     out, result, _ = _quantize(model, data, target_cosine=None)
     assert "Div" not in op_types(out) and result.stats["quantized_nodes"] == 3
