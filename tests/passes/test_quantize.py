@@ -521,7 +521,7 @@ g (float[N,16] x) => (float[N,8] y, float[N,16] h) {
 
 
 def test_only_layers_between_float_ops_are_timed_for_speed(rng):
-    from onnxslim.passes.quantize import _absorbed, _island
+    from onnxslim.quant.probe import absorbed_by, island
 
     from onnxslim.ir.io import to_graph
     from onnxslim.quant.placement import plan
@@ -541,7 +541,7 @@ g (float[N,4,6,6] x) => (float[N,4,6,6] y) {
         node.name = f"n{i}"
     p = plan(graph, set(), True, True)
     convs = [n for n in graph.nodes if n.op == "Conv"]
-    islands = [_island(n, _absorbed(n, p), p) for n in convs]
+    islands = [island(n, absorbed_by(n, p), p) for n in convs]
     # the first Conv reads the graph input (float) but feeds an int8 Conv; the second reads int8;
     # only the third sits between float ops (HardSwish in, HardSwish out)
     assert [(i, e.op if e is not None else None) for i, e in islands] == [
@@ -549,7 +549,7 @@ g (float[N,4,6,6] x) => (float[N,4,6,6] y) {
 
 
 def test_speed_exclusion_needs_a_clear_and_worthwhile_gain():
-    from onnxslim.passes.quantize import _slow_layers
+    from onnxslim.quant.probe import slow_layers
 
     from onnxslim.quant.probe import LayerProbe
 
@@ -559,7 +559,7 @@ def test_speed_exclusion_needs_a_clear_and_worthwhile_gain():
     probes = {p.node: p for p in [probe("big", 10.0, 9.0), probe("slow", 0.2, 0.5), probe("noise", 1.0, 1.04),
                                    probe("tiny", 0.01, 0.02), probe("untimed", None, None)]}
     # "noise" is within timing noise; "tiny" is 2x slower but saves 0.01 ms of 11.2 ms timed
-    assert _slow_layers(probes) == {"slow"}
+    assert slow_layers(probes) == {"slow"}
 
 
 def test_embedding_tables_become_int8_rows(rng):
