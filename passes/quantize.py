@@ -46,7 +46,7 @@ from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, cpu, smooth
-from onnxslim.quant.mixed import MixedPrecision
+from onnxslim.quant.mixed import MixedPrecision, Outcome
 from onnxslim.quant.placement import Plan, node_key, plan
 from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers, weight_only_error
 from onnxslim.quant.qdq import MIN_QDQ_OPSET
@@ -149,10 +149,9 @@ class Quantize(Pass):
         budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
         mixed = MixedPrecision(work, o, act, choices, probes, slow_layers(probes), smoothed, act_type, ctx,
                                check_feeds, reference, channel_absmax).search(budget)
-        candidate, chosen, excluded, cosine = mixed.graph, mixed.plan, mixed.excluded, mixed.cosine
-        weight_only, dynamic_layers, without_weight_only = mixed.weight_only, mixed.dynamic, mixed.without_weight_only
-        stats_out = self._stats(base, chosen, probes, excluded, cosine, act_type, choices, t_calib, start,
-                                smoothed, weight_only, candidate, dynamic_layers)
+        candidate, weight_only, dynamic_layers = mixed.graph, mixed.weight_only, mixed.dynamic
+        without_weight_only = mixed.without_weight_only
+        stats_out = self._stats(mixed, probes, choices, act_type, smoothed, t_calib, start)
         stats_out["seconds_quantize"] = round(time.perf_counter() - start, 3)
         notes: list[str] = []
         t_check = time.perf_counter()
@@ -232,10 +231,13 @@ class Quantize(Pass):
             probes[node.name].weight_only = weight_only_error(node, kept.get(x.name), constant_value(w),
                                                               self.options.per_channel)
 
-    def _stats(self, base, chosen: Plan, probes, excluded, cosine, act_type, choices, t_calib, start, smoothed,
-               weight_only, chosen_graph, dynamic_layers):
+    def _stats(self, mixed: Outcome, probes, choices, act_type, smoothed, t_calib, start):
+        chosen = mixed.plan
         total = sum(p.macs for p in probes.values())
-        int8 = sum(probes[k].macs for k in set(chosen.compute) | set(dynamic_layers) if k in probes)
+        # a dynamic layer's outlier input channels run in float: their share of its MACs is not int8
+        int8 = sum(probes[k].macs * (1 - len(mixed.float_channels.get(k, ((), 1))[0])
+                                     / mixed.float_channels.get(k, ((), 1))[1])
+                   for k in set(chosen.compute) | set(mixed.dynamic) if k in probes)
         return {
             "method": self.options.method,
             "activation_type": act_type,
@@ -248,17 +250,18 @@ class Quantize(Pass):
             "per_tensor_depthwise": sorted(k for k, c in choices.items() if self.options.per_channel
                                            and not c.per_channel),
             "excluded": [{"node": p.node, "op": p.op, "layer_error": round(p.error, 5), "macs": p.macs}
-                         for p in excluded],
+                         for p in mixed.excluded],
             "excluded_for_speed": [{"node": p.node, "op": p.op, "float_ms": round(p.float_ms, 4),
                                     "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
                                    if p.node not in chosen.compute and p.node in slow_layers(probes)],
-            "weight_only": weight_only,
-            "dynamic": dynamic_layers,
-            "int8_tables": sorted(n.name for n in chosen_graph.nodes if n.op == "Gather" and n.inputs
+            "weight_only": mixed.weight_only,
+            "dynamic": mixed.dynamic,
+            "dynamic_float_channels": {k: channels for k, (channels, _) in mixed.float_channels.items()},
+            "int8_tables": sorted(n.name for n in mixed.graph.nodes if n.op == "Gather" and n.inputs
                                   and isinstance(n.inputs[0], gs.Constant) and n.inputs[0].dtype == np.int8
                                   and n.inputs[0].name.endswith("_q")),
             "smoothed_inputs": list(smoothed),
-            "output_cosine_calibration": round(float(cosine), 6),
+            "output_cosine_calibration": round(float(mixed.cosine), 6),
             "seconds_calibration": round(t_calib, 3),
             "seconds_total": round(time.perf_counter() - start, 3),
         }

@@ -23,7 +23,13 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.quant import dynamic, smooth
 from onnxslim.quant.placement import Plan, plan
-from onnxslim.quant.qdq import Names, QuantizedWeights, fold_rescale, materialize, quantize_tables
+from onnxslim.quant.qdq import (
+    Names,
+    QuantizedWeights,
+    fold_rescale,
+    materialize,
+    quantize_tables,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class Candidate:
     cosine: float
     weight_only: list[str]
     dynamic: list[str]
+    float_channels: dict[str, tuple[list[int], int]]  # dynamic layer -> (outlier input channels kept float, K)
 
 
 @dataclasses.dataclass
@@ -48,6 +55,7 @@ class Outcome:
     cosine: float
     weight_only: list[str]
     dynamic: list[str]
+    float_channels: dict[str, tuple[list[int], int]]
     without_weight_only: Candidate | None  # the same choice without weight-only, for the speed check
 
 
@@ -74,13 +82,16 @@ class MixedPrecision:
         # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
         smooth.undo(g, set(wo) | set(dyn), self.smoothed)
         materialize(g, p, self.act, self.choices, set(wo), self.quantized)
+        float_channels: dict[str, tuple[list[int], int]] = {}
         if dyn:
             names = Names(g)
             for node in [n for n in g.nodes if n.name in dyn]:
                 absmax = self.channel_absmax.get(node.inputs[0].name)
+                outliers = dynamic.outlier_channels(absmax) if absmax is not None else np.zeros(0, np.int64)
+                if len(outliers):
+                    float_channels[node.name] = (outliers.tolist(), len(absmax))
                 dynamic.rewrite(g, node, names, bits7=self.choices[node.name].bits7 or None,
-                                provider=self.ctx.target_provider,
-                                outliers=None if absmax is None else dynamic.outlier_channels(absmax))
+                                provider=self.ctx.target_provider, outliers=outliers)
         fold_rescale(g)
         if o.tables:
             quantize_tables(g, self.quantized)
@@ -88,7 +99,7 @@ class MixedPrecision:
         cosine = min(cosine_similarity(self.reference[k], result[k]) for k in self.reference)
         logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
                      len(exclude), len(wo), len(dyn), cosine)
-        return Candidate(g, p, exclude, cosine, sorted(wo), sorted(dyn))
+        return Candidate(g, p, exclude, cosine, sorted(wo), sorted(dyn), float_channels)
 
     def search(self, budget: float) -> Outcome:
         o = self.o
@@ -105,7 +116,8 @@ class MixedPrecision:
         if best.cosine >= budget:
             best = _all_then_half(best, [p.node for p in order], budget, lambda keys: self.build(hi, keys, dyn))
         return Outcome(best.graph, best.plan, [p for p in self.ranked[:hi] if p.node not in dyn], best.cosine,
-                       best.weight_only, best.dynamic, without_weight_only if best.weight_only else None)
+                       best.weight_only, best.dynamic, best.float_channels,
+                       without_weight_only if best.weight_only else None)
 
     def _exclusion(self, target: float) -> tuple[int, Candidate]:
         """The fewest most-harmful layers in float that bring the output cosine to ``target``."""
