@@ -35,6 +35,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import replace_input
 from onnxslim.runtime.parity import Tolerance
 from onnxslim.sparse import masks as masklib
@@ -227,10 +228,10 @@ class PruneWeights(Pass):
         rng = ctx.rng(4)
         acc = {id(l): HessianAccumulator(l, MAX_ROWS, rng) for l in layers}
         names = list(dict.fromkeys(l.input_name for l in layers))
-        references = (ctx.activations(sequential.prefix(original, names), names) if original is not None
+        references = (ctx.activations(prefix(original, names), names) if original is not None
                       else itertools.repeat(None))
         used = 0
-        for values, reference in zip(ctx.activations(sequential.prefix(graph, names), names), references):
+        for values, reference in zip(ctx.activations(prefix(graph, names), names), references):
             for layer in layers:
                 acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name])
             used += len(next(iter(values.values())))

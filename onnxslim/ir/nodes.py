@@ -1,4 +1,4 @@
-"""Small predicates over gs nodes that every pass needs."""
+"""Small predicates and helpers over gs nodes and graphs that every pass needs."""
 
 from __future__ import annotations
 
@@ -21,3 +21,16 @@ def subgraphs(node: gs.Node) -> list[gs.Graph]:
         elif isinstance(value, list):
             found.extend(v for v in value if isinstance(v, gs.Graph))
     return found
+
+
+def prefix(graph: gs.Graph, names: list[str]) -> gs.Graph:
+    """A copy of ``graph`` computing only ``names`` (all inputs kept), so ORT runs just that prefix."""
+    inputs = {t.name for t in graph.inputs}
+    wanted = [n for n in names if n not in inputs]
+    if not wanted:
+        return graph
+    sub = graph.copy()
+    tensors = sub.tensors()
+    sub.outputs = [tensors[n] for n in wanted]
+    sub.cleanup(remove_unused_graph_inputs=False)
+    return sub

@@ -40,19 +40,6 @@ def aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors:
     return out
 
 
-def prefix(graph: gs.Graph, names: list[str]) -> gs.Graph:
-    """A copy of ``graph`` computing only ``names`` (all inputs kept), so ORT runs just that prefix."""
-    inputs = {t.name for t in graph.inputs}
-    wanted = [n for n in names if n not in inputs]
-    if not wanted:
-        return graph
-    sub = graph.copy()
-    tensors = sub.tensors()
-    sub.outputs = [tensors[n] for n in wanted]
-    sub.cleanup(remove_unused_graph_inputs=False)
-    return sub
-
-
 def stages(graph: gs.Graph, layers: list[Layer], most: int) -> list[int]:
     """Per layer, how many selected layers lie on the longest path before its input.
 
