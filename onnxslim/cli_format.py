@@ -64,6 +64,7 @@ def _passes_table(passes: list[dict[str, Any]]) -> str:
             first = p["declines"][0]
             more = f" (+{len(p['declines']) - 1} more)" if len(p["declines"]) > 1 else ""
             out.append(f"{'':28}  declined {first['where']}: {first['reason']}{more}")
+        out += [f"{'':28}  note: {note}" for note in p.get("notes", [])]
     return "\n".join(out)
 
 

@@ -162,3 +162,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, model_path, tmp_p
 def test_this_checkout_is_the_onnxslim_imported():
     # The public OnnxSlim on PyPI has the same import name; the two must not share an environment.
     assert Path(onnxslim.__file__).resolve().is_relative_to(REPO)
+
+
+def test_pass_notes_are_printed_under_their_pass():
+    from onnxslim.cli_format import _passes_table
+
+    row = {"name": "quantize", "options": "", "changed": True, "seconds": 1.0, "stats": {"quantized_nodes": 3},
+           "declines": [], "notes": ["2 layer(s) run dynamic int8 (activation range per run): a, b"]}
+    lines = _passes_table([row]).splitlines()
+    assert lines[1].startswith("quantize") and "quantized_nodes=3" in lines[1]
+    assert lines[2].strip() == "note: 2 layer(s) run dynamic int8 (activation range per run): a, b"
