@@ -234,10 +234,12 @@ class Quantize(Pass):
     def _stats(self, mixed: Outcome, probes, choices, act_type, smoothed, t_calib, start):
         chosen = mixed.plan
         total = sum(p.macs for p in probes.values())
-        # a dynamic layer's outlier input channels run in float: their share of its MACs is not int8
-        int8 = sum(probes[k].macs * (1 - len(mixed.float_channels.get(k, ((), 1))[0])
-                                     / mixed.float_channels.get(k, ((), 1))[1])
-                   for k in set(chosen.compute) | set(mixed.dynamic) if k in probes)
+        def int8_share(key: str) -> float:
+            # a dynamic layer's outlier input channels run in float: their share of its MACs is not int8
+            channels, k = mixed.float_channels.get(key, ((), 1))
+            return 1 - len(channels) / k
+
+        int8 = sum(probes[k].macs * int8_share(k) for k in set(chosen.compute) | set(mixed.dynamic) if k in probes)
         return {
             "method": self.options.method,
             "activation_type": act_type,
