@@ -2,7 +2,7 @@
 
     python benchmarks/exact.py [--threads 1] [--seconds 10]
 
-For each model: the default pipeline (remove-identity,fold-constants,fold-bn,dce) with realistic
+For each model: the default pipeline (`onnxslim.api.DEFAULT_PIPELINE`) with realistic
 inputs (held-back digits, a rendered text page, rendered text images, real sentences), then per
 output max abs error, cosine and whether `exact` held, and ORT CPU latency of the original and
 the result measured interleaved in one process. Writes benchmarks/out/exact.md and prints it.

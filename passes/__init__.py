@@ -2,8 +2,10 @@
 
 from onnxslim.passes import (  # noqa: F401
     cleanup,
+    fold_affine,
     fold_bn,
     fold_constants,
+    fuse_activations,
     prune_channels,
     prune_weights,
     quantize,

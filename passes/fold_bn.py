@@ -17,10 +17,10 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
+from onnxslim.ir import affine
+from onnxslim.ir.affine import PRODUCERS
 from onnxslim.ir.nodes import is_onnx_op
-from onnxslim.ir.weights import constant_value, replace_input, unique_name
-
-PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
+from onnxslim.ir.weights import constant_value
 
 
 @register_pass
@@ -66,26 +66,8 @@ def _blocker(producer: gs.Node, bn: gs.Node, graph: gs.Graph) -> str | None:
 def _fold(graph: gs.Graph, producer: gs.Node, bn: gs.Node) -> None:
     gamma, beta, mean, var = (constant_value(t).astype(np.float64) for t in bn.inputs[1:5])
     scale = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
-    weight = constant_value(producer.inputs[1])
-    has_bias = len(producer.inputs) > 2 and bool(producer.inputs[2].name)
-    bias = constant_value(producer.inputs[2]).astype(np.float64) if has_bias else np.zeros(1)
-    if producer.op == "Gemm":
-        bias = bias * producer.attrs.get("beta", 1.0)
-        producer.attrs["beta"] = 1.0
-    axis = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0 if producer.attrs.get("transB", 0) else 1}[producer.op]
-    shape = [1] * weight.ndim
-    shape[axis] = -1
-    new_weight = weight.astype(np.float64) * scale.reshape(shape)
-    new_bias = (bias - mean) * scale + beta
-    replace_input(graph, producer, 1, new_weight.astype(weight.dtype), "bnfold")
-    bias_values = new_bias.astype(weight.dtype)
-    if has_bias:
-        replace_input(graph, producer, 2, bias_values, "bnfold")
-    else:
-        name = unique_name(graph, f"{producer.name or producer.outputs[0].name}_bias_bnfold")
-        producer.inputs.append(gs.Constant(name, np.ascontiguousarray(bias_values)))
     out = bn.outputs[0]
     bn.inputs.clear()
     bn.outputs.clear()
     graph.nodes.remove(bn)
-    producer.outputs[0] = out
+    affine.fold(graph, producer, scale, beta - mean * scale, out, "bnfold")

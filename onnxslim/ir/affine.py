@@ -1,0 +1,54 @@
+"""A per-output-channel scale and shift folded into the Conv, ConvTranspose or Gemm before it.
+
+    y = (W x + b) · s + t   ==   W' x + b'   with   W' = W · s (output-channel axis),  b' = b · s + t
+
+Shared by ``fold-bn`` (s and t from a BatchNormalization) and ``fold-affine`` (from constant
+Mul/Div/Add/Sub nodes). Computed in float64 and cast back to the weight's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.ir.weights import constant_value, replace_input, unique_name
+
+PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
+
+
+def output_axis(producer: gs.Node) -> int:
+    """The output-channel axis of the producer's weight."""
+    if producer.op == "Gemm":
+        return 0 if producer.attrs.get("transB", 0) else 1
+    return {"Conv": 0, "ConvTranspose": 1}[producer.op]
+
+
+def output_channels(producer: gs.Node) -> int:
+    """Output channels of a Conv, Gemm, or ungrouped ConvTranspose (grouped ones are not folded)."""
+    return constant_value(producer.inputs[1]).shape[output_axis(producer)]
+
+
+def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarray, out: gs.Tensor,
+         suffix: str) -> None:
+    """Fold ``y · scale + shift`` (per output channel, float64) into ``producer``; ``out`` becomes its output.
+
+    The nodes between the producer and ``out`` are left for the caller to remove.
+    """
+    weight = constant_value(producer.inputs[1])
+    has_bias = len(producer.inputs) > 2 and bool(producer.inputs[2].name)
+    bias = constant_value(producer.inputs[2]).astype(np.float64) if has_bias else np.zeros(1)
+    if producer.op == "Gemm":
+        bias = bias * producer.attrs.get("beta", 1.0)
+        producer.attrs["beta"] = 1.0
+    shape = [1] * weight.ndim
+    shape[output_axis(producer)] = -1
+    new_weight = weight.astype(np.float64) * np.broadcast_to(scale, (output_channels(producer),)).reshape(shape)
+    bias_values = (bias * scale + shift).astype(weight.dtype)
+    replace_input(graph, producer, 1, new_weight.astype(weight.dtype), suffix)
+    if has_bias:
+        replace_input(graph, producer, 2, np.broadcast_to(bias_values, (output_channels(producer),)), suffix)
+    else:
+        name = unique_name(graph, f"{producer.name or producer.outputs[0].name}_bias_{suffix}")
+        values = np.broadcast_to(bias_values, (output_channels(producer),))
+        producer.inputs.append(gs.Constant(name, np.ascontiguousarray(values)))
+    producer.outputs[0] = out

@@ -1,0 +1,121 @@
+"""fold-affine and fuse-activations: exact rewrites, ORT parity, declines, constants in Constant nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_parity, model_from_text, op_types, run_pass
+
+from onnxslim.passes.cleanup import DeadCodeElimination
+from onnxslim.passes.fold_affine import FoldAffine
+from onnxslim.passes.fuse_activations import FuseActivations
+
+CONV_AFFINE = """<ir_version: 8, opset_import: ["": 12]>
+g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
+    c = Conv<pads=[1,1,1,1]>(x, w, b)
+    s = Constant<value = float[1] {1.7}>()
+    m = Mul(s, c)
+    y = Add(m, t)
+}"""
+
+
+def _conv_weights(rng, t_shape=(1,)):
+    return {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32),
+            "t": rng.normal(size=t_shape).astype(np.float32)}
+
+
+@pytest.mark.parametrize("t_shape", [(1,), (4, 1, 1), (1, 4, 1, 1)])
+def test_scalar_and_per_channel_scale_and_shift_fold_into_the_conv(rng, t_shape):
+    """PP-OCRv4's learnable affine block: a scalar Mul (in a Constant node) and an Add after a Conv."""
+    model = model_from_text(CONV_AFFINE, _conv_weights(rng, t_shape))
+    out, result = run_pass(FoldAffine(), model)
+    assert result.stats["folded"] == 2
+    out, _ = run_pass(DeadCodeElimination(), out)
+    assert op_types(out) == ["Conv"]
+    assert_parity(model, out, {"x": rng.normal(size=(2, 3, 8, 8)).astype(np.float32)})
+    _, again = run_pass(FoldAffine(), out)
+    assert not again.modified
+
+
+def test_gemm_without_bias_gets_one_and_div_sub_fold(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,6] x) => (float[N,5] y) {
+    h = Gemm<transB=1, alpha=0.5>(x, w)
+    d = Div(h, s)
+    y = Sub(d, t)
+}"""
+    weights = {"w": rng.normal(size=(5, 6)).astype(np.float32), "s": rng.uniform(0.5, 2, 5).astype(np.float32),
+               "t": rng.normal(size=5).astype(np.float32)}
+    model = model_from_text(text, weights)
+    out, result = run_pass(FoldAffine(), model)
+    assert result.stats["folded"] == 2
+    out, _ = run_pass(DeadCodeElimination(), out)
+    assert op_types(out) == ["Gemm"]
+    assert_parity(model, out, {"x": rng.normal(size=(3, 6)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("text,t_shape", [
+    # another reader of the conv output
+    ("""g (float[N,3,8,8] x) => (float[N,4,8,8] y, float[N,4,8,8] c) {
+        c = Conv<pads=[1,1,1,1]>(x, w, b)
+        y = Mul(c, t)
+    }""", (1,)),
+    # varies along the spatial axes, not per channel
+    ("""g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
+        c = Conv<pads=[1,1,1,1]>(x, w, b)
+        y = Mul(c, t)
+    }""", (8, 8)),
+    # t / y is not affine in y
+    ("""g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
+        c = Conv<pads=[1,1,1,1]>(x, w, b)
+        y = Div(t, c)
+    }""", (1,)),
+])
+def test_folds_nothing_that_is_not_a_per_channel_affine_of_the_sole_reader(rng, text, t_shape):
+    model = model_from_text('<ir_version: 8, opset_import: ["": 17]>\n' + text, _conv_weights(rng, t_shape))
+    _, result = run_pass(FoldAffine(), model)
+    assert not result.modified
+
+
+HARDSWISH = """<ir_version: 8, opset_import: ["": %d]>
+g (float[N,4,5] x) => (float[N,4,5] y) {
+    three = Constant<value = float {3.0}>()
+    six = Constant<value = float {6.0}>()
+    zero = Constant<value = float {0.0}>()
+    a = Add(x, three)
+    r = Clip(a, zero, six)
+    %s
+}"""
+
+
+@pytest.mark.parametrize("opset,tail,fused", [
+    (12, "m = Mul(x, r)\n    y = Div(m, six)", ["HardSigmoid", "Mul"]),  # PP-OCRv4's spelling
+    (14, "m = Mul(r, x)\n    y = Div(m, six)", ["HardSwish"]),
+    (14, "h = Div(r, six)\n    y = Mul(x, h)", ["HardSwish"]),
+    (12, "y = Div(r, six)", ["HardSigmoid"]),
+])
+def test_hard_swish_and_hard_sigmoid_chains_become_one_op(rng, opset, tail, fused):
+    model = model_from_text(HARDSWISH % (opset, tail))
+    out, result = run_pass(FuseActivations(), model)
+    assert result.modified
+    out, _ = run_pass(DeadCodeElimination(), out)
+    assert op_types(out) == fused
+    x = rng.normal(scale=4, size=(2, 4, 5)).astype(np.float32)
+    x[0, 0, :] = [-3, 3, 0, -6, 6]  # the kinks
+    assert_parity(model, out, {"x": x})
+
+
+def test_other_clip_bounds_and_shared_intermediates_stay(rng):
+    model = model_from_text(HARDSWISH.replace("{6.0}", "{5.0}") % (14, "m = Mul(x, r)\n    y = Div(m, six)"))
+    assert not run_pass(FuseActivations(), model)[1].modified
+    shared = """<ir_version: 8, opset_import: ["": 14]>
+g (float[N,4] x) => (float[N,4] y, float[N,4] r) {
+    three = Constant<value = float {3.0}>()
+    six = Constant<value = float {6.0}>()
+    zero = Constant<value = float {0.0}>()
+    a = Add(x, three)
+    r = Clip(a, zero, six)
+    m = Mul(x, r)
+    y = Div(m, six)
+}"""
+    assert not run_pass(FuseActivations(), model_from_text(shared))[1].modified
