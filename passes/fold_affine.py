@@ -36,7 +36,7 @@ class FoldAffine(Pass):
         declines: list[Decline] = []
         for producer in [n for n in graph.nodes if is_onnx_op(n, *affine.PRODUCERS)]:
             while (step := _foldable(producer, graph)) is not None:
-                reason = _blocker(producer)
+                reason = affine.blocker(producer)
                 if reason:
                     declines.append(Decline(step[0].name, reason))
                     break
@@ -86,13 +86,3 @@ def _per_channel(value: np.ndarray, producer: gs.Node) -> np.ndarray | None:
     if not np.all(np.isfinite(value)):
         return None
     return np.broadcast_to(value.astype(np.float64).reshape(-1), (channels,)).copy()
-
-
-def _blocker(producer: gs.Node) -> str | None:
-    if len(producer.inputs) > 2 and producer.inputs[2].name and constant_value(producer.inputs[2]) is None:
-        return f"the bias of {producer.name!r} is not constant"
-    if producer.op == "ConvTranspose" and producer.attrs.get("group", 1) != 1:
-        return "grouped ConvTranspose is not folded"
-    if producer.op == "Gemm" and producer.outputs[0].shape is not None and len(producer.outputs[0].shape) != 2:
-        return "Gemm output is not 2-D"
-    return None

@@ -52,15 +52,7 @@ def _blocker(producer: gs.Node, bn: gs.Node, graph: gs.Graph) -> str | None:
         return "BatchNormalization is in training mode"
     if any(constant_value(t) is None for t in bn.inputs[1:5]):
         return "BatchNormalization parameters are not constant"
-    if constant_value(producer.inputs[1]) is None:
-        return f"the weight of {producer.name!r} is not constant"
-    if len(producer.inputs) > 2 and producer.inputs[2].name and constant_value(producer.inputs[2]) is None:
-        return f"the bias of {producer.name!r} is not constant"
-    if producer.op == "ConvTranspose" and producer.attrs.get("group", 1) != 1:
-        return "grouped ConvTranspose is not folded"
-    if producer.op == "Gemm" and bn.inputs[0].shape is not None and len(bn.inputs[0].shape) != 2:
-        return "Gemm output is not 2-D"
-    return None
+    return affine.blocker(producer)
 
 
 def _fold(graph: gs.Graph, producer: gs.Node, bn: gs.Node) -> None:

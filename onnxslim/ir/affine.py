@@ -16,6 +16,19 @@ from onnxslim.ir.weights import constant_value, replace_input, unique_name
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
 
 
+def blocker(producer: gs.Node) -> str | None:
+    """Why a scale and shift cannot be folded into ``producer``, or None."""
+    if constant_value(producer.inputs[1]) is None:
+        return f"the weight of {producer.name!r} is not constant"
+    if len(producer.inputs) > 2 and producer.inputs[2].name and constant_value(producer.inputs[2]) is None:
+        return f"the bias of {producer.name!r} is not constant"
+    if producer.op == "ConvTranspose" and producer.attrs.get("group", 1) != 1:
+        return "grouped ConvTranspose is not folded"
+    if producer.op == "Gemm" and producer.outputs[0].shape is not None and len(producer.outputs[0].shape) != 2:
+        return "Gemm output is not 2-D"
+    return None
+
+
 def output_axis(producer: gs.Node) -> int:
     """The output-channel axis of the producer's weight."""
     if producer.op == "Gemm":
