@@ -19,7 +19,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
 from onnxslim.ir import affine
-from onnxslim.ir.nodes import is_onnx_op
+from onnxslim.ir.nodes import is_onnx_op, other_input, sole_reader
 from onnxslim.ir.weights import constant_value
 
 OPS = ("Mul", "Div", "Add", "Sub")
@@ -53,14 +53,11 @@ class FoldAffine(Pass):
 def _foldable(producer: gs.Node, graph: gs.Graph) -> tuple[gs.Node, np.ndarray, np.ndarray] | None:
     """The producer's sole reader if it is a constant per-channel Mul/Div/Add/Sub: (node, scale, shift)."""
     y = producer.outputs[0]
-    if len(y.outputs) != 1 or y in graph.outputs or constant_value(producer.inputs[1]) is None:
+    node = sole_reader(y, graph)
+    if node is None or not is_onnx_op(node, *OPS) or constant_value(producer.inputs[1]) is None:
         return None
-    node = y.outputs[0]
-    if not is_onnx_op(node, *OPS) or len(node.inputs) != 2:
-        return None
-    first = node.inputs[0] is y
-    other = node.inputs[1] if first else node.inputs[0]
-    if not first and node.op in ("Div", "Sub"):
+    other = other_input(node, y)
+    if other is None or (node.inputs[0] is not y and node.op in ("Div", "Sub")):
         return None  # c / y and c - y are not affine in y
     value = constant_value(other)
     if value is None or value.dtype.kind != "f":

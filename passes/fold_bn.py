@@ -19,7 +19,7 @@ from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
 from onnxslim.ir import affine
 from onnxslim.ir.affine import PRODUCERS
-from onnxslim.ir.nodes import is_onnx_op
+from onnxslim.ir.nodes import is_onnx_op, sole_reader
 from onnxslim.ir.weights import constant_value
 
 
@@ -46,7 +46,7 @@ class FoldBatchNorm(Pass):
 
 
 def _blocker(producer: gs.Node, bn: gs.Node, graph: gs.Graph) -> str | None:
-    if len(bn.inputs[0].outputs) != 1 or bn.inputs[0] in graph.outputs:
+    if sole_reader(bn.inputs[0], graph) is None:
         return f"the output of {producer.op} {producer.name!r} has other readers"
     if bn.attrs.get("training_mode", 0) or sum(1 for t in bn.outputs if t.name) > 1:
         return "BatchNormalization is in training mode"

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.registry import register_pass
-from onnxslim.ir.nodes import is_onnx_op
+from onnxslim.ir.nodes import is_onnx_op, other_input, sole_reader
 from onnxslim.ir.weights import constant_value, unique_name
 
 #: HardSwish joined the default domain in opset 14
@@ -45,28 +45,13 @@ def _scalar(tensor: gs.Tensor | None) -> float | None:
     return float(value.reshape(())) if value is not None and value.size == 1 and value.dtype.kind == "f" else None
 
 
-def _sole_reader(tensor: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
-    if len(tensor.outputs) != 1 or tensor in graph.outputs:
-        return None
-    return tensor.outputs[0]
-
-
-def _other(node: gs.Node, tensor: gs.Tensor) -> gs.Tensor | None:
-    """The input of a two-input node that is not ``tensor`` (None if ``tensor`` is not an input)."""
-    if len(node.inputs) != 2:
-        return None
-    if node.inputs[0] is tensor:
-        return node.inputs[1]
-    return node.inputs[0] if node.inputs[1] is tensor else None
-
-
 def _divides_by_6(node: gs.Node | None, tensor: gs.Tensor) -> bool:
     """``node`` computes tensor / 6 or tensor · (1/6)."""
     if node is None or not is_onnx_op(node, "Div", "Mul") or len(node.inputs) != 2:
         return False
     if node.op == "Div":
         return node.inputs[0] is tensor and _scalar(node.inputs[1]) == 6.0
-    c = _scalar(_other(node, tensor))
+    c = _scalar(other_input(node, tensor))
     return c is not None and abs(c - 1.0 / 6.0) <= 1e-7
 
 
@@ -75,11 +60,11 @@ def _relu6_of_x_plus_3(add: gs.Node, graph: gs.Graph) -> tuple[gs.Tensor, gs.Nod
     if len(add.inputs) != 2:
         return None
     x = add.inputs[0] if _scalar(add.inputs[1]) == 3.0 else add.inputs[1] if _scalar(add.inputs[0]) == 3.0 else None
-    clip = _sole_reader(add.outputs[0], graph) if x is not None else None
+    clip = sole_reader(add.outputs[0], graph) if x is not None else None
     if x is None or constant_value(x) is not None or clip is None or not is_onnx_op(clip, "Clip"):
         return None
     if len(clip.inputs) > 1:  # opset 11+: min and max are inputs
-        low = _scalar(clip.inputs[1]) if len(clip.inputs) > 1 else None
+        low = _scalar(clip.inputs[1])
         high = _scalar(clip.inputs[2]) if len(clip.inputs) > 2 else None
     else:
         low, high = clip.attrs.get("min"), clip.attrs.get("max")
@@ -92,18 +77,18 @@ def _fuse(graph: gs.Graph, add: gs.Node) -> str | None:
         return None
     x, clip = found
     r6 = clip.outputs[0]
-    after = _sole_reader(r6, graph)
+    after = sole_reader(r6, graph)
     if _divides_by_6(after, r6):  # HardSigmoid, maybe then x · HardSigmoid
         hsig_out = after.outputs[0]
-        mul = _sole_reader(hsig_out, graph)
-        if mul is not None and is_onnx_op(mul, "Mul") and _other(mul, hsig_out) is x:
+        mul = sole_reader(hsig_out, graph)
+        if mul is not None and is_onnx_op(mul, "Mul") and other_input(mul, hsig_out) is x:
             _replace_hardswish(graph, x, mul.outputs[0], [add, clip, after, mul])
             return "hardswish"
         _drop(graph, [add, clip, after])
         graph.nodes.append(_hardsigmoid(x, hsig_out))
         return "hardsigmoid"
-    if after is not None and is_onnx_op(after, "Mul") and _other(after, r6) is x:  # x · relu6(x + 3), then / 6
-        last = _sole_reader(after.outputs[0], graph)
+    if after is not None and is_onnx_op(after, "Mul") and other_input(after, r6) is x:  # x · relu6(x + 3), then / 6
+        last = sole_reader(after.outputs[0], graph)
         if _divides_by_6(last, after.outputs[0]):
             _replace_hardswish(graph, x, last.outputs[0], [add, clip, after, last])
             return "hardswish"

@@ -43,7 +43,8 @@ def output_channels(producer: gs.Node) -> int:
 
 def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarray, out: gs.Tensor,
          suffix: str) -> None:
-    """Fold ``y · scale + shift`` (per output channel, float64) into ``producer``; ``out`` becomes its output.
+    """Fold ``y · scale + shift`` (one float64 per output channel each) into ``producer``; ``out`` becomes
+    its output.
 
     The nodes between the producer and ``out`` are left for the caller to remove.
     """
@@ -55,13 +56,12 @@ def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarra
         producer.attrs["beta"] = 1.0
     shape = [1] * weight.ndim
     shape[output_axis(producer)] = -1
-    new_weight = weight.astype(np.float64) * np.broadcast_to(scale, (output_channels(producer),)).reshape(shape)
-    bias_values = (bias * scale + shift).astype(weight.dtype)
+    new_weight = weight.astype(np.float64) * scale.reshape(shape)
+    bias_values = (bias * scale + shift).astype(weight.dtype)  # the bias's own shape, or one per channel
     replace_input(graph, producer, 1, new_weight.astype(weight.dtype), suffix)
     if has_bias:
-        replace_input(graph, producer, 2, np.broadcast_to(bias_values, (output_channels(producer),)), suffix)
+        replace_input(graph, producer, 2, bias_values, suffix)
     else:
         name = unique_name(graph, f"{producer.name or producer.outputs[0].name}_bias_{suffix}")
-        values = np.broadcast_to(bias_values, (output_channels(producer),))
-        producer.inputs.append(gs.Constant(name, np.ascontiguousarray(values)))
+        producer.inputs.append(gs.Constant(name, np.ascontiguousarray(bias_values)))
     producer.outputs[0] = out

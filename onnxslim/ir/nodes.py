@@ -12,6 +12,22 @@ def is_onnx_op(node: gs.Node, *ops: str) -> bool:
     return node.domain in DEFAULT_DOMAINS and (not ops or node.op in ops)
 
 
+def sole_reader(tensor: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
+    """The one node reading ``tensor``, if it has exactly one reader and is not a graph output."""
+    if len(tensor.outputs) != 1 or tensor in graph.outputs:
+        return None
+    return tensor.outputs[0]
+
+
+def other_input(node: gs.Node, tensor: gs.Tensor) -> gs.Tensor | None:
+    """The input of a two-input node that is not ``tensor`` (None if ``tensor`` is not an input)."""
+    if len(node.inputs) != 2:
+        return None
+    if node.inputs[0] is tensor:
+        return node.inputs[1]
+    return node.inputs[0] if node.inputs[1] is tensor else None
+
+
 def subgraphs(node: gs.Node) -> list[gs.Graph]:
     """The If/Loop/Scan bodies held in ``node``'s attributes."""
     found: list[gs.Graph] = []
