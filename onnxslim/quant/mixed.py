@@ -7,7 +7,9 @@ samples (its output cosine against fp32); ``budget`` is the cosine it must reach
    the fewest that meet ``target_cosine``: doubling, then bisection on the count.
 2. Dynamic int8 (CPU): the excluded MatMuls run with their activation range taken per run
    (``onnxslim.quant.dynamic``, outlier input channels in float) if the budget still holds.
-3. Weight-only: the layers still in float store int8 weights if the budget still holds.
+3. Weight-only: the layers still in float store int8 weights if the budget still holds
+   (``onnxslim.quant.qdq``: folded for Conv; MatMul/Gemm behind a DequantizeLinear, or folded
+   too when that measures slower: ``Outcome.refold``).
 
 Steps 2 and 3 try all their layers, then the half with the smallest error: a full bisection
 would cost one whole-model check per step.
@@ -17,16 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.quant import dynamic, smooth
+from onnxslim.quant import dynamic, smooth, weight_only
 from onnxslim.quant.placement import Plan, plan
 from onnxslim.quant.qdq import (
     Names,
     QuantizedWeights,
+    WeightChoice,
     fold_rescale,
+    folds,
     materialize,
     quantize_tables,
 )
@@ -56,24 +61,25 @@ class Outcome:
     weight_only: list[str]
     dynamic: list[str]
     float_channels: dict[str, tuple[list[int], int]]
-    without_weight_only: Candidate | None  # the same choice without weight-only, for the speed check
+    refold: Callable[[], Candidate] | None  # the same choice, every weight-only layer folded (the speed check)
 
 
 class MixedPrecision:
     """The search over one calibrated, probed graph (see the module docstring)."""
 
     def __init__(self, work: gs.Graph, options, act, choices, probes, slow: set[str], smoothed, act_type: str,
-                 ctx, feeds, reference, channel_absmax: dict[str, np.ndarray] | None = None):
+                 ctx, feeds, reference, kept: dict[str, np.ndarray], channel_absmax: dict[str, np.ndarray] | None = None):
         self.channel_absmax = channel_absmax or {}
         self.quantized = QuantizedWeights()
         _load_constants(work)
         self.work, self.o, self.act, self.choices = work, options, act, choices
         self.slow, self.smoothed, self.act_type = slow, smoothed, act_type
-        self.ctx, self.feeds, self.reference = ctx, feeds, reference
+        self.ctx, self.feeds, self.reference, self.kept = ctx, feeds, reference, kept
         self.probes = probes
         self.ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
 
-    def build(self, k: int, wo: frozenset[str] = frozenset(), dyn: frozenset[str] = frozenset()) -> Candidate:
+    def build(self, k: int, wo: frozenset[str] = frozenset(), dyn: frozenset[str] = frozenset(),
+              fold_all: bool = False) -> Candidate:
         """The graph with the ``k`` most harmful layers (and the slow ones) in float, checked."""
         o = self.o
         exclude = {p.node for p in self.ranked[:k]} | self.slow
@@ -81,7 +87,9 @@ class MixedPrecision:
         g = self.work.copy()
         # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
         smooth.undo(g, set(wo) | set(dyn), self.smoothed)
-        materialize(g, p, self.act, self.choices, set(wo), self.quantized)
+        # weight-only compute is float: 8-bit weights (7 bits only avoid integer-kernel saturation)
+        materialize(g, p, self.act, self.choices, {key: WeightChoice(o.per_channel) for key in wo},
+                    self.quantized, fold_all)
         float_channels: dict[str, tuple[list[int], int]] = {}
         if dyn:
             names = Names(g)
@@ -110,14 +118,21 @@ class MixedPrecision:
             nodes = {n.name: n for n in self.work.nodes}
             order = sorted((p for p in self.ranked[:hi] if dynamic.dynamic_ok(nodes[p.node])), key=lambda p: p.error)
             best = _all_then_half(best, [p.node for p in order], budget, lambda keys: self.build(hi, dyn=keys))
-        dyn, without_weight_only = frozenset(best.dynamic), best
-        order = sorted((self.probes[k] for k in best.excluded
-                        if self.probes[k].weight_only is not None and k not in dyn), key=lambda p: p.weight_only)
+        dyn = frozenset(best.dynamic)
         if best.cosine >= budget:
-            best = _all_then_half(best, [p.node for p in order], budget, lambda keys: self.build(hi, keys, dyn))
+            errors = weight_only.errors(self.work, sorted(best.excluded - dyn), self.kept, self.smoothed,
+                                        o.per_channel, self.ctx.run)
+            best = _all_then_half(best, sorted(errors, key=errors.get), budget,
+                                  lambda keys: self.build(hi, keys, dyn))
         return Outcome(best.graph, best.plan, [p for p in self.ranked[:hi] if p.node not in dyn], best.cosine,
-                       best.weight_only, best.dynamic, best.float_channels,
-                       without_weight_only if best.weight_only else None)
+                       best.weight_only, best.dynamic, best.float_channels, self._refold(hi, best, dyn))
+
+    def _refold(self, hi: int, best: Candidate, dyn: frozenset[str]) -> Callable[[], Candidate] | None:
+        """Builds ``best`` with its DequantizeLinear weight-only layers folded; None if it has none."""
+        nodes = {n.name: n for n in self.work.nodes}
+        if all(folds(nodes[key]) for key in best.weight_only):
+            return None
+        return lambda: self.build(hi, frozenset(best.weight_only), dyn, fold_all=True)
 
     def _exclusion(self, target: float) -> tuple[int, Candidate]:
         """The fewest most-harmful layers in float that bring the output cosine to ``target``."""

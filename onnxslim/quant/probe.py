@@ -28,8 +28,8 @@ import onnx_graphsurgeon as gs
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant.cpu import saturation_risk
 from onnxslim.quant.placement import Plan, node_key
-from onnxslim.quant.qdq import WeightChoice, materialize, weight_axis
-from onnxslim.quant.qparams import QParams, dequantize, quantize, weight_params
+from onnxslim.quant.qdq import WeightChoice, materialize
+from onnxslim.quant.qparams import QParams
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.session import make_session
 
@@ -60,7 +60,6 @@ class LayerProbe:
     saturated: bool
     float_ms: float | None = None
     int8_ms: float | None = None
-    weight_only: float | None = None  # weight_only_error where int8 weights may serve a float layer
 
 
 def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
@@ -177,29 +176,6 @@ def time_layer(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None
     f_stats, q_stats = measure_latency([_export(float_graph), _export(qgraph)], one, provider, threads or 1,
                                        warmup=2, repeat=20, max_seconds=0.2)
     return f_stats.median_ms, q_stats.median_ms
-
-
-def weight_only_error(node: gs.Node, x: np.ndarray | None, w: np.ndarray | None, per_channel: bool) -> float | None:
-    """Relative output error ‖x(W − Ŵ)‖ / ‖xW‖ of storing a float layer's weight ``w`` as int8, on
-    its kept input ``x``; None where the layer is not a plain product (MatMul, Gemm, 1×1-input Conv)."""
-    if w is None or x is None or w.dtype.kind != "f":
-        return None
-    w = w.astype(np.float32)
-    axis = weight_axis(node, w, per_channel)
-    params = weight_params(w, axis)
-    delta = dequantize(quantize(w, params), params) - w
-    if node.op == "Conv" and node.attrs.get("group", 1) == 1 and w.ndim == 4 and x.ndim == 4 \
-            and x.shape[2:] == (1, 1) and w.shape[2:] == (1, 1):
-        x2, w2, d2 = x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1).T, delta.reshape(w.shape[0], -1).T
-    elif node.op == "Gemm" and not node.attrs.get("transA", 0):
-        x2 = x.reshape(-1, x.shape[-1])
-        w2, d2 = (w.T, delta.T) if node.attrs.get("transB", 0) else (w, delta)
-    elif node.op == "MatMul" and w.ndim == 2:
-        x2, w2, d2 = x.reshape(-1, x.shape[-1]).astype(np.float32), w, delta
-    else:
-        return None
-    ref = float(np.linalg.norm(x2 @ w2))
-    return float(np.linalg.norm(x2 @ d2)) / ref if ref > 0 else 0.0
 
 
 def signature(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,

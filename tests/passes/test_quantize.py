@@ -383,13 +383,13 @@ def test_exclusion_loop_keeps_the_harmful_layer_in_float(rng):
     assert any("weight-only" in n for n in result.notes)
 
 
-def test_weight_only_is_dropped_when_it_measures_slower(rng, monkeypatch):
+def test_weight_only_is_folded_when_its_dequantize_form_measures_slower(rng, monkeypatch):
     from onnxslim.passes import quantize as quantize_module
 
     from onnxslim.runtime.bench import LatencyStats
 
     def timings(models, feeds, *args, **kwargs):
-        # the first model of each comparison is the slower one: weight-only, then int8 vs fp32 ...
+        # the first model of each comparison is the slower one: DequantizeLinear weight-only, then int8 vs fp32 ...
         ms = [2.0] + [1.0] * (len(models) - 1)
         return [LatencyStats(t, t, t, t, 30, 1, 1, "CPUExecutionProvider") for t in ms]
 
@@ -397,11 +397,57 @@ def test_weight_only_is_dropped_when_it_measures_slower(rng, monkeypatch):
     model, data = _outlier_model(rng), _outlier_data(rng)
     out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32, check_speed=True, speed="off")
     excluded = [e["node"] for e in result.stats["excluded"]]
-    assert result.stats["weight_only"] == [] and result.stats["weight_only_dropped_for_speed"] == excluded
-    assert any("weight-only dropped" in n for n in result.notes)
-    # ... so the excluded Gemm keeps its fp32 weight
+    assert result.stats["weight_only"] == excluded and result.stats["weight_only_folded"] == excluded
+    assert any("weight-only folded" in n for n in result.notes)
+    # ... so the excluded Gemm's weight is int8 · scale (Cast, Mul), which ORT folds to float at load
     assert sorted(g.count("DequantizeLinear") for g in _consumers_of_dq(out, "Gemm")) == [0, 3]
+    assert ["Mul"] in [g[1:2] for g in _consumers_of_dq(out, "Gemm")]
+    assert [n for n in _optimized_ops(out) if n in ("Cast", "Mul", "MatMulNBits")] == []
     assert result.stats["output_cosine_calibration"] >= 0.995
+
+
+def _optimized_ops(model):
+    """The op types of ``model`` as ORT runs it (basic optimizations: constant folding, no layouts)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = f"{tmp}/opt.onnx"
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(f"{tmp}/opt.onnx").graph.node]
+
+
+def test_weight_only_conv_is_folded_int8_and_measured(rng):
+    """A 3x3 Conv kept in float stores its weight as int8 · scale (Cast, Mul) that ORT folds at load."""
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,8,8] x, float[N,8,8,8] m) => (float[N,8,8,8] y) {
+    h = Conv<pads=[1,1,1,1]>(x, w1, b1)
+    hm = Add(h, m)
+    y = Conv<pads=[1,1,1,1], strides=[1,1]>(hm, w2, b2)
+}"""
+    weights = {"w1": rng.normal(size=(8, 4, 3, 3)).astype(np.float32) * 0.3, "b1": np.zeros(8, np.float32),
+               "w2": rng.normal(size=(8, 8, 3, 3)).astype(np.float32) * 0.3, "b2": np.zeros(8, np.float32)}
+    model = model_from_text(text, weights)
+    data = []
+    for i in range(4):
+        m = np.zeros((32, 8, 8, 8), np.float32)
+        if i == 3:
+            m[0, 0, 0, 0] = 1e4  # wrecks the second Conv's input range (the checks use the first batch)
+        data.append({"x": rng.normal(size=(32, 4, 8, 8)).astype(np.float32), "m": m})
+    out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32)
+    excluded = [e["node"] for e in result.stats["excluded"]]
+    assert len(excluded) == 1 and result.stats["weight_only"] == excluded
+    float_conv = next(g for g in _consumers_of_dq(out, "Conv") if g.count("DequantizeLinear") == 0)
+    assert float_conv[1] == "Mul"
+    stored = [numpy_helper.to_array(i) for i in out.graph.initializer]
+    assert sum(a.size for a in stored if a.dtype == np.int8) == 8 * 4 * 9 + 8 * 8 * 9
+    assert "Cast" not in _optimized_ops(out)
+    # the folded weight is the int8 weight dequantized: the float layer's error is int8 rounding only
+    feeds = {k: v[:8] for k, v in data[0].items()}
+    assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) >= 0.995
 
 
 def test_weight_only_is_dropped_when_it_breaks_the_budget(rng):
