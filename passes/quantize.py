@@ -8,8 +8,9 @@ ORT's integer kernels (``onnxslim.quant.placement``); statistics are streamed
 (``onnxslim.quant.calibration``).
 
 Steps: plan → calibrate (one ORT run per batch of at most 8 rows, exposing every tensor to
-quantize; SmoothQuant's channel ranges and the rows the later checks need are taken from the same
-run; a second run for histogram methods) → probe every quantized layer with the real kernels, all
+quantize; SmoothQuant's channel ranges, the histograms of the histogram methods and the rows the
+later checks need are taken from the same run; a second run only for the histograms of smoothed
+inputs) → probe every quantized layer with the real kernels, all
 layers side by side in one model (its error, and AVX2 int16 saturation, which gets that layer
 7-bit weights); time each layer between float ops once per kind and shape → mixed precision
 (``onnxslim.quant.mixed``): while the model's output cosine on a few calibration samples (real
@@ -86,7 +87,8 @@ class QuantizeOptions(PassOptions):
     calibration_samples: int | None = option(None, "use at most this many calibration samples (none: all)")
     check_samples: int = option(32, "calibration samples used by the probes and mixed precision")
     probe_samples: int = option(4, "calibration samples the per-layer probes run")
-    bins: int = option(2048, "histogram bins for percentile/entropy/mse")
+    bins: int = option(2048, "histogram resolution for percentile/entropy/mse: at least this many bins "
+                       "over [0, max|x|]")
     speed: str = option("auto", "per layer: keep in float a layer between float ops whose int8 probe (its Q, "
                         "integer kernel, DQ and activation; real kernels, 1 sample) is slower than float; auto = "
                         "on the CPU provider", choices=("auto", "off"))
@@ -193,7 +195,8 @@ class Quantize(Pass):
                 if t.name and not isinstance(t, gs.Constant) and constant_value(t) is None:
                     keep[t.name] = max(keep.get(t.name, 0), o.probe_samples)
         exposed = list(dict.fromkeys([*base.tensors, *groups, *keep]))
-        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), keep)
+        bins = o.bins if o.method != "minmax" else None
+        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), keep, bins)
         stats, kept = scan.stats, scan.kept
         channel_absmax = {x: np.maximum(np.abs(lo), np.abs(hi)) for x, (lo, hi) in scan.channels.items()}
         smoothed = smooth.apply(work, groups, scan.channels, o.smooth) if groups and o.smooth is not None else {}
@@ -205,12 +208,10 @@ class Quantize(Pass):
                 if x in kept:
                     kept[y] = kept[x] * inv
             base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
-        missing = [n for n in base.tensors if n not in stats]
+        # a smoothed input's histogram is not its source's: the per-channel scales came after the data
+        missing = [n for n in base.tensors if n not in stats or (bins and stats[n].hist is None)]
         if missing:
-            stats.update(calibration.scan(activations(ctx, work, missing, data), missing).stats)
-        if o.method != "minmax":
-            calibration.histograms(activations(ctx, work, base.tensors, data),
-                                   {n: stats[n] for n in base.tensors}, o.bins)
+            stats.update(calibration.scan(activations(ctx, work, missing, data), missing, bins=bins).stats)
         return base, _act_params(base, stats, o, act_type), kept, smoothed, channel_absmax
 
     def _stats(self, mixed: Outcome, probes, choices, act_type, smoothed, t_calib, start):

@@ -2,12 +2,15 @@
 
 Every tensor of interest is collected in one ONNX Runtime run per batch (``ctx.activations``),
 and each batch is reduced at once into fixed-size state, so memory does not grow with the
-number of samples:
+number of samples. One pass (``scan``) gathers running min and max per tensor, per-channel
+ranges of some tensors (SmoothQuant), the first rows of some tensors (for the checks that
+follow) and, for percentile, entropy and mse, a histogram of |x| per tensor.
 
-* pass 1 (all methods, ``scan``): running min and max per tensor, per-channel ranges of some
-  tensors (SmoothQuant), and the first rows of some tensors (for the checks that follow);
-* pass 2 (percentile, entropy, mse): a histogram of |x| with ``bins`` bins on [0, max|x|] per
-  tensor, merged by addition batch after batch (the edges are fixed by pass 1).
+The histogram needs no earlier pass for its range: its bins have width 2^e, e the smallest
+integer with max|x| ≤ 2·``bins``·2^e over the data seen so far. When a batch raises max|x|, e
+grows and every 2^k adjacent bins merge into one, which is exact, since the new bin edges are old
+ones; so the histogram is that of all the data on the final grid, whatever the batching, with
+between ``bins`` and 2·``bins`` bins over [0, max|x|].
 
 The range of a tensor is then [max(min, -T), min(max, T)] for the threshold T the method picks:
 
@@ -37,7 +40,8 @@ class TensorStats:
 
     lo: float = np.inf
     hi: float = -np.inf
-    hist: np.ndarray | None = None
+    hist: np.ndarray | None = None  # counts of |x| in bins [i·width, (i+1)·width)
+    width: float = 0.0
     count: int = 0
 
     @property
@@ -69,8 +73,9 @@ class Scan:
 
 
 def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channels: Sequence[str] = (),
-         keep: dict[str, int] | None = None) -> Scan:
-    """Pass 1: min/max of ``names``, per-channel ranges of ``channels``, ``keep[name]`` first rows."""
+         keep: dict[str, int] | None = None, bins: int | None = None) -> Scan:
+    """Min/max of ``names`` (and their |x| histograms with ``bins``), per-channel ranges of
+    ``channels``, the ``keep[name]`` first rows."""
     out = Scan({n: TensorStats() for n in names}, {}, {})
     keep = dict(keep or {})
     parts: dict[str, list[np.ndarray]] = {n: [] for n in keep}
@@ -79,7 +84,10 @@ def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channel
             v = _finite(values[name])
             if v.size:
                 st = out.stats[name]
-                st.lo, st.hi = min(st.lo, float(v.min())), max(st.hi, float(v.max()))
+                lo, hi = float(v.min()), float(v.max())
+                st.lo, st.hi = min(st.lo, lo), max(st.hi, hi)
+                if bins:
+                    _add_to_histogram(st, v, max(-lo, hi, 0.0), 2 * bins)
         for name in channels:
             v = np.asarray(values[name], dtype=np.float32)
             v = v if np.isfinite(v).all() else np.where(np.isfinite(v), v, 0.0)
@@ -99,26 +107,33 @@ def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channel
     return out
 
 
-def histograms(batches: Iterable[dict[str, np.ndarray]], stats: dict[str, TensorStats], bins: int = 2048) -> None:
-    """Pass 2 (percentile, entropy, mse): |x| histograms on [0, max|x|], merged batch by batch."""
-    for st in stats.values():
-        st.hist = np.zeros(bins, dtype=np.float64)
-    for values in batches:
-        for name, st in stats.items():
-            v = np.abs(_finite(values[name])).ravel()
-            h, _ = np.histogram(v, bins=bins, range=(0.0, st.amax or 1.0))
-            st.hist += h
-            st.count += v.size
+#: the finest histogram bin width, 2^MIN_EXPONENT (|x| below it all count as 0)
+MIN_EXPONENT = -120
+
+
+def _add_to_histogram(st: TensorStats, v: np.ndarray, amax: float, size: int) -> None:
+    """Add |v| to ``st.hist`` (``size`` bins of width 2^e), coarsening the grid first if needed."""
+    exponent = max(MIN_EXPONENT, int(np.ceil(np.log2(amax / size))) if amax > 0 else MIN_EXPONENT)
+    while amax > size * 2.0 ** exponent:  # log2's rounding
+        exponent += 1
+    if st.hist is None:
+        st.hist, st.width = np.zeros(size, np.float64), 2.0 ** exponent
+    elif 2.0 ** exponent > st.width:
+        k = min(exponent - int(np.log2(st.width)), 62)
+        st.hist = np.bincount(np.arange(size) >> k, weights=st.hist, minlength=size)
+        st.width = 2.0 ** exponent
+    # a power-of-two scale: |x| / width is exact, and so is each bin index
+    scaled = np.abs(v.reshape(-1), dtype=np.float32)
+    scaled *= np.float32(1.0 / st.width)
+    np.minimum(scaled, np.float32(size - 1), out=scaled)
+    st.hist += np.bincount(scaled.astype(np.intp), minlength=size)
+    st.count += v.size
 
 
 def collect(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], method: str,
-            bins: int = 2048, rerun: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None,
-            ) -> dict[str, TensorStats]:
-    """Both passes over ``names``; ``rerun`` restarts the stream for the histogram pass."""
-    stats = scan(batches, names).stats
-    if method != "minmax" and rerun is not None:
-        histograms(rerun(), stats, bins)
-    return stats
+            bins: int = 2048) -> dict[str, TensorStats]:
+    """The statistics ``method`` needs of ``names``, in one pass."""
+    return scan(batches, names, bins=bins if method != "minmax" else None).stats
 
 
 def _batch(values: dict[str, np.ndarray], names: Sequence[str]) -> int:
@@ -130,14 +145,15 @@ def threshold(st: TensorStats, method: str, percentile: float = 99.999, levels: 
     """The clipping threshold T for one tensor (see the module docstring)."""
     if method == "minmax" or st.hist is None or st.hist.sum() == 0 or st.amax == 0:
         return st.amax
-    width = st.amax / len(st.hist)
+    width = st.width
+    hist = st.hist[: max(levels, int(st.amax / width) + 1)]  # the bins over [0, max|x|]
     if method == "percentile":
-        cdf = np.cumsum(st.hist) / st.hist.sum()
+        cdf = np.cumsum(hist) / hist.sum()
         idx = int(np.searchsorted(cdf, percentile / 100.0))
         return min(st.amax, (idx + 1) * width)
     if method == "mse":
-        return _mse_threshold(st.hist, width, levels)
-    return _kl_threshold(st.hist, width, levels)
+        return min(st.amax, _mse_threshold(hist, width, levels))
+    return min(st.amax, _kl_threshold(hist, width, levels))
 
 
 def clipped_range(st: TensorStats, t: float) -> tuple[float, float]:
