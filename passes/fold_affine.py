@@ -1,4 +1,5 @@
-"""fold-affine: fold constant Mul/Div/Add/Sub after a Conv, ConvTranspose or Gemm into its weights.
+"""fold-affine: fold constant Mul/Div/Add/Sub (and BatchNormalization) after a Conv, ConvTranspose
+or Gemm into its weights.
 
 A scale or shift that is constant per output channel (a scalar, or a tensor that broadcasts along
 the channel axis only) commutes into the producer: ``(W x + b) · s + t == (W s) x + (b s + t)``.
@@ -6,7 +7,9 @@ Exporters leave such nodes behind: PP-OCRv4's backbone (PaddlePaddle's learnable
 has a scalar Mul and Add after 28 of its convs, each a full pass over the feature map that ONNX
 Runtime did not fuse (profiled: all 28 pairs still ran after its optimizations).
 
-Only the producer's sole reader is folded, repeatedly, so ``Conv → Mul → Add`` folds whole.
+Only the producer's sole reader is folded, repeatedly, so ``Conv → Mul → Add`` folds whole. An
+inference BatchNormalization in such a chain folds too (``fold-bn`` runs first in the default
+pipeline and meets PP-OCRv4's ``ConvTranspose → Add → BatchNormalization`` before the Add is gone).
 Declines when a weight or bias is not constant and on grouped ConvTranspose.
 """
 
@@ -27,7 +30,7 @@ OPS = ("Mul", "Div", "Add", "Sub")
 
 @register_pass
 class FoldAffine(Pass):
-    """Fold constant per-channel Mul/Div/Add/Sub into the preceding Conv/ConvTranspose/Gemm."""
+    """Fold constant per-channel Mul/Div/Add/Sub/BatchNormalization into the preceding Conv/ConvTranspose/Gemm."""
 
     name = "fold-affine"
 
@@ -51,10 +54,18 @@ class FoldAffine(Pass):
 
 
 def _foldable(producer: gs.Node, graph: gs.Graph) -> tuple[gs.Node, np.ndarray, np.ndarray] | None:
-    """The producer's sole reader if it is a constant per-channel Mul/Div/Add/Sub: (node, scale, shift)."""
+    """The producer's sole reader if it is a constant per-channel Mul/Div/Add/Sub or an inference
+    BatchNormalization: (node, scale, shift)."""
     y = producer.outputs[0]
     node = sole_reader(y, graph)
-    if node is None or not is_onnx_op(node, *OPS) or constant_value(producer.inputs[1]) is None:
+    if node is None or constant_value(producer.inputs[1]) is None:
+        return None
+    if is_onnx_op(node, "BatchNormalization") and node.inputs[0] is y:
+        params = affine.batchnorm(node)
+        if params is None or len(params[0]) != affine.output_channels(producer):
+            return None
+        return node, *params
+    if not is_onnx_op(node, *OPS):
         return None
     other = other_input(node, y)
     if other is None or (node.inputs[0] is not y and node.op in ("Div", "Sub")):

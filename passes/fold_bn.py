@@ -11,7 +11,6 @@ grouped ConvTranspose.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
@@ -20,7 +19,6 @@ from onnxslim.core.registry import register_pass
 from onnxslim.ir import affine
 from onnxslim.ir.affine import PRODUCERS
 from onnxslim.ir.nodes import is_onnx_op, sole_reader
-from onnxslim.ir.weights import constant_value
 
 
 @register_pass
@@ -50,16 +48,15 @@ def _blocker(producer: gs.Node, bn: gs.Node, graph: gs.Graph) -> str | None:
         return f"the output of {producer.op} {producer.name!r} has other readers"
     if bn.attrs.get("training_mode", 0) or sum(1 for t in bn.outputs if t.name) > 1:
         return "BatchNormalization is in training mode"
-    if any(constant_value(t) is None for t in bn.inputs[1:5]):
+    if affine.batchnorm(bn) is None:
         return "BatchNormalization parameters are not constant"
     return affine.blocker(producer)
 
 
 def _fold(graph: gs.Graph, producer: gs.Node, bn: gs.Node) -> None:
-    gamma, beta, mean, var = (constant_value(t).astype(np.float64) for t in bn.inputs[1:5])
-    scale = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+    scale, shift = affine.batchnorm(bn)
     out = bn.outputs[0]
     bn.inputs.clear()
     bn.outputs.clear()
     graph.nodes.remove(bn)
-    affine.fold(graph, producer, scale, beta - mean * scale, out, "bnfold")
+    affine.fold(graph, producer, scale, shift, out, "bnfold")

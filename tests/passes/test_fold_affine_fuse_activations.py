@@ -54,6 +54,26 @@ g (float[N,6] x) => (float[N,5] y) {
     assert_parity(model, out, {"x": rng.normal(size=(3, 6)).astype(np.float32)})
 
 
+def test_batchnorm_after_a_folded_add_folds_too(rng):
+    """PP-OCRv4's ConvTranspose → Add → BatchNormalization: fold-bn meets the Add first, fold-affine
+    folds the whole chain."""
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,5,5] x) => (float[N,3,10,10] y) {
+    c = ConvTranspose<kernel_shape=[2,2], strides=[2,2]>(x, w)
+    a = Add(c, t)
+    y = BatchNormalization<epsilon=0.001>(a, gamma, beta, mean, var)
+}"""
+    weights = {"w": rng.normal(size=(4, 3, 2, 2)).astype(np.float32), "t": rng.normal(size=(3, 1, 1)).astype(np.float32),
+               "gamma": rng.uniform(0.5, 2, 3).astype(np.float32), "beta": rng.normal(size=3).astype(np.float32),
+               "mean": rng.normal(size=3).astype(np.float32), "var": rng.uniform(0.5, 2, 3).astype(np.float32)}
+    model = model_from_text(text, weights)
+    out, result = run_pass(FoldAffine(), model)
+    assert result.stats["folded"] == 2
+    out, _ = run_pass(DeadCodeElimination(), out)
+    assert op_types(out) == ["ConvTranspose"]
+    assert_parity(model, out, {"x": rng.normal(size=(2, 4, 5, 5)).astype(np.float32)})
+
+
 @pytest.mark.parametrize("text,t_shape", [
     # another reader of the conv output
     ("""g (float[N,3,8,8] x) => (float[N,4,8,8] y, float[N,4,8,8] c) {
