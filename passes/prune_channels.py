@@ -13,7 +13,7 @@ Plan, then apply:
    ranking (``scope=global``), with per-group overrides (``group_ratio``); the kept count is
    rounded down to a multiple of ``round_to``, never below it, and a group narrower than
    2 × ``round_to`` is left whole (so is a group the ratio does not reach).
-3. ``channel_deps.apply_plan`` slices weights, biases, normalization parameters, per-channel
+3. ``channel_apply.apply_plan`` slices weights, biases, normalization parameters, per-channel
    constants, shape constants and ``group`` attributes; shared constants are copied, never
    edited in place. Shapes are re-inferred in strict mode and every graph output must keep its
    shape.
@@ -39,8 +39,9 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.analysis import channel_importance as imp
 from onnxslim.analysis.channel_apply import apply_plan
-from onnxslim.analysis.channel_deps import Plan, analyze
+from onnxslim.analysis.channel_deps import analyze
 from onnxslim.analysis.channel_layout import kept_positions
+from onnxslim.analysis.channel_plan import Plan
 from onnxslim.analysis.channel_recovery import refit
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.analysis.channel_deps import Member, Plan
 from onnxslim.analysis.channel_layout import kept_positions, width
+from onnxslim.analysis.channel_plan import Member, Plan
 from onnxslim.ir.weights import constant_value, replace_input
 
 

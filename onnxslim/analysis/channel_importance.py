@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from onnxslim.analysis.channel_deps import Group, Member, Plan
 from onnxslim.analysis.channel_layout import FIXED, position_owner
+from onnxslim.analysis.channel_plan import Group, Member, Plan
 from onnxslim.ir.weights import constant_value
 
 EPS = 1e-12

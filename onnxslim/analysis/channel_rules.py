@@ -1,8 +1,9 @@
 """Per-op channel rules: how each ONNX op moves, couples, consumes or creates channel spaces.
 
 This module holds the registry, the pass-through and elementwise ops and the layers; the ops that
-move, cut or reshape the channel axis (Transpose, Squeeze, Reduce*, Softmax, LayerNormalization,
-Concat, Split, Slice, Resize, Pad, Flatten, Reshape, Shape/Gather) are in ``channel_rules_axes``.
+move or cut the channel axis (Transpose, Squeeze, Reduce*, Softmax, LayerNormalization, Concat,
+Split, Slice, Resize, Pad) are in ``channel_rules_axes``, those that reshape it (Flatten, Reshape,
+and the Shape/Slice/Gather expressions that compute a Reshape's shape) in ``channel_rules_shape``.
 
 A rule gets the node and the ``Builder`` and may: give an output a layout (pass-through,
 permuted axis, concatenated, scaled by a flatten stride), create a new source (Conv, Gemm...),
@@ -329,5 +330,5 @@ def _freeze_channel_refs(node: gs.Node, b: Builder, entries: list[Any]) -> None:
                 b.freeze(space[1], f"the channel count flows through Shape into {node.op} {node.name!r}")
 
 
-# the rules that move or reshape the channel axis live in their own module; importing it registers them
-from onnxslim.analysis import channel_rules_axes  # noqa: F401
+# the rules that move or reshape the channel axis live in their own modules; importing them registers them
+from onnxslim.analysis import channel_rules_axes, channel_rules_shape  # noqa: F401

@@ -16,8 +16,8 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim.analysis.channel_apply import apply_plan
-from onnxslim.analysis.channel_deps import Plan
 from onnxslim.analysis.channel_layout import kept_positions
+from onnxslim.analysis.channel_plan import Plan
 from onnxslim.ir.io import to_graph, to_model
 from onnxslim.ir.weights import constant_value, replace_input
 from onnxslim.runtime.session import make_session

@@ -1,0 +1,106 @@
+"""The result of the channel dependency analysis (``channel_deps.analyze``): sources of channels,
+the groups of sources whose channels go together, and every member that changes with them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.analysis.channel_layout import FIXED, Layout
+
+MAX_LISTED = 8  # members named per group in the printed plan
+
+
+@dataclasses.dataclass
+class Source:
+    id: int
+    node: str
+    op: str
+    tensor: str
+    size: int
+    key: int = 0  # id() of the producer node in the analysed graph
+
+
+@dataclasses.dataclass
+class Member:
+    """Something that changes when the channels of ``layout`` shrink.
+
+    kind: ``param`` (slice input ``index`` of ``node`` on ``axis``), ``size`` (integer constant
+    input ``index`` entry ``axis`` becomes the kept width: ``mode`` "abs" of the layout, "delta"
+    old value minus the removed positions), ``attr`` (attribute ``attr`` becomes the kept width),
+    ``attr_list`` (entry ``axis`` of list attribute ``attr``, same modes as ``size``).
+    role: ``producer`` (the rows of a source), ``consumer`` (input columns of a layer reading the
+    channels; ``tensor`` is the activation it reads on ``tensor_axis``) or ``param``.
+    """
+
+    kind: str
+    node: gs.Node
+    index: int
+    axis: int
+    layout: Layout
+    role: str = "param"
+    mode: str = "abs"
+    attr: str | None = None
+    tensor: str | None = None
+    tensor_axis: int = 1
+
+    def sources(self) -> set[int]:
+        return {s.source for s in self.layout if s.source != FIXED}
+
+
+@dataclasses.dataclass
+class Group:
+    """Channels removed together: one index set applied to every source of the group."""
+
+    id: int
+    size: int
+    sources: list[Source]
+    members: list[Member]
+    reasons: list[str]
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.reasons)
+
+    def describe(self) -> str:
+        names = list(dict.fromkeys(f"{s.op} {(s.node or s.tensor)!r}" for s in self.sources))
+        producers = ", ".join(names)
+        consumers = sum(1 for m in self.members if m.role == "consumer")
+        edits: dict[str, list[str]] = {}
+        for m in self.members:
+            what = {"param": f"in{m.index}[axis {m.axis}]", "size": f"in{m.index}[{m.axis}] size",
+                    "attr": m.attr, "attr_list": f"{m.attr}[{m.axis}]"}[m.kind]
+            edits.setdefault(m.node.name or f"{m.node.op}->{m.node.outputs[0].name}", []).append(what)
+        listed = [f"{node} {'+'.join(dict.fromkeys(w))}" for node, w in edits.items()]
+        shown = "; ".join(listed[:MAX_LISTED]) + (f"; ... {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else "")
+        return (f"group {self.id}: {self.size} channels, {len(names)} producer(s) [{producers}], "
+                f"{consumers} consumer(s), members: {shown or 'none'}")
+
+
+@dataclasses.dataclass
+class Plan:
+    sources: list[Source]
+    groups: list[Group]
+    members: list[Member]
+    spaces: dict[str, tuple[int, Layout]]
+    group_of: dict[int, int]  # source id -> group id
+
+    def prunable(self) -> list[Group]:
+        return [g for g in self.groups if not g.frozen]
+
+    def frozen(self) -> list[Group]:
+        return [g for g in self.groups if g.frozen]
+
+    def source_keep(self, keep: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Per source id, the kept channels, from ``keep`` per group id."""
+        return {sid: np.sort(np.asarray(keep[gid], np.int64)) for sid, gid in self.group_of.items() if gid in keep}
+
+    def lines(self) -> list[str]:
+        out = []
+        for g in self.groups:
+            state = "frozen: " + "; ".join(dict.fromkeys(g.reasons)) if g.frozen else "prunable"
+            out.append(f"{g.describe()} - {state}")
+        return out
