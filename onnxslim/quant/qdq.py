@@ -204,19 +204,20 @@ def _fold_weight(graph: gs.Graph, node: gs.Node, choice: WeightChoice, cache: di
                  names: Names, quantized: QuantizedWeights) -> None:
     """Store a float node's weight as int8 · scale (Cast, then Mul), for ORT to fold at load."""
     old = node.inputs[1]
-    axis = weight_axis(node, constant_value(old), choice.per_channel)
+    weight = constant_value(old)
+    axis = weight_axis(node, weight, choice.per_channel)
     key = (old.name, axis)
     if key not in cache:
         params, q_values = quantized.get(old, axis, bits7=False)
-        scale = np.asarray(params.scale, np.float32)
+        scale = np.asarray(params.scale).astype(weight.dtype)  # the layer's own float type (fp16 too)
         if axis is not None:
             shape = [1] * q_values.ndim
             shape[axis] = -1
             scale = scale.reshape(shape)
-        as_float = gs.Variable(names(f"{old.name}_f"), dtype=np.float32)
-        graph.nodes.append(gs.Node("Cast", "", {"to": onnx.TensorProto.FLOAT},
+        as_float = gs.Variable(names(f"{old.name}_f"), dtype=weight.dtype)
+        graph.nodes.append(gs.Node("Cast", "", {"to": onnx.helper.np_dtype_to_tensor_dtype(weight.dtype)},
                                    [gs.Constant(names(f"{old.name}_q"), q_values)], [as_float]))
-        out = gs.Variable(names(f"{old.name}_dq"), dtype=np.float32)
+        out = gs.Variable(names(f"{old.name}_dq"), dtype=weight.dtype)
         graph.nodes.append(gs.Node("Mul", "", {}, [as_float, _const(names(f"{old.name}_s"), scale)], [out]))
         cache[key] = out
     node.inputs[1] = cache[key]
