@@ -38,6 +38,10 @@ from onnxslim.quant.qdq import (
 
 logger = logging.getLogger(__name__)
 
+#: check samples the exclusion search runs on before its count is checked on all of them: each
+#: candidate is a whole-model run (PP-OCRv4: 10 candidates, 0.6 s of each the run on 32 samples)
+SEARCH_ROWS = 8
+
 
 @dataclasses.dataclass
 class Candidate:
@@ -79,8 +83,9 @@ class MixedPrecision:
         self.ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
 
     def build(self, k: int, wo: frozenset[str] = frozenset(), dyn: frozenset[str] = frozenset(),
-              fold_all: bool = False) -> Candidate:
-        """The graph with the ``k`` most harmful layers (and the slow ones) in float, checked."""
+              fold_all: bool = False, rows: int | None = None) -> Candidate:
+        """The graph with the ``k`` most harmful layers (and the slow ones) in float, checked on the
+        first ``rows`` check samples (None: all)."""
         o = self.o
         exclude = {p.node for p in self.ranked[:k]} | self.slow
         p = plan(self.work, set(o.exclude) | exclude, o.activation_matmul, self.act_type == "uint8")
@@ -103,8 +108,8 @@ class MixedPrecision:
         fold_rescale(g)
         if o.tables:
             quantize_tables(g, self.quantized)
-        result = self.ctx.run(g, self.feeds)
-        cosine = min(cosine_similarity(self.reference[k], result[k]) for k in self.reference)
+        result = self.ctx.run(g, {name: v[:rows] for name, v in self.feeds.items()})
+        cosine = min(cosine_similarity(self.reference[k][:rows], result[k]) for k in self.reference)
         logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
                      len(exclude), len(wo), len(dyn), cosine)
         return Candidate(g, p, exclude, cosine, sorted(wo), sorted(dyn), float_channels)
@@ -135,30 +140,50 @@ class MixedPrecision:
         return lambda: self.build(hi, frozenset(best.weight_only), dyn, fold_all=True)
 
     def _exclusion(self, target: float) -> tuple[int, Candidate]:
-        """The fewest most-harmful layers in float that bring the output cosine to ``target``."""
+        """The fewest most-harmful layers in float that bring the output cosine to ``target``.
+
+        The count is searched on the first ``SEARCH_ROWS`` check samples, then checked on all of
+        them; where that check fails, the search goes on above it on all of them.
+        """
         o = self.o
         limit = max(1, int(o.max_excluded * len(self.ranked)))
-        lo, k, found = 0, 1, None
-        while k <= limit:
-            trial = self.build(k)
-            if trial.cosine >= target:
-                found = (k, trial)
-                break
-            lo, k = k, min(limit, 2 * k) if k < limit else limit + 1
-        if found is None:
-            trial = self.build(limit)
-            self.ctx.warn(f"quantize: output cosine {trial.cosine:.4f} stays under target_cosine={target} with "
+        lo = 0
+        if _rows(self.feeds) > SEARCH_ROWS:
+            k, _ = self._count(target, 0, limit, SEARCH_ROWS)
+            best = self.build(k)
+            if best.cosine >= target:
+                return k, best
+            lo = k
+        k, best = (lo, best) if lo >= limit else self._count(target, lo, limit, None)
+        if best.cosine < target:
+            self.ctx.warn(f"quantize: output cosine {best.cosine:.4f} stays under target_cosine={target} with "
                           f"{limit} layers in float (max_excluded={o.max_excluded})")
-            found = (limit, trial)
-        hi, best = found
+        return k, best
+
+    def _count(self, target: float, lo: int, limit: int, rows: int | None) -> tuple[int, Candidate]:
+        """Doubling above ``lo`` (known to miss), then bisection: the fewest layers in float that meet
+        ``target`` on the first ``rows`` check samples (all: None), or ``limit`` and its miss."""
+        k = min(limit, max(1, 2 * lo))
+        while True:
+            trial = self.build(k, rows=rows)
+            if trial.cosine >= target:
+                break
+            if k >= limit:
+                return limit, trial
+            lo, k = k, min(limit, 2 * k)
+        hi, best = k, trial
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            trial = self.build(mid)
+            trial = self.build(mid, rows=rows)
             if trial.cosine >= target:
                 hi, best = mid, trial
             else:
                 lo = mid
         return hi, best
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    return len(next(iter(feeds.values()))) if feeds else 0
 
 
 def _all_then_half(best: Candidate, keys: list[str], budget: float, build_with) -> Candidate:

@@ -663,3 +663,30 @@ def test_quantized_weights_are_shared_across_graph_copies_only_for_the_same_arra
     params2, q2 = quantized.get(other, 1, False)
     np.testing.assert_allclose(params2.scale, 2 * params.scale, rtol=1e-6)
     np.testing.assert_array_equal(q2, q)
+
+
+def test_exclusion_search_checks_its_subset_count_on_every_check_sample():
+    """The count found on the first SEARCH_ROWS samples is checked on all; where it misses there,
+    the search goes on above it on all samples, and finds the fewest that meet the target."""
+    import types
+
+    from onnxslim.quant import mixed
+
+    built = []
+
+    def build(k, wo=frozenset(), dyn=frozenset(), fold_all=False, rows=None):
+        # on the subset every layer in float gains 0.001; on all samples only 0.0005
+        cosine = 0.99 + (0.001 if rows else 0.0005) * k
+        built.append((k, rows))
+        return mixed.Candidate(None, None, set(), cosine, [], [], {})
+
+    search = object.__new__(mixed.MixedPrecision)
+    search.o = types.SimpleNamespace(max_excluded=1.0)
+    search.ranked = list(range(20))
+    search.feeds = {"x": np.zeros((32, 2), np.float32)}
+    search.ctx = types.SimpleNamespace(warn=lambda message: built.append(message))
+    search.build = build
+    k, best = search._exclusion(0.9951)
+    assert k == 11 and best.cosine >= 0.9951
+    assert (6, mixed.SEARCH_ROWS) in built and (6, None) in built  # found on the subset, missed on all
+    assert (10, None) in built and not any(isinstance(b, str) for b in built)  # 10 misses; no warning
