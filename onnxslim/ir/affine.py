@@ -31,15 +31,15 @@ def blocker(producer: gs.Node) -> str | None:
 
 def batchnorm(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
     """An inference BatchNormalization as (scale, shift), float64 per channel; None in training mode
-    or with a parameter that is not constant.
+    or with a parameter that is not a constant vector.
 
         s = gamma / sqrt(var + eps),   t = beta - mean · s
     """
     if bn.attrs.get("training_mode", 0) or sum(1 for t in bn.outputs if t.name) > 1:
         return None
     params = [constant_value(t) for t in bn.inputs[1:5]]
-    if len(params) < 4 or any(v is None for v in params):
-        return None
+    if len(params) < 4 or any(v is None or v.ndim != 1 for v in params):
+        return None  # not constant, or opset < 9 spatial=0 statistics per position
     gamma, beta, mean, var = (v.astype(np.float64) for v in params)
     scale = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
     return scale, beta - mean * scale
