@@ -58,7 +58,7 @@ def test_optimize_writes_default_output_report_and_table(model_path, tmp_path):
     assert "parity" in proc.stdout and "latency" in proc.stdout and "fold-bn" in proc.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     jsonschema.validate(report, SCHEMA)
-    assert report["pipeline"] == "remove-identity,fold-constants,fold-bn,fold-affine,fuse-activations,dce"
+    assert report["pipeline"] == "remove-identity,fold-constants,fold-bn,fuse-activations,fold-affine,dce"
     assert report["output"]["op_histogram"] == {"Conv": 1, "Flatten": 1, "GlobalAveragePool": 1, "Relu": 1}
     assert report["parity"]["held"] is True
 

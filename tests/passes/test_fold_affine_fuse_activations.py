@@ -74,6 +74,68 @@ g (float[N,4,5,5] x) => (float[N,3,10,10] y) {
     assert_parity(model, out, {"x": rng.normal(size=(2, 4, 5, 5)).astype(np.float32)})
 
 
+LAB_BEFORE_CONV = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,6,6] x) => (float[N,5,%s] y) {
+    h = HardSwish(x)
+    m = Mul(h, s)
+    a = Add(m, t)
+    y = Conv<%s>(a, w, b)
+}"""
+
+
+def _lab_weights(rng, s_shape=(1,), kernel=1):
+    return {"s": rng.uniform(0.5, 2, s_shape).astype(np.float32), "t": rng.normal(size=s_shape).astype(np.float32),
+            "w": rng.normal(size=(5, 4, kernel, kernel)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}
+
+
+@pytest.mark.parametrize("s_shape", [(1,), (4, 1, 1), (1, 4, 1, 1)])
+def test_scale_and_shift_before_an_unpadded_conv_fold_forward(rng, s_shape):
+    """PP-OCRv4's learnable affine block after a hard-swish, read by a 1x1 conv."""
+    model = model_from_text(LAB_BEFORE_CONV % ("6,6", "kernel_shape=[1,1]"), _lab_weights(rng, s_shape))
+    out, result = run_pass(FoldAffine(), model)
+    assert result.stats["folded_forward"] == 2
+    out, _ = run_pass(DeadCodeElimination(), out)
+    assert op_types(out) == ["HardSwish", "Conv"]
+    assert_parity(model, out, {"x": rng.normal(size=(2, 4, 6, 6)).astype(np.float32)})
+
+
+def test_forward_fold_through_a_strided_3x3_conv_without_padding(rng):
+    model = model_from_text(LAB_BEFORE_CONV % ("2,2", "kernel_shape=[3,3], strides=[2,2]"),
+                            _lab_weights(rng, (1, 4, 1, 1), kernel=3))
+    out, result = run_pass(FoldAffine(), model)
+    assert result.stats["folded_forward"] == 2
+    assert_parity(model, out, {"x": rng.normal(size=(2, 4, 6, 6)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("text,expected", [
+    # padding: the border would hold t, not 0
+    (LAB_BEFORE_CONV % ("6,6", "kernel_shape=[3,3], pads=[1,1,1,1]"), 0),
+    # another reader that is not a Conv
+    ("""<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,6,6] x) => (float[N,5,6,6] y, float[N,4,6,6] r) {
+    h = HardSwish(x)
+    m = Mul(h, s)
+    a = Add(m, t)
+    y = Conv<kernel_shape=[1,1]>(a, w, b)
+    r = Relu(a)
+}""", 0),
+    # a per-channel Mul that broadcasts a 1-channel x to the Conv's 4 channels stays (the Add after it,
+    # on 4 channels already, folds)
+    ("""<ir_version: 8, opset_import: ["": 17]>
+g (float[N,1,6,6] x) => (float[N,5,6,6] y) {
+    m = Mul(x, s)
+    a = Add(m, t)
+    y = Conv<kernel_shape=[1,1]>(a, w, b)
+}""", 1),
+])
+def test_no_forward_fold_where_it_would_not_be_exact(rng, text, expected):
+    model = model_from_text(text, _lab_weights(rng, (1, 4, 1, 1), kernel=3 if "[3,3]" in text else 1))
+    out, result = run_pass(FoldAffine(), model)
+    assert result.stats["folded_forward"] == expected
+    assert "Mul" in op_types(out)
+    assert_parity(model, out, {"x": rng.normal(size=(2, 4 if "4,6,6] x" in text else 1, 6, 6)).astype(np.float32)})
+
+
 @pytest.mark.parametrize("text,t_shape", [
     # another reader of the conv output
     ("""g (float[N,3,8,8] x) => (float[N,4,8,8] y, float[N,4,8,8] c) {
