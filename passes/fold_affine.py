@@ -29,7 +29,7 @@ from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
 from onnxslim.ir import affine
 from onnxslim.ir.nodes import is_onnx_op, other_input, sole_reader
-from onnxslim.ir.weights import constant_value, replace_input, unique_name
+from onnxslim.ir.weights import constant_value
 
 OPS = ("Mul", "Div", "Add", "Sub")
 
@@ -166,22 +166,8 @@ def _unpadded_conv(conv: gs.Node, y: gs.Tensor) -> bool:
 
 def _fold_forward(graph: gs.Graph, node: gs.Node, x: gs.Tensor, scale: np.ndarray, shift: np.ndarray) -> None:
     """Fold ``x · scale + shift`` into every Conv reading ``node``'s output; ``node`` goes."""
-    y = node.outputs[0]
-    for conv in list(y.outputs):
-        weight = constant_value(conv.inputs[1])
-        w = weight.astype(np.float64)
-        shape = [1] * w.ndim
-        shape[1] = -1
-        has_bias = len(conv.inputs) > 2 and bool(conv.inputs[2].name)
-        bias = constant_value(conv.inputs[2]).astype(np.float64) if has_bias else np.zeros(w.shape[0])
-        bias = bias + (w * shift.reshape(shape)).sum(axis=tuple(range(1, w.ndim)))
-        replace_input(graph, conv, 1, (w * scale.reshape(shape)).astype(weight.dtype), "affine")
-        if has_bias:
-            replace_input(graph, conv, 2, bias.astype(weight.dtype), "affine")
-        else:
-            name = unique_name(graph, f"{conv.name or conv.outputs[0].name}_bias_affine")
-            conv.inputs.append(gs.Constant(name, np.ascontiguousarray(bias.astype(weight.dtype))))
-        conv.inputs[0] = x
+    for conv in list(node.outputs[0].outputs):
+        affine.fold_forward(graph, conv, scale, shift, x, "affine")
     node.inputs.clear()
     node.outputs.clear()
     graph.nodes.remove(node)

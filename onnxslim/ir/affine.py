@@ -2,6 +2,8 @@
 
     y = (W x + b) · s + t   ==   W' x + b'   with   W' = W · s (output-channel axis),  b' = b · s + t
 
+and a per-input-channel one folded into an unpadded Conv after it (``fold_forward``).
+
 Shared by ``fold-bn`` (s and t from a BatchNormalization) and ``fold-affine`` (from constant
 Mul/Div/Add/Sub nodes). Computed in float64 and cast back to the weight's dtype.
 """
@@ -73,11 +75,34 @@ def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarra
     shape = [1] * weight.ndim
     shape[output_axis(producer)] = -1
     new_weight = weight.astype(np.float64) * scale.reshape(shape)
-    bias_values = (bias * scale + shift).astype(weight.dtype)  # the bias's own shape, or one per channel
-    replace_input(graph, producer, 1, new_weight.astype(weight.dtype), suffix)
-    if has_bias:
-        replace_input(graph, producer, 2, bias_values, suffix)
-    else:
-        name = unique_name(graph, f"{producer.name or producer.outputs[0].name}_bias_{suffix}")
-        producer.inputs.append(gs.Constant(name, np.ascontiguousarray(bias_values)))
+    # the bias keeps its own shape, or becomes one per channel
+    _set_weight_and_bias(graph, producer, new_weight, bias * scale + shift, suffix)
     producer.outputs[0] = out
+
+
+def fold_forward(graph: gs.Graph, conv: gs.Node, scale: np.ndarray, shift: np.ndarray, x: gs.Tensor,
+                 suffix: str) -> None:
+    """Fold ``x · scale + shift`` (one float64 per input channel each) into an unpadded ``conv``, which
+    then reads ``x``:  W * (x·s + t) + b  ==  (W·s) * x + (b + W * t).
+
+    Exact only without padding (a padded border would hold t, not 0): the caller checks.
+    """
+    w = constant_value(conv.inputs[1]).astype(np.float64)
+    shape = [1] * w.ndim
+    shape[1] = -1
+    has_bias = len(conv.inputs) > 2 and bool(conv.inputs[2].name)
+    bias = constant_value(conv.inputs[2]).astype(np.float64) if has_bias else np.zeros(w.shape[0])
+    bias = bias + (w * shift.reshape(shape)).sum(axis=tuple(range(1, w.ndim)))
+    _set_weight_and_bias(graph, conv, w * scale.reshape(shape), bias, suffix)
+    conv.inputs[0] = x
+
+
+def _set_weight_and_bias(graph: gs.Graph, layer: gs.Node, weight: np.ndarray, bias: np.ndarray, suffix: str) -> None:
+    """New constants for ``layer``'s weight and bias (added if it had none), in its weight's dtype."""
+    dtype = constant_value(layer.inputs[1]).dtype
+    replace_input(graph, layer, 1, weight.astype(dtype), suffix)
+    if len(layer.inputs) > 2 and layer.inputs[2].name:
+        replace_input(graph, layer, 2, bias.astype(dtype), suffix)
+    else:
+        name = unique_name(graph, f"{layer.name or layer.outputs[0].name}_bias_{suffix}")
+        layer.inputs.append(gs.Constant(name, np.ascontiguousarray(bias.astype(dtype))))
