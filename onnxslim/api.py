@@ -24,11 +24,12 @@ from onnxslim.core.context import PassContext, Tracker, untracked
 from onnxslim.core.manager import PassManager
 from onnxslim.core.pipeline import Pipeline, parse
 from onnxslim.errors import UsageError
-from onnxslim.ir.io import check, file_bytes, is_large, load_model, save_model, to_graph
+from onnxslim.ir.io import check, file_bytes, is_large, load_model, save_model, to_graph, writable
 from onnxslim.ir.stats import compressed_bytes, flops, model_stats
 from onnxslim.runtime.bench import measure_latency
-from onnxslim.runtime.data import open_data
-from onnxslim.runtime.feeds import random_feeds
+from onnxslim.runtime.data import RANDOM_BATCH_SIZE, generated_source, open_data
+from onnxslim.runtime.feeds import input_specs, random_feeds
+from onnxslim.runtime.inputs import InputsError, ResolvedInputs, batched_shapes, resolve_inputs
 from onnxslim.runtime.parity import Tolerance, compare_models
 from onnxslim.runtime.session import optimized_node_count, resolve_providers
 
@@ -87,12 +88,18 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     source = Path(input_path)
     target = Path(output_path) if output_path is not None else default_output(source)
     _check_output_path(source, target, options.dry_run)
+    if options.passes is not None and not options.passes.strip():
+        raise UsageError("--passes is empty: give a pipeline, or leave --passes out for the default one")
     pipeline = parse(options.passes or DEFAULT_PIPELINE)
     tolerance = _tolerance(pipeline, options.tolerance)
     providers = resolve_providers(options.providers)
     model = load_model(source)
-    parity_data = _parity_data(model, options)
-    ctx = PassContext(model, _calibration(model, options), providers, options.threads, options.seed, tracker=tracker)
+    inputs = _Inputs(model, options, providers)
+    parity_data = _parity_data(model, options, inputs) if options.verify and not options.dry_run else None
+    if parity_data is None and options.verify and not options.dry_run and not _is_exact(pipeline):
+        raise inputs.error  # a lossy result that cannot be checked is not written
+    ctx = PassContext(model, _calibration(model, options, inputs), providers, options.threads, options.seed,
+                      tracker=tracker)
     if options.calibration_data == "random":
         ctx.warn("calibration uses random data (--calibration-data random): results say nothing about real inputs")
     verify_feeds = list(itertools.islice(parity_data, VERIFY_EACH_BATCHES)) if options.verify_each else None
@@ -107,14 +114,18 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     graph = manager.run(graph)
     result = ctx.export(graph)
     check(result)
-    first_feeds = next(iter(parity_data))
+    first_feeds = next(iter(parity_data)) if parity_data is not None else inputs.unchecked_feeds()
     doc["input"] = describe(model, first_feeds, path=source)
     doc["output"] = describe(result, first_feeds, path=target)
     doc["passes"] = [r.to_dict() for r in manager.records]
     held = True
     doc["parity"], doc["latency"] = {}, {}
-    if options.verify:
+    if parity_data is not None:
         held = _compare(doc, model, result, parity_data, tolerance, providers, options, say, tracker)
+    elif options.verify:
+        reason = str(inputs.error)
+        doc["parity"] = {"measured": False, "reason": reason}
+        ctx.warn(f"parity not measured: {reason}")
     doc["warnings"] = ctx.warnings
     exit_code = 0 if held else 1  # --force writes a failing result but still says it failed
     if held or options.force:
@@ -134,7 +145,10 @@ def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
     reference, candidate = load_model(reference_path), load_model(candidate_path)
     _check_same_interface(reference, candidate)
     tolerance = Tolerance.parse(options.tolerance or "exact")
-    data = _parity_data(reference, options)
+    inputs = _Inputs(reference, options, providers)
+    data = _parity_data(reference, options, inputs)
+    if data is None:
+        raise inputs.error
     doc = reporting.header("", providers)
     first = next(iter(data))
     doc["input"] = describe(reference, first, path=Path(reference_path))
@@ -200,28 +214,67 @@ def _check_output_path(source: Path, target: Path, dry_run: bool) -> None:
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
+    if not writable(parent):
         raise UsageError(f"output directory {parent} is not writable")
     if target.is_dir():
         raise UsageError(f"output path {target} is a directory")
 
 
-def _parity_data(model: onnx.ModelProto, options: RunOptions) -> Iterable[dict[str, np.ndarray]]:
+class _Inputs:
+    """Generated inputs for a model, resolved in ORT once and only when a check needs them."""
+
+    def __init__(self, model: onnx.ModelProto, options: RunOptions, providers: list[str]) -> None:
+        self.model, self.options, self.provider = model, options, providers[0]
+        self._resolved: ResolvedInputs | None = None
+        self.error: InputsError | None = None
+
+    def resolved(self) -> ResolvedInputs | None:
+        if self._resolved is None and self.error is None:
+            try:
+                self._resolved = resolve_inputs(self.model, self.options.input_shapes, self.options.seed,
+                                                self.provider, self.options.threads)
+            except InputsError as exc:
+                self.error = exc
+        return self._resolved
+
+    def unchecked_feeds(self) -> dict[str, np.ndarray]:
+        """Inputs for shape-only statistics, without running the model."""
+        resolved = self._resolved
+        if resolved is not None:
+            return resolved.feeds
+        return random_feeds(self.model, self.options.input_shapes, self.options.seed)
+
+
+def _parity_data(model: onnx.ModelProto, options: RunOptions, inputs: _Inputs) -> Iterable[dict[str, np.ndarray]] | None:
+    """The user's data, else generated inputs that run in ORT; None when none do (``inputs.error``)."""
     if options.data:
         data = open_data(options.data, model, preprocess=options.preprocess, seed=options.seed,
                          input_shapes=options.input_shapes)
         next(iter(data))  # fail now, before any work, on data that does not fit the model
         return data
-    return [random_feeds(model, options.input_shapes, options.seed)]
+    resolved = inputs.resolved()
+    return None if resolved is None else generated_source(resolved)
 
 
-def _calibration(model: onnx.ModelProto, options: RunOptions) -> Iterable[dict[str, np.ndarray]] | None:
+def _calibration(model: onnx.ModelProto, options: RunOptions, inputs: _Inputs) -> Iterable[dict[str, np.ndarray]] | None:
     if not options.calibration_data:
         return None
+    shapes, values = options.input_shapes, None
+    if options.calibration_data == "random":
+        resolved = inputs.resolved()
+        if resolved is None:
+            raise inputs.error
+        shapes = batched_shapes(model, resolved, RANDOM_BATCH_SIZE, keep=list(options.input_shapes),
+                                provider=inputs.provider, threads=options.threads)
+        values = resolved.values
     data = open_data(options.calibration_data, model, preprocess=options.preprocess, seed=options.seed,
-                     input_shapes=options.input_shapes)
+                     input_shapes=shapes, values=values)
     next(iter(data))
     return data
+
+
+def _is_exact(pipeline: Pipeline) -> bool:
+    return all(spec.create().exact for spec in pipeline.specs())
 
 
 def _tolerance(pipeline: Pipeline, text: str | None) -> Tolerance:
@@ -269,10 +322,17 @@ def _describe_data(data: Iterable[dict[str, np.ndarray]]) -> str:
 
 
 def _check_same_interface(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    """Two models compared output by output must take the same inputs and name the same outputs."""
     names_a = [o.name for o in a.graph.output]
     names_b = [o.name for o in b.graph.output]
     if names_a != names_b:
         raise UsageError(f"the models have different outputs: {names_a} vs {names_b}")
+    inputs_a = {s.name: s.dtype for s in input_specs(a)}
+    inputs_b = {s.name: s.dtype for s in input_specs(b)}
+    if inputs_a != inputs_b:
+        describe_a = ", ".join(f"{k}:{v}" for k, v in inputs_a.items())
+        describe_b = ", ".join(f"{k}:{v}" for k, v in inputs_b.items())
+        raise UsageError(f"the models take different inputs: {describe_a} vs {describe_b}")
 
 
 def _initializer_names(model: onnx.ModelProto) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from onnxslim import __version__, api
 from onnxslim.cli_format import format_inspect, format_outcome, format_passes
 from onnxslim.core.context import untracked
 from onnxslim.errors import OnnxSlimError, ParityError, UsageError
+from onnxslim.ir.io import writable
 from onnxslim.report import write_json
 from onnxslim.runtime.feeds import parse_input_shapes
 
-EXIT_PARITY, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+EXIT_PARITY, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _verbosity(func):
@@ -49,7 +51,8 @@ def _common(func):
     func = _verbosity(func)
     func = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
                         help="Bind the dynamic dims of an input (repeatable).")(func)
-    func = click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated inputs and sampling.")(func)
+    func = click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
+                        help="Seed for generated inputs and sampling.")(func)
     return func
 
 
@@ -90,7 +93,11 @@ def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path 
     """Run a pipeline of passes on MODEL, verify the result and write it."""
     options = _run_options(flags, verify=not flags.pop("no_verify"))
     if report is not None:
-        _check_report_path(report)
+        if options.dry_run:
+            raise UsageError("--dry-run writes nothing: drop --report (the plan is printed)")
+        target = output if output is not None else api.default_output(model)
+        _check_report_path(report, [model, target, Path(f"{target}.data")],
+                           [options.data, options.calibration_data])
     outcome = api.optimize(model, output, options, progress=_progress(ctx), tracker=_tracker(ctx))
     _finish(ctx, outcome, report, lambda: format_outcome(outcome, model))
 
@@ -105,6 +112,8 @@ def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path 
 def verify(ctx: click.Context, reference: Path, candidate: Path, report: Path | None, **flags: Any) -> None:
     """Parity and latency of CANDIDATE against REFERENCE."""
     options = _run_options(flags)
+    if report is not None:
+        _check_report_path(report, [reference, candidate], [options.data])
     outcome = api.verify(reference, candidate, options, progress=_progress(ctx), tracker=_tracker(ctx))
     _finish(ctx, outcome, report, lambda: format_outcome(outcome, reference))
 
@@ -140,9 +149,40 @@ def _run_options(flags: dict[str, Any], **extra: Any) -> api.RunOptions:
     return api.RunOptions(**values, **extra)
 
 
-def _check_report_path(report: Path) -> None:
-    if not report.parent.is_dir():
-        raise UsageError(f"report directory {report.parent} does not exist")
+def _check_report_path(report: Path, models: list[Path], data: list[str | None]) -> None:
+    """The report is an output like the model: never a model, a data file or the other output."""
+    parent = report.parent if str(report.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"report directory {parent} does not exist")
+    if not writable(parent):
+        raise UsageError(f"report directory {parent} is not writable")
+    if report.is_dir():
+        raise UsageError(f"report path {report} is a directory")
+    for role, paths in (("a model file", models), ("a data file", [Path(d) for d in data if d and d != "random"])):
+        for path in paths:
+            if _same_file(report, path):
+                raise UsageError(f"--report {report} is {role} of this run ({path}); choose another path")
+    if report.exists() and any(_same_file(report, s) for s in _external_files(models[0])):
+        raise UsageError(f"--report {report} is external data of {models[0]}; choose another path")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == Path(b).resolve():
+        return True
+    return a.exists() and Path(b).exists() and os.path.samefile(a, b)
+
+
+def _external_files(model: Path) -> set[Path]:
+    """Files a model's tensors name as external data (read without loading them)."""
+    import onnx
+
+    from onnxslim.runtime.session import iter_tensors
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable model is reported by the run itself
+        return set()
+    return {model.parent / e.value for t in iter_tensors(proto.graph) for e in t.external_data if e.key == "location"}
 
 
 def _progress(ctx: click.Context):
@@ -180,8 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="onnxslim", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", EXIT_USAGE)
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
+        _fail("interrupted", EXIT_INTERRUPTED)
     except click.UsageError as exc:
         _fail(exc.format_message().replace("\n", " "), EXIT_USAGE)
     except click.ClickException as exc:
@@ -193,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     except OnnxSlimError as exc:
         _fail(str(exc), EXIT_INTERNAL)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if verbose:
             raise

@@ -69,6 +69,8 @@ def _passes_table(passes: list[dict[str, Any]]) -> str:
 
 
 def _parity_table(parity: dict[str, Any]) -> str:
+    if parity.get("measured") is False:
+        return f"parity: not measured ({parity['reason']})"
     verdict = "held" if parity["held"] else "FAILED"
     out = [f"parity on {parity['data']} (tolerance {parity['tolerance']}): {verdict}",
            f"{'output':24}{'max_abs':>12}{'max_rel':>12}{'cosine':>12}{'sqnr_db':>10}{'top1':>8}"]

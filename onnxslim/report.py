@@ -60,7 +60,14 @@ def write_json(document: dict[str, Any], path: str | os.PathLike) -> None:
         json.dump(document, f, indent=2, default=_jsonable)
         f.write("\n")
         tmp = f.name
+    os.chmod(tmp, 0o666 & ~_umask())  # a temporary file is private (0600); a report is not
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _jsonable(value: Any) -> Any:

@@ -78,7 +78,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{path}: output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
+    if not writable(parent):
         raise UsageError(f"{path}: output directory {parent} is not writable")
     with tempfile.TemporaryDirectory(dir=parent, prefix=".onnxslim-") as tmp:
         staged = Path(tmp) / path.name
@@ -89,6 +89,16 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
         else:
             staged.write_bytes(model.SerializeToString())
         os.replace(staged, path)
+
+
+def writable(directory: str | os.PathLike) -> bool:
+    """True when a file can be created in ``directory`` (tried: root passes ``os.access`` for
+    directories it still cannot write, such as a read-only mount or /proc)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".onnxslim-"):
+            return True
+    except OSError:
+        return False
 
 
 def _save_external(model: onnx.ModelProto, target: Path) -> None:

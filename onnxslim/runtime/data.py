@@ -5,6 +5,8 @@ Accepted, per CONTRACT.md "Data files":
 * an ``.npz`` whose keys are input names, samples stacked on axis 0 (key ``label`` is kept
   apart for accuracy evaluation; any other unknown key is an error);
 * a folder of ``.npz`` files, read in sorted order one file at a time;
+* inputs that do not share axis 0 (scalars, recurrent state): ``.npz`` files holding one feed
+  each, and ONNX test-data folders (``input_0.pb``, ...), fed as they are (see ``samples``);
 * for a single-input model, ``.npy`` files (one file, memory-mapped, or a folder of them);
 * an image folder (searched recursively, sorted) when ``preprocess`` is given (see ``images``);
 * ``random``: seeded generated inputs (``RANDOM_BATCHES`` batches); the caller warns.
@@ -29,13 +31,15 @@ import numpy as np
 import onnx
 
 from onnxslim.errors import DataError, UsageError
-from onnxslim.runtime import images
+from onnxslim.runtime import images, samples
 from onnxslim.runtime.feeds import InputSpec, bind_shapes, input_specs, random_feeds
 
 logger = logging.getLogger(__name__)
 
 #: Number of batches ``open_data("random", ...)`` yields.
 RANDOM_BATCHES = 8
+#: Samples per batch of a model with a dynamic batch axis.
+RANDOM_BATCH_SIZE = BATCH_SIZE = 32
 LABEL_KEY = "label"
 
 Batch = dict[str, np.ndarray]
@@ -82,10 +86,11 @@ def open_data(
     spec: str | os.PathLike[str],
     model: onnx.ModelProto,
     *,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     preprocess: str | None = None,
     seed: int = 0,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    values: Mapping[str, np.ndarray] | None = None,
 ) -> DataSource:
     """Open a data source for ``model`` (see the module docstring for the formats).
 
@@ -96,6 +101,7 @@ def open_data(
         preprocess: ``--preprocess`` text; makes a folder an image folder.
         seed: seed of the random source.
         input_shapes: ``--input-shape`` overrides (random source and image size).
+        values: inputs of the random source whose values matter (``runtime.inputs``).
 
     Raises:
         DataError: the data does not fit the model or cannot be read.
@@ -106,15 +112,20 @@ def open_data(
     specs = input_specs(model)
     size, drop_last = _batching(specs, batch_size)
     if os.fspath(spec) == "random":
-        return _random_source(model, size, seed, input_shapes)
+        return _random_source(model, size, seed, input_shapes, values)
     path = os.fspath(spec)
     if not os.path.exists(path):
         raise DataError(f"data path {path} does not exist")
     if preprocess is not None:
         return _image_source(path, specs, size, drop_last, images.Preprocess.parse(preprocess), input_shapes)
+    if samples.is_test_data_folder(path):
+        return _test_data_source(path, specs)
     files, kind = _data_files(path)
     if kind == ".npy":
         return _npy_source(path, files, specs, size, drop_last)
+    headers = [_npz_headers(f) for f in files]
+    if not all(samples.shares_sample_axis(h) for h in headers):
+        return _one_feed_source(path, files, headers, specs)
     return _npz_source(path, files, specs, size, drop_last)
 
 
@@ -158,6 +169,33 @@ def _npz_source(path, files, specs, size, drop_last) -> DataSource:
     return _file_source(
         _describe(path, files, ".npz", sum(counts)), chunks, specs, size, drop_last, sum(counts), has_labels
     )
+
+
+def _one_feed_source(path, files, headers, specs) -> DataSource:
+    """Files whose arrays do not share a sample axis: each is one feed, fed as it is."""
+    for file, header in zip(files, headers, strict=True):
+        samples.check_feed(file, header, specs)
+    has_labels = all(LABEL_KEY in h for h in headers)
+    names = [s.name for s in specs]
+
+    def batches() -> Iterator[tuple[Batch, np.ndarray | None]]:
+        for file in files:
+            with np.load(file, allow_pickle=False) as npz:
+                yield samples.conform({k: npz[k] for k in names}, specs), npz[LABEL_KEY] if has_labels else None
+
+    description = f"{path} ({len(files)} .npz feeds, each fed as it is)"
+    return DataSource(description, batches, num_samples=len(files), len_hint=len(files), has_labels=has_labels)
+
+
+def _test_data_source(path, specs) -> DataSource:
+    folders, _ = samples.test_data_feeds(path, specs)
+
+    def batches() -> Iterator[tuple[Batch, None]]:
+        _, feeds = samples.test_data_feeds(path, specs)
+        return ((feed, None) for feed in feeds)
+
+    description = f"{path} ({len(folders)} ONNX test-data feed{'s' if len(folders) > 1 else ''})"
+    return DataSource(description, batches, num_samples=len(folders), len_hint=len(folders))
 
 
 def _npy_source(path, files, specs, size, drop_last) -> DataSource:
@@ -243,7 +281,7 @@ def _file_source(description, chunks, specs, size, drop_last, count, has_labels)
     return DataSource(description, batches, num_samples=count, len_hint=batches_known, has_labels=has_labels)
 
 
-def _random_source(model, size, seed, overrides) -> DataSource:
+def _random_source(model, size, seed, overrides, values=None) -> DataSource:
     shapes = bind_shapes(model, overrides, batch=size)
     first = next(iter(shapes.values()), ())
     per_batch = first[0] if first else 1
@@ -251,12 +289,21 @@ def _random_source(model, size, seed, overrides) -> DataSource:
     def batches() -> Iterator[tuple[Batch, None]]:
         for index in range(RANDOM_BATCHES):
             batch_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-            yield random_feeds(model, overrides, seed=batch_seed, batch=size), None
+            yield random_feeds(model, overrides, seed=batch_seed, batch=size, values=values), None
 
     description = f"random inputs ({RANDOM_BATCHES} batches of {per_batch}, seed {seed})"
     return DataSource(
         description, batches, num_samples=RANDOM_BATCHES * per_batch, len_hint=RANDOM_BATCHES, is_random=True
     )
+
+
+def generated_source(resolved) -> DataSource:
+    """One batch of generated inputs (``runtime.inputs.ResolvedInputs``) as a data source."""
+
+    def batches() -> Iterator[tuple[Batch, None]]:
+        yield dict(resolved.feeds), None
+
+    return DataSource(resolved.description, batches, num_samples=None, len_hint=1, is_random=True)
 
 
 def _rebatch(chunks: Iterator[Batch], size: int, drop_last: bool) -> Iterator[Batch]:

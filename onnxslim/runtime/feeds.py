@@ -31,7 +31,8 @@ DEFAULT_DIMS: dict[str, int] = {"batch": 1, "sequence": 16, "spatial": 224, "oth
 """Values given to dynamic dims that neither ``--input-shape`` nor another input binds.
 
 * ``batch`` (1): axis 0, or any axis whose name looks like a batch (``N``, ``batch``,
-  ``batch_size``, ``bs``);
+  ``batch_size``, ``bs``), or the one unnamed dynamic dim of a 3-D or higher input, neither
+  first nor last, whose other dims are fixed (a recurrent state ``[2, ?, 128]``);
 * ``sequence`` (16): axes named like a sequence (``seq``, ``sequence``, ``length``, ``len``,
   ``tokens``, ``time``);
 * ``spatial`` (224): axes named like ``height``/``width``/``H``/``W``, and the last two axes
@@ -116,12 +117,13 @@ def bind_shape(
     overrides: Mapping[str, Sequence[int]] | None = None,
     symbols: Mapping[str, int] | None = None,
     batch: int | None = None,
+    defaults: Mapping[str, int] | None = None,
 ) -> tuple[int, ...]:
     """The concrete shape to feed ``spec``.
 
     Fixed dims are kept. An override for the input replaces every dim but must keep the rank
     and the fixed dims. Otherwise dynamic dims take, in order: ``symbols[dim_param]``,
-    ``batch`` (axis 0 only), then ``DEFAULT_DIMS``.
+    ``batch`` (axis 0 only), then ``defaults`` (by role, ``DEFAULT_DIMS`` where absent).
 
     Raises:
         UsageError: an override of the wrong rank or contradicting a fixed dim, or an input
@@ -139,19 +141,49 @@ def bind_shape(
             shape.append(dim)
         elif isinstance(dim, str) and dim in symbols:
             shape.append(int(symbols[dim]))
+        elif isinstance(dim, str) and (value := evaluate_dim(dim, symbols)) is not None:
+            shape.append(value)
         elif axis == 0 and batch is not None:
             shape.append(int(batch))
         else:
-            shape.append(DEFAULT_DIMS[_dim_role(spec.dims, axis)])
+            role = dim_role(spec.dims, axis)
+            shape.append(int((defaults or DEFAULT_DIMS).get(role, DEFAULT_DIMS[role])))
     return tuple(shape)
+
+
+_DIM_EXPRESSION = re.compile(r"^[\w\s+\-*/()]+$")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def evaluate_dim(text: str, symbols: Mapping[str, int]) -> int | None:
+    """The value of a dim written as an expression of other dims (``past + seq``, ``2*s0``).
+
+    Exporters write such dims for a total length (past + current) or a strided size. Returns
+    None when ``text`` is a plain name or names a dim not bound yet, or the value is not a
+    positive integer.
+    """
+    names = _IDENTIFIER.findall(text)
+    if not _DIM_EXPRESSION.match(text) or names == [text.strip()] or any(n not in symbols for n in names):
+        return None
+    expression = _IDENTIFIER.sub(lambda m: str(int(symbols[m.group(0)])), text).replace("/", "//")
+    try:
+        value = eval(expression, {"__builtins__": {}}, {})  # noqa: S307 - digits and + - * / ( ) only
+    except (SyntaxError, ZeroDivisionError, TypeError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def bind_shapes(
     model: onnx.ModelProto,
     overrides: Mapping[str, Sequence[int]] | None = None,
     batch: int | None = None,
+    defaults: Mapping[str, int] | None = None,
+    symbols: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Concrete shapes for every input, sharing symbolic dims across inputs.
+
+    ``defaults`` replaces ``DEFAULT_DIMS`` by role and ``symbols`` presets named dims (the
+    alternatives ``runtime.inputs`` tries when the defaults do not run).
 
     Raises:
         UsageError: an override names no input, or as ``bind_shape``.
@@ -162,12 +194,25 @@ def bind_shapes(
     if unknown:
         names = ", ".join(s.name for s in specs)
         raise UsageError(f"--input-shape names no model input: {', '.join(unknown)} (inputs: {names})")
-    symbols: dict[str, int] = {}
+    symbols = dict(symbols or {})
     for spec in specs:
         if spec.name in overrides and spec.dims is not None:
             shape = bind_shape(spec, overrides)
             symbols.update({d: v for d, v in zip(spec.dims, shape, strict=True) if isinstance(d, str)})
-    return {s.name: bind_shape(s, overrides, symbols, batch) for s in specs}
+    # A symbol takes its value where it is first met, so it is the same in every input; dims
+    # written as expressions of other symbols are bound after those.
+    bound: dict[str, tuple[int, ...]] = {}
+    for spec in sorted(specs, key=_has_expression):
+        bound[spec.name] = shape = bind_shape(spec, overrides, symbols, batch, defaults)
+        if spec.dims is not None:
+            for dim, value in zip(spec.dims, shape, strict=True):
+                if isinstance(dim, str):
+                    symbols.setdefault(dim, value)
+    return {s.name: bound[s.name] for s in specs}
+
+
+def _has_expression(spec: InputSpec) -> bool:
+    return any(isinstance(d, str) and _IDENTIFIER.fullmatch(d.strip()) is None for d in spec.dims or ())
 
 
 def random_feeds(
@@ -175,14 +220,16 @@ def random_feeds(
     shapes: Mapping[str, Sequence[int]] | None = None,
     seed: int = 0,
     batch: int | None = None,
+    values: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Generated inputs for every model input (see the module docstring for the rules).
 
     Args:
         model: the model whose inputs are fed.
-        shapes: ``--input-shape`` overrides, by input name.
+        shapes: ``--input-shape`` overrides (or resolved shapes), by input name.
         seed: the same seed gives the same arrays.
         batch: size of a dynamic axis 0 where no override gives it.
+        values: inputs whose values matter (a sample rate), by name: broadcast to the shape.
 
     Raises:
         UsageError: a string input (it cannot be generated) or a bad shape override.
@@ -191,9 +238,28 @@ def random_feeds(
     vocab = vocabulary_sizes(model)
     feeds = {}
     for spec in input_specs(model):
+        shape = bound[spec.name]
+        _check_size(spec.name, shape, spec.dtype)
+        if values and spec.name in values:
+            feeds[spec.name] = np.broadcast_to(np.asarray(values[spec.name]), shape).astype(spec.dtype)
+            continue
         rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
-        feeds[spec.name] = _generate(spec, bound[spec.name], rng, vocab.get(spec.name))
+        feeds[spec.name] = _generate(spec, shape, rng, vocab.get(spec.name))
     return feeds
+
+
+#: A generated input larger than this is refused (an --input-shape typo would exhaust memory).
+MAX_GENERATED_BYTES = 4 * 2**30
+
+
+def _check_size(name: str, shape: Sequence[int], dtype: np.dtype) -> None:
+    size = int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 1)
+    if size > MAX_GENERATED_BYTES:
+        dims = "x".join(map(str, shape))
+        raise UsageError(
+            f"input {name!r} at shape {dims} would need {size / 2**30:.1f} GiB of generated data "
+            f"(limit {MAX_GENERATED_BYTES // 2**30} GiB); give a smaller --input-shape or real --data"
+        )
 
 
 def vocabulary_sizes(model: onnx.ModelProto) -> dict[str, int]:
@@ -234,14 +300,15 @@ def _dims(tensor: onnx.TypeProto.Tensor) -> tuple[Dim, ...] | None:
         return None
     dims: list[Dim] = []
     for d in tensor.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))
-        else:
+        else:  # older exporters write -1 for a dynamic dim
             dims.append(d.dim_param or None)
     return tuple(dims)
 
 
-def _dim_role(dims: tuple[Dim, ...], axis: int) -> str:
+def dim_role(dims: tuple[Dim, ...], axis: int) -> str:
+    """``batch``, ``sequence``, ``spatial`` or ``other``: which ``DEFAULT_DIMS`` entry sizes the dim."""
     name = dims[axis] if isinstance(dims[axis], str) else ""
     if axis == 0 or _BATCH_NAMES.match(name):
         return "batch"
@@ -249,6 +316,9 @@ def _dim_role(dims: tuple[Dim, ...], axis: int) -> str:
         return "sequence"
     if name and _SPATIAL_NAMES.match(name):
         return "spatial"
+    lone = sum(not isinstance(d, int) for d in dims) == 1 and 0 < axis < len(dims) - 1
+    if lone and not name and len(dims) >= 3:
+        return "batch"  # a recurrent state [layers, batch, hidden]: its one unnamed dynamic dim
     if len(dims) == 4:
         nchw = isinstance(dims[1], int) and axis in (2, 3)
         nhwc = dims[3] in (1, 3, 4) and axis in (1, 2)

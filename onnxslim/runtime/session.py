@@ -36,8 +36,9 @@ _EXTERNAL_MIN_BYTES = 1024
 #: External data offsets are page aligned so ORT may memory-map them.
 _EXTERNAL_ALIGN = 4096
 _EXTERNAL_FILE = "weights.bin"
-#: ORT severity 3 = errors only: its warnings (e.g. unused initializers) are noise for users.
-_LOG_SEVERITY = 3
+#: ORT severity 4 = fatal only: its warnings are noise for users, and its errors reach us as
+#: exceptions (logged, they would print a second, coloured copy on stderr).
+_LOG_SEVERITY = 4
 
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",

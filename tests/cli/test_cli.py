@@ -172,3 +172,86 @@ def test_pass_notes_are_printed_under_their_pass():
     lines = _passes_table([row]).splitlines()
     assert lines[1].startswith("quantize") and "quantized_nodes=3" in lines[1]
     assert lines[2].strip() == "note: 2 layer(s) run dynamic int8 (activation range per run): a, b"
+
+
+@pytest.mark.parametrize("which", ["input", "output", "data", "output data"])
+def test_report_never_overwrites_a_model_or_data_file(model_path, tmp_path, which):
+    source = tmp_path / "a.onnx"
+    source.write_bytes(model_path.read_bytes())
+    data = tmp_path / "d.npz"
+    np.savez(data, input=np.zeros((2, 3, 8, 8), np.float32))
+    output = tmp_path / "o.onnx"
+    output.write_bytes(b"previous output")
+    (tmp_path / "o.onnx.data").write_bytes(b"previous weights")
+    report = {"input": source, "output": output, "data": data, "output data": tmp_path / "o.onnx.data"}[which]
+    before = {p: digest(p) for p in (source, data, output, tmp_path / "o.onnx.data")}
+    proc = onnxslim_cli("optimize", source, "-o", output, "--data", data, "--report", report)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--report" in proc.stderr
+    assert before == {p: digest(p) for p in before}
+
+
+def test_verify_report_never_overwrites_either_model(model_path, tmp_path):
+    other = tmp_path / "b.onnx"
+    other.write_bytes(model_path.read_bytes())
+    proc = onnxslim_cli("verify", model_path, other, "--report", other)
+    assert proc.returncode == 2 and other.read_bytes() == model_path.read_bytes()
+
+
+def test_report_is_readable_like_any_output(model_path, tmp_path):
+    proc = onnxslim_cli("optimize", model_path, "-o", tmp_path / "o.onnx", "--report", tmp_path / "r.json", "--no-verify")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r.json").stat().st_mode & 0o044 == 0o044
+
+
+@pytest.mark.parametrize("args", [
+    ["--passes", ""],
+    ["--seed", "-1"],
+    ["--dry-run", "--report", "REPORT"],
+    ["--report", "/proc/onnxslim-report.json"],
+    ["--input-shape", "input=100000x3x8000x8000"],
+])
+def test_more_bad_usage_is_exit_2_with_one_line_and_nothing_written(model_path, tmp_path, args):
+    out = tmp_path / "o.onnx"
+    args = [str(tmp_path / "r.json") if a == "REPORT" else a for a in args]
+    proc = onnxslim_cli("optimize", model_path, "-o", out, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not out.exists() and not (tmp_path / "r.json").exists()
+
+
+def test_verify_of_models_with_different_inputs_is_exit_2(model_path, tmp_path):
+    model = onnx.load(model_path)
+    model.graph.input[0].name = "pixels"
+    model.graph.node[0].input[0] = "pixels"
+    other = tmp_path / "other.onnx"
+    onnx.save(model, other)
+    proc = onnxslim_cli("verify", model_path, other)
+    assert proc.returncode == 2 and "different inputs" in proc.stderr
+
+
+def test_interrupt_exits_130(monkeypatch, capsys):
+    from onnxslim import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.api, "inspect", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["inspect", "models/mlp.onnx"])
+    assert exit_info.value.code == 130 and "interrupted" in capsys.readouterr().err
+
+
+def test_lossy_pass_on_inputs_that_never_run_is_exit_2_naming_the_input(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([3, -1], np.int64), "shape")
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "feat"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [shape, weight])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    proc = onnxslim_cli("optimize", path, "-o", tmp_path / "o.onnx", "--passes", "prune-weights{sparsity=0.5}")
+    assert proc.returncode == 2 and "input 'x'" in proc.stderr and "--data" in proc.stderr
+    assert not (tmp_path / "o.onnx").exists()

@@ -61,7 +61,7 @@ def test_make_session_levels_and_threads(mlp, optimize, level):
     assert options.graph_optimization_level == level
     assert options.intra_op_num_threads == 2
     assert options.inter_op_num_threads == 1
-    assert options.log_severity_level == 3
+    assert options.log_severity_level == 4  # fatal only: errors reach us as exceptions
     x = np.ones((2, 4), np.float32)
     (y,) = run(sess, {"X": x, "unused": x})  # extra feeds are ignored
     assert y.shape == (2, 3)
