@@ -174,7 +174,9 @@ def _replace_with_constant(tensor: gs.Tensor, value: np.ndarray) -> None:
     producer = tensor.inputs[0]
     index = producer.outputs.index(tensor)
     producer.outputs[index] = gs.Variable(f"{tensor.name}__folded_away")
-    constant = gs.Constant(tensor.name, np.ascontiguousarray(value))
+    # np.require, not np.ascontiguousarray: the latter turns a 0-d scalar into shape [1], and
+    # ops such as Range refuse that. A folded value keeps its exact shape and dtype.
+    constant = gs.Constant(tensor.name, np.require(value, requirements="C"))
     for consumer in list(tensor.outputs):
         for i, t in enumerate(consumer.inputs):
             if t is tensor:
