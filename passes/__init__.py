@@ -2,6 +2,8 @@
 
 from onnxslim.passes import (  # noqa: F401
     cleanup,
+    collapse_chains,
+    cse,
     fold_affine,
     fold_bn,
     fold_constants,
@@ -10,5 +12,6 @@ from onnxslim.passes import (  # noqa: F401
     prune_weights,
     quantize,
     remove_identity,
+    remove_noops,
     svd,
 )

@@ -35,7 +35,15 @@ SMALL_CONSTANT_ELEMENTS = 64  # constants at most this large keep their values f
 INT_TYPES = (np.int64, np.int32)
 
 
-def infer_shapes(graph: gs.Graph, template: onnx.ModelProto, hints: dict[str, Shape] | None = None) -> dict[str, Shape | None]:
+class Shapes(dict):
+    """Computed shape per tensor name (None: rank unknown); ``types`` holds the element types."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: dict[str, int] = {}
+
+
+def infer_shapes(graph: gs.Graph, template: onnx.ModelProto, hints: dict[str, Shape] | None = None) -> Shapes:
     """Shape of every tensor of ``graph``'s top level that onnx can infer (None: rank unknown).
 
     ``hints`` are shapes computed elsewhere (``computed_shapes``), given to onnx as value_info.
@@ -47,11 +55,13 @@ def infer_shapes(graph: gs.Graph, template: onnx.ModelProto, hints: dict[str, Sh
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - a model onnx cannot infer simply gets no shape-based folding
         logger.info("shape inference failed, no shape-based folding: %s", exc)
-        return {}
-    shapes: dict[str, Shape | None] = {}
+        return Shapes()
+    shapes = Shapes()
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         if info.type.HasField("tensor_type"):
             shapes[info.name] = _dims(info.type.tensor_type)
+            if info.type.tensor_type.elem_type:
+                shapes.types[info.name] = info.type.tensor_type.elem_type
     return shapes
 
 
@@ -108,7 +118,7 @@ def _elements(constant: gs.Constant) -> int:
 # --- values of shape computations -------------------------------------------------------------
 
 
-def computed_shapes(graph: gs.Graph, template: onnx.ModelProto, rounds: int = 3) -> dict[str, Shape | None]:
+def computed_shapes(graph: gs.Graph, template: onnx.ModelProto, rounds: int = 3) -> Shapes:
     """``infer_shapes``, refined where onnx's own data propagation stops short.
 
     onnx propagates shape values only through some ops and opsets (not opset-12 Unsqueeze, for
