@@ -8,6 +8,8 @@ from onnxslim.passes import (  # noqa: F401
     fold_bn,
     fold_constants,
     fuse_activations,
+    fuse_gelu,
+    fuse_layernorm,
     prune_channels,
     prune_weights,
     quantize,
