@@ -11,7 +11,8 @@ Never merged: random ops (two draws differ), nodes holding a subgraph, ops outsi
 default ONNX domain (their semantics are not ours to assume), and a node whose outputs
 include a graph output when the twin's output is one too (two outputs cannot become one).
 Constants are compared by a hash of their bytes only when another constant has the same
-dtype and shape, and only up to ``MAX_HASHED_BYTES``: cheap on any model size.
+dtype, shape and a strided sample of values, and only up to ``MAX_HASHED_BYTES``: cheap on
+any model size.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.registry import register_pass
 from onnxslim.ir.nodes import is_onnx_op, subgraphs
-from onnxslim.passes.remove_identity import alias_blocker, bypass, swap_input
+from onnxslim.passes.remove_identity import alias_blocker, bypass, drop_detached, swap_input
 
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
 MAX_HASHED_BYTES = 16 << 20
@@ -54,6 +55,7 @@ class CommonSubexpressionElimination(Pass):
             if _merge(node, twin, graph):
                 merged_nodes += 1
         if merged_nodes or merged_constants:
+            drop_detached(graph)
             graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=False, remove_unused_graph_inputs=False)
         return PassResult(modified=bool(merged_nodes or merged_constants),
                           stats={"merged_nodes": merged_nodes, "merged_constants": merged_constants})
@@ -67,7 +69,6 @@ def _merge(node: gs.Node, twin: gs.Node, graph: gs.Graph) -> bool:
             return False
     node.inputs.clear()
     node.outputs.clear()
-    graph.nodes.remove(node)
     for out, source in pairs:
         if out.name:
             bypass(node, out, source, graph)
@@ -77,6 +78,8 @@ def _merge(node: gs.Node, twin: gs.Node, graph: gs.Graph) -> bool:
 def _node_key(node: gs.Node) -> Any:
     if not is_onnx_op(node) or node.op in RANDOM_OPS or subgraphs(node) or not node.outputs:
         return None
+    if node.op == "Constant" and "value" in node.attrs:
+        return None  # merged by value in _merge_constants
     try:
         attrs = tuple(sorted((k, _attr_key(v)) for k, v in node.attrs.items()))
     except TypeError:
@@ -98,8 +101,7 @@ def _attr_key(value: Any) -> Any:
 
 
 def _value_key(constant: gs.Constant) -> tuple:
-    if isinstance(constant.dtype, int):
-        raise TypeError("type numpy cannot hold")  # bf16 and friends: left alone
+    _shape_key(constant)
     values = np.asarray(constant.values)
     if values.nbytes > MAX_HASHED_BYTES:
         raise TypeError("too large to hash")
@@ -107,33 +109,57 @@ def _value_key(constant: gs.Constant) -> tuple:
 
 
 def _merge_constants(graph: gs.Graph) -> int:
-    """Point every reader of a constant at the first constant with the same dtype, shape and bytes."""
-    constants: dict[str, gs.Constant] = {}
+    """Merge initializers, and ``Constant`` nodes, holding the same dtype, shape and bytes."""
+    initializers: dict[str, gs.Constant] = {}
     for node in graph.nodes:
         for t in node.inputs:
-            if isinstance(t, gs.Constant) and t.name not in constants and t not in graph.outputs:
-                constants[t.name] = t
-    by_shape: dict[tuple, list[gs.Constant]] = {}
-    for t in constants.values():
-        if not isinstance(t.dtype, int):
-            by_shape.setdefault((str(np.dtype(t.dtype)), tuple(t.shape)), []).append(t)
-    canonical: dict[int, gs.Constant] = {}
-    for group in by_shape.values():
-        if len(group) < 2:
-            continue
-        first_of: dict[tuple, gs.Constant] = {}
-        for t in group:
-            try:
-                key = _value_key(t)
-            except TypeError:
-                continue
-            first = first_of.setdefault(key, t)
-            if first is not t:
-                canonical[id(t)] = first
-    if not canonical:
-        return 0
+            if isinstance(t, gs.Constant) and t.name not in initializers and t not in graph.outputs:
+                initializers[t.name] = t
+    canonical = _twins([(t, t) for t in initializers.values()])
     for node in graph.nodes:
         for t in list(node.inputs):
             if id(t) in canonical:
                 swap_input(node, t, canonical[id(t)])
-    return len(canonical)
+    constant_nodes = [(n, n.attrs["value"]) for n in graph.nodes
+                      if is_onnx_op(n, "Constant") and isinstance(n.attrs.get("value"), gs.Constant)]
+    merged_nodes = sum(_merge(node, twin, graph) for node, twin in _twin_pairs(constant_nodes))
+    return len(canonical) + merged_nodes
+
+
+def _twin_pairs(items: list[tuple[Any, gs.Constant]]) -> list[tuple[Any, Any]]:
+    twins = _twins(items)
+    return [(obj, twins[id(obj)]) for obj, _ in items if id(obj) in twins]
+
+
+def _twins(items: list[tuple[Any, gs.Constant]]) -> dict[int, Any]:
+    """id(obj) -> the first obj whose constant has the same value, for every later duplicate.
+
+    Staged so that weights are rarely read in full: grouped by dtype and shape, then by a
+    strided sample of at most 256 elements, and only then by a hash of all the bytes.
+    """
+    twins: dict[int, Any] = {}
+    for stage in (_shape_key, _sample_key, _value_key):
+        groups: dict[Any, list[tuple[Any, gs.Constant]]] = {}
+        for obj, constant in items:
+            try:
+                key = (_shape_key(constant), stage(constant))
+            except TypeError:
+                continue
+            groups.setdefault(key, []).append((obj, constant))
+        items = [item for group in groups.values() if len(group) > 1 for item in group]
+        if stage is _value_key:
+            for group in groups.values():
+                for obj, _ in group[1:]:
+                    twins[id(obj)] = group[0][0]
+    return twins
+
+
+def _shape_key(constant: gs.Constant) -> tuple:
+    if isinstance(constant.dtype, int):
+        raise TypeError("type numpy cannot hold")  # bf16 and friends: left alone
+    return str(np.dtype(constant.dtype)), tuple(constant.shape)
+
+
+def _sample_key(constant: gs.Constant) -> bytes:
+    flat = np.asarray(constant.values).reshape(-1)
+    return flat[:: max(1, flat.size // 256)].tobytes()

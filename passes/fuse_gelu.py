@@ -23,6 +23,7 @@ from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
 from onnxslim.ir.nodes import is_onnx_op, other_input, sole_reader
 from onnxslim.ir.weights import constant_value
+from onnxslim.passes.remove_identity import drop_detached
 
 GELU_OPSET = 20
 REL_TOL = 1e-6
@@ -48,9 +49,9 @@ class FuseGelu(Pass):
             for node in chain:
                 node.inputs.clear()
                 node.outputs.clear()
-                graph.nodes.remove(node)
             graph.nodes.append(gs.Node("Gelu", inputs=[x], outputs=[out]))
             fused += 1
+        drop_detached(graph)
         return PassResult(modified=fused > 0, stats={"fused": fused})
 
 

@@ -27,6 +27,7 @@ from onnxslim.core.registry import register_pass
 from onnxslim.ir.nodes import is_onnx_op, other_input, sole_reader
 from onnxslim.ir.shapes import Shapes, computed_shapes
 from onnxslim.ir.weights import constant_value, unique_name
+from onnxslim.passes.remove_identity import drop_detached
 
 LAYERNORM_OPSET = 17
 FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}  # onnx element type -> numpy
@@ -49,6 +50,7 @@ class FuseLayerNorm(Pass):
             match = _match(mean, graph, shapes)
             if match is not None and _rewrite(graph, *match):
                 fused += 1
+        drop_detached(graph)
         return PassResult(modified=fused > 0, stats={"fused": fused})
 
 
@@ -140,7 +142,6 @@ def _rewrite(graph, chain, x, out, axis, eps, gamma, beta, normalized, dtype) ->
     for node in chain:
         node.inputs.clear()
         node.outputs.clear()
-        graph.nodes.remove(node)
     inputs = [x, gs.Constant(unique_name(graph, f"{out.name}_scale"), np.array(scale))]
     if bias is not None:
         inputs.append(gs.Constant(unique_name(graph, f"{out.name}_bias"), np.array(bias)))

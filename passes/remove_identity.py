@@ -33,6 +33,7 @@ class RemoveIdentity(Pass):
                 continue
             _bypass(node, graph)
             removed += 1
+        drop_detached(graph)
         return PassResult(modified=removed > 0, stats={"removed": removed}, declines=declines)
 
 
@@ -63,12 +64,11 @@ def bypass(node: gs.Node, out: gs.Tensor, source: gs.Tensor, graph: gs.Graph) ->
     """Remove ``node`` and let ``source`` (equal to ``node``'s output ``out``) stand for ``out``.
 
     A graph output keeps its name: the producer of ``source`` then writes ``out``, and the
-    readers of ``source`` read ``out``. Check ``alias_blocker`` first.
+    readers of ``source`` read ``out``. Check ``alias_blocker`` first. ``node`` is left
+    detached in ``graph.nodes``: call ``drop_detached`` once after a batch of rewrites.
     """
     node.inputs.clear()
     node.outputs.clear()
-    if node in graph.nodes:
-        graph.nodes.remove(node)
     if out in graph.outputs:
         for consumer in list(source.outputs):
             swap_input(consumer, source, out)
@@ -77,6 +77,11 @@ def bypass(node: gs.Node, out: gs.Tensor, source: gs.Tensor, graph: gs.Graph) ->
     else:
         for consumer in list(out.outputs):
             swap_input(consumer, out, source)
+
+
+def drop_detached(graph: gs.Graph) -> None:
+    """Remove nodes left with no inputs and no outputs (by identity: gs compares nodes by value)."""
+    graph.nodes = [n for n in graph.nodes if n.inputs or n.outputs]
 
 
 def swap_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:

@@ -36,7 +36,7 @@ from onnxslim.core.registry import register_pass
 from onnxslim.ir.nodes import is_onnx_op, sole_reader
 from onnxslim.ir.shapes import Shapes, computed_shapes
 from onnxslim.ir.weights import constant_value
-from onnxslim.passes.remove_identity import alias_blocker, bypass
+from onnxslim.passes.remove_identity import alias_blocker, bypass, drop_detached
 
 TO_THE_END = 2**31 - 1
 STATE_INPUTS = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
@@ -78,6 +78,7 @@ class RemoveNoops(Pass):
             if not changed:
                 break
         if removed:
+            drop_detached(graph)
             graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=False, remove_unused_graph_inputs=False)
         return PassResult(modified=bool(removed), stats=dict(sorted(removed.items())), declines=list(declines.values()))
 
