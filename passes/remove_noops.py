@@ -9,7 +9,9 @@ A node is a no-op when, for every input it can be given, its output equals its i
 - ``Tile`` with every repeat 1; ``Pad`` with every pad 0; ``Concat`` of one input;
 - ``Slice`` that on every sliced axis has step 1, starts at 0 (or before it) and ends at or past
   the end (a numeric dim, or an end ≥ 2³¹−1: exporters' "to the end");
-- ``Transpose`` with the identity permutation.
+- ``Transpose`` with the identity permutation;
+- ``x + 0``, ``x − 0``, ``x · 1``, ``x / 1`` with a constant that does not broadcast x to a larger
+  shape (IEEE: x · 1 and x / 1 are x; x + 0 differs from x only in the sign of a zero).
 
 Pairs (the middle tensor read only by the second node, and not a graph output):
 ``Transpose → Transpose`` whose permutations compose to the identity, ``Unsqueeze(axes) →
@@ -94,6 +96,10 @@ def _noop(node: gs.Node, graph: gs.Graph, shapes: Shapes) -> tuple[str, gs.Tenso
     rule = SINGLE_RULES.get(node.op)
     if rule is not None and rule(node, shapes.get(x.name), shapes):
         return node.op.lower(), out, x
+    if node.op in ("Add", "Sub", "Mul", "Div"):
+        source = _neutral_operand(node, shapes)
+        if source is not None and shapes.types.get(source.name) == shapes.types.get(out.name):
+            return f"{node.op.lower()}_neutral", out, source
     return None
 
 
@@ -150,6 +156,23 @@ def _slice(node: gs.Node, dims, shapes: Shapes) -> bool:
 
 def _at_start(start: int, dim) -> bool:
     return start == 0 or (start < 0 and isinstance(dim, int) and start + dim <= 0)
+
+
+def _neutral_operand(node: gs.Node, shapes: Shapes) -> gs.Tensor | None:
+    """For x + 0, x − 0, x · 1, x / 1 (a constant that does not broadcast x larger): x."""
+    if len(node.inputs) != 2:
+        return None
+    neutral = 0 if node.op in ("Add", "Sub") else 1
+    sides = [(0, 1), (1, 0)] if node.op in ("Add", "Mul") else [(0, 1)]
+    for xi, ci in sides:
+        x, value = node.inputs[xi], constant_value(node.inputs[ci])
+        dims = shapes.get(x.name)
+        if value is None or dims is None or value.size == 0 or value.ndim > len(dims) or np.any(value != neutral):
+            continue
+        tail = dims[len(dims) - value.ndim:] if value.ndim else ()
+        if constant_value(x) is None and all(c == 1 or (isinstance(d, int) and c == d) for c, d in zip(value.shape, tail)):
+            return x
+    return None
 
 
 def _transpose(node: gs.Node, dims, shapes: Shapes) -> bool:

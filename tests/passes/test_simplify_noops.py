@@ -122,3 +122,30 @@ g (float[T,1,8] x) => (float[T,1,1,4] y) {
     out, result = run_pass(RemoveNoops(), model)
     assert not result.modified
     assert op_types(out) == ["Constant", "Unsqueeze", "Squeeze", "LSTM"]
+
+
+def test_neutral_arithmetic_goes_unless_it_broadcasts_or_changes_type(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,12] x, int64 n) => (float[N,12] y, float[1,N,12] z, int64 k) {
+    one = Constant<value = float[12] {1,1,1,1,1,1,1,1,1,1,1,1}>()
+    zero = Constant<value = float {0.0}>()
+    a = Mul(x, one)
+    b = Add(zero, a)
+    c = Div(b, one)
+    y = Sub(c, zero)
+    big = Constant<value = float[1,1,12] {1,1,1,1,1,1,1,1,1,1,1,1}>()
+    z = Mul(x, big)
+    i1 = Constant<value = int64 {1}>()
+    m = Mul(n, i1)
+    k = Neg(m)
+}"""
+    model = model_from_text(text)
+    out, result = run_pass(RemoveNoops(), model)
+    assert result.stats == {"add_neutral": 1, "div_neutral": 1, "mul_neutral": 2}
+    # the last Sub would join the graph input x to the output y: it stays, and says why
+    assert [d.reason for d in result.declines] == ["sub_neutral: it joins a graph input, constant or output to a graph output"]
+    assert sorted(op for op in op_types(out) if op != "Constant") == ["Mul", "Neg", "Sub"]
+    assert [o.name for o in out.graph.output] == ["y", "z", "k"]
+    feeds = {"x": rng.normal(size=(3, 12)).astype(np.float32), "n": np.array(7, np.int64)}
+    assert_parity(model, out, feeds)
+    assert not run_pass(RemoveNoops(), out)[1].modified
