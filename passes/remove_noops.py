@@ -82,7 +82,8 @@ class RemoveNoops(Pass):
         if removed:
             drop_detached(graph)
             graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=False, remove_unused_graph_inputs=False)
-        return PassResult(modified=bool(removed), stats=dict(sorted(removed.items())), declines=list(declines.values()))
+        stats = {"removed": sum(removed.values()), **dict(sorted(removed.items()))}
+        return PassResult(modified=bool(removed), stats=stats, declines=list(declines.values()))
 
 
 def _noop(node: gs.Node, graph: gs.Graph, shapes: Shapes) -> tuple[str, gs.Tensor, gs.Tensor] | None:
