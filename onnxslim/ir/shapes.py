@@ -267,12 +267,16 @@ def _clamp(index: int, rank: int) -> int:
     return min(max(index + rank if index < 0 else index, 0), rank)
 
 
-def _axes(node: gs.Node, operands: Sequence) -> list[int] | None:
+NOT_CONSTANT_AXES = [None]  # an axes input whose value is unknown: matches no rule
+
+
+def _axes(node: gs.Node, operands: Sequence) -> list[int | None] | None:
+    """A (Un)Squeeze's axes: from the attribute or a constant input; None when none are given."""
     if "axes" in node.attrs:
         return list(node.attrs["axes"])
     if len(operands) > 1 and operands[1] is not None:
         return list(operands[1][0])
-    return None if len(node.inputs) < 2 else [-99]
+    return None if len(node.inputs) < 2 or not node.inputs[1].name else NOT_CONSTANT_AXES
 
 
 def _gather(node, elements, dtype, scalar, operands):

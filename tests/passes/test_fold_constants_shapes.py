@@ -144,3 +144,22 @@ def test_a_model_onnx_cannot_infer_gets_no_shape_folding_and_no_error(monkeypatc
     out, result = run_pass(FoldConstants(), model, PassContext(model))
     assert not result.modified
     assert op_types(out) == op_types(model)
+
+
+def test_slice_of_a_shape_vector_follows_onnx_clamping(rng):
+    """The element-wise Slice of shape values agrees with onnx's reference Slice (negative steps too)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxslim.ir.shapes import _slice_indices
+
+    for _ in range(150):
+        dim = int(rng.integers(0, 6))
+        start, end = (int(v) for v in rng.integers(-8, 9, size=2))
+        end = int(rng.choice([end, 2**63 - 1, -(2**63)]))
+        step = int(rng.choice([1, 2, 3, -1, -2]))
+        node = onnx.helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"])
+        consts = [onnx.numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("s", start), ("e", end), ("a", 0), ("st", step))]
+        graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.INT64, [dim])],
+                                       [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64, None)], consts)
+        expected = ReferenceEvaluator(onnx.helper.make_model(graph)).run(None, {"x": np.arange(dim, dtype=np.int64)})[0]
+        assert list(_slice_indices(dim, start, end, step)) == expected.tolist(), (dim, start, end, step)
