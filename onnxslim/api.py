@@ -35,7 +35,8 @@ from onnxslim.runtime.session import optimized_node_count, resolve_providers
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE = "remove-identity,fold-constants,fold-bn,fuse-activations,fold-affine,dce"
+DEFAULT_PIPELINE = ("remove-identity,repeat(3){fold-constants,cse,remove-noops,collapse-chains},"
+                    "fuse-layernorm,fuse-gelu,fold-bn,fuse-activations,fold-affine,dce")
 VERIFY_EACH_BATCHES = 2  # batches of --data each per-pass parity check runs: a cheap gate, not the final word
 
 Progress = Callable[[str], None]

@@ -6,6 +6,14 @@ if it does not grow the model: the folded tensor may be no larger than the const
 it makes dead (onnxsim's folding of a Tile or Expand can grow a model 10x). ``Shape`` of a
 tensor whose shape is fully static folds too. Random ops, Q/DQ, nodes with subgraphs and
 custom domains are never folded; subgraph bodies are left as they are.
+
+Shape computations fold where the shapes fix them, before the constant cone is evaluated:
+onnx's shape inference computes every tensor's shape from the graph inputs (never from the
+shapes an exporter declared), and ``onnxslim.ir.shapes.shape_values`` follows the values of
+Shape → Gather/Slice/Concat/Unsqueeze/... element by element. ``Shape(x)`` of ``x: [N, 3, 48,
+W]`` gathered at 1 and 2 becomes the constant ``[3, 48]`` while the gathers of ``N`` and ``W``
+stay: dynamic dims stay dynamic. What then has only constant inputs (a Concat of known parts,
+a ConstantOfShape of a known shape) folds like any constant, under the same size guard.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
 from onnxslim.ir.nodes import is_onnx_op, subgraphs
+from onnxslim.ir.shapes import computed_shapes, shape_values
 from onnxslim.ir.weights import constant_value
 from onnxslim.runtime.session import make_session
 
@@ -51,9 +60,12 @@ class FoldConstants(Pass):
     Options = FoldConstantsOptions
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        shape_folded = _fold_shape_values(graph, ctx)
         cone = _foldable_nodes(graph)
         if not cone:
-            return PassResult(modified=False, stats={"folded": 0})
+            if shape_folded:
+                _cleanup(graph)
+            return PassResult(modified=shape_folded > 0, stats={"folded": 0, "shape_folded": shape_folded})
         boundary = [t for n in graph.nodes if id(n) in cone for t in n.outputs if _read_outside(t, cone, graph)]
         values = _evaluate(graph, cone, boundary, ctx)
         folded, saved = 0, 0
@@ -72,9 +84,33 @@ class FoldConstants(Pass):
             _replace_with_constant(tensor, value)
             folded += 1
             saved += freed - value.nbytes
-        if folded:
-            graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=False, remove_unused_graph_inputs=False)
-        return PassResult(modified=folded > 0, stats={"folded": folded, "bytes_saved": saved}, declines=declines)
+        if folded or shape_folded:
+            _cleanup(graph)
+        return PassResult(modified=folded + shape_folded > 0,
+                          stats={"folded": folded, "shape_folded": shape_folded, "bytes_saved": saved}, declines=declines)
+
+
+def _cleanup(graph: gs.Graph) -> None:
+    graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=False, remove_unused_graph_inputs=False)
+
+
+def _fold_shape_values(graph: gs.Graph, ctx: PassContext) -> int:
+    """Replace the shape-computation tensors whose values the computed shapes fix by constants.
+
+    Only the frontier is replaced (a known tensor some node reads that is not itself known);
+    what feeds it becomes dead. A graph output stays the output of its node.
+    """
+    if not any(is_onnx_op(n, "Shape", "Size") for n in graph.nodes):
+        return 0
+    graph.toposort(recurse_subgraphs=False, recurse_functions=False, mode="nodes")
+    known = shape_values(graph, computed_shapes(graph, ctx.template))
+    tensors = graph.tensors()
+    frontier = [name for name, value in known.items()
+                if tensors[name] not in graph.outputs
+                and any(not all(o.name in known for o in reader.outputs) for reader in tensors[name].outputs)]
+    for name in frontier:
+        _replace_with_constant(tensors[name], known[name])
+    return len(frontier)
 
 
 def _foldable_nodes(graph: gs.Graph) -> set[int]:
@@ -89,10 +125,6 @@ def _foldable_nodes(graph: gs.Graph) -> set[int]:
             continue
         if not _foldable_op(node):
             continue
-        if node.op == "Shape" and _static_shape(node.inputs[0]):
-            cone.add(id(node))
-            const_out.update(t.name for t in node.outputs)
-            continue
         if node.inputs and all(not t.name or t.name in const_out or constant_value(t) is not None for t in node.inputs):
             cone.add(id(node))
             const_out.update(t.name for t in node.outputs)
@@ -101,10 +133,6 @@ def _foldable_nodes(graph: gs.Graph) -> set[int]:
 
 def _foldable_op(node: gs.Node) -> bool:
     return is_onnx_op(node) and node.op not in NEVER_FOLD and not subgraphs(node)
-
-
-def _static_shape(tensor: gs.Tensor) -> bool:
-    return tensor.shape is not None and all(isinstance(d, int) and d >= 0 for d in tensor.shape)
 
 
 def _read_outside(tensor: gs.Tensor, cone: set[int], graph: gs.Graph) -> bool:
@@ -117,10 +145,6 @@ def _evaluate(graph: gs.Graph, cone: set[int], boundary: list[gs.Tensor], ctx: P
     nodes = [n for n in graph.nodes if id(n) in cone]
     protos, initializers = [], {}
     for node in nodes:
-        if node.op == "Shape" and _static_shape(node.inputs[0]):
-            start, end = node.attrs.get("start", 0), node.attrs.get("end", None)
-            values[node.outputs[0].name] = np.array(node.inputs[0].shape, dtype=np.int64)[start:end]
-            continue
         protos.append(OnnxExporter.export_node(node))
         for t in node.inputs:
             if t.name and t.name not in initializers and (t.name in values or not (t.inputs and id(t.inputs[0]) in cone)):
@@ -174,7 +198,9 @@ def _replace_with_constant(tensor: gs.Tensor, value: np.ndarray) -> None:
     producer = tensor.inputs[0]
     index = producer.outputs.index(tensor)
     producer.outputs[index] = gs.Variable(f"{tensor.name}__folded_away")
-    constant = gs.Constant(tensor.name, np.ascontiguousarray(value))
+    # np.require, not np.ascontiguousarray: the latter turns a 0-d scalar into shape [1], and
+    # ops such as Range refuse that. A folded value keeps its exact shape and dtype.
+    constant = gs.Constant(tensor.name, np.require(value, requirements="C"))
     for consumer in list(tensor.outputs):
         for i, t in enumerate(consumer.inputs):
             if t is tensor:

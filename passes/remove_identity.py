@@ -33,6 +33,7 @@ class RemoveIdentity(Pass):
                 continue
             _bypass(node, graph)
             removed += 1
+        drop_detached(graph)
         return PassResult(modified=removed > 0, stats={"removed": removed}, declines=declines)
 
 
@@ -44,30 +45,46 @@ def _blocker(node: gs.Node, graph: gs.Graph) -> str | None:
             mode = constant_value(node.inputs[2])
             if mode is None or bool(mode):
                 return "training_mode is not a constant false"
-    source, out = node.inputs[0], node.outputs[0]
+    return alias_blocker(node.outputs[0], node.inputs[0], graph)
+
+
+def _bypass(node: gs.Node, graph: gs.Graph) -> None:
+    bypass(node, node.outputs[0], node.inputs[0], graph)
+
+
+def alias_blocker(out: gs.Tensor, source: gs.Tensor, graph: gs.Graph) -> str | None:
+    """Why ``out`` cannot be replaced by ``source`` (an equal value), or None when it can."""
     if out in graph.outputs:
         if source in graph.inputs or source in graph.outputs or not source.inputs or source.inputs[0].op == "Constant":
             return "it joins a graph input, constant or output to a graph output"
     return None
 
 
-def _bypass(node: gs.Node, graph: gs.Graph) -> None:
-    source, out = node.inputs[0], node.outputs[0]
+def bypass(node: gs.Node, out: gs.Tensor, source: gs.Tensor, graph: gs.Graph) -> None:
+    """Remove ``node`` and let ``source`` (equal to ``node``'s output ``out``) stand for ``out``.
+
+    A graph output keeps its name: the producer of ``source`` then writes ``out``, and the
+    readers of ``source`` read ``out``. Check ``alias_blocker`` first. ``node`` is left
+    detached in ``graph.nodes``: call ``drop_detached`` once after a batch of rewrites.
+    """
     node.inputs.clear()
     node.outputs.clear()
-    graph.nodes.remove(node)
     if out in graph.outputs:
-        # Keep the output's name: the producer now writes `out`, and readers of `source` read `out`.
         for consumer in list(source.outputs):
-            _swap_input(consumer, source, out)
+            swap_input(consumer, source, out)
         producer = source.inputs[0]
         producer.outputs[producer.outputs.index(source)] = out
     else:
         for consumer in list(out.outputs):
-            _swap_input(consumer, out, source)
+            swap_input(consumer, out, source)
 
 
-def _swap_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
+def drop_detached(graph: gs.Graph) -> None:
+    """Remove nodes left with no inputs and no outputs (by identity: gs compares nodes by value)."""
+    graph.nodes = [n for n in graph.nodes if n.inputs or n.outputs]
+
+
+def swap_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
     for i, tensor in enumerate(node.inputs):
         if tensor is old:
             node.inputs[i] = new

@@ -115,7 +115,14 @@ def _save_external(model: onnx.ModelProto, target: Path) -> None:
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(_densify_sparse(model))
+    graph = gs.import_onnx(_densify_sparse(model))
+    # gs takes a graph output's type from a value_info entry of the same name even when that
+    # entry has no shape, dropping the output's declared shape (and the checker then rejects it).
+    for tensor, declared in zip(graph.outputs, model.graph.output):
+        if tensor.shape is None and declared.type.tensor_type.HasField("shape"):
+            tensor.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                            for d in declared.type.tensor_type.shape.dim]
+    return graph
 
 
 def _densify_sparse(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -15,6 +15,7 @@ import pytest
 from helpers import model_from_text
 
 import onnxslim
+from onnxslim.api import DEFAULT_PIPELINE
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs" / "report.schema.json").read_text())
@@ -58,7 +59,7 @@ def test_optimize_writes_default_output_report_and_table(model_path, tmp_path):
     assert "parity" in proc.stdout and "latency" in proc.stdout and "fold-bn" in proc.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     jsonschema.validate(report, SCHEMA)
-    assert report["pipeline"] == "remove-identity,fold-constants,fold-bn,fuse-activations,fold-affine,dce"
+    assert report["pipeline"] == DEFAULT_PIPELINE
     assert report["output"]["op_histogram"] == {"Conv": 1, "Flatten": 1, "GlobalAveragePool": 1, "Relu": 1}
     assert report["parity"]["held"] is True
 
