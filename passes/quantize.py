@@ -142,7 +142,7 @@ class Quantize(Pass):
             return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
         if len(work.nodes) and any(n.op == "BatchNormalization" for n in work.nodes):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
-        data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples)
+        data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples, batch=ctx.fixed_batch)
         base, act, kept, smoothed, channel_absmax = self._calibrate(work, base, ctx, data, act_type)
         t_calib = time.perf_counter() - start
         check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
@@ -254,7 +254,7 @@ class Quantize(Pass):
     @staticmethod
     def _slower_than_folded(ctx, candidate: gs.Graph, folded: gs.Graph, feeds, notes) -> bool:
         """Whether the DequantizeLinear weight-only graph measures more than SLOWER times the folded one."""
-        feeds = {k: v[:LATENCY_ROWS] for k, v in feeds.items()}
+        feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
         a, b = measure_latency([ctx.export(candidate), ctx.export(folded)], feeds, ctx.target_provider,
                                ctx.threads or 1, warmup=2, repeat=30, max_seconds=SPEED_CHECK_SECONDS)
         if a.median_ms <= SLOWER * b.median_ms:
@@ -265,7 +265,7 @@ class Quantize(Pass):
 
     def _speed(self, ctx, work, candidate, feeds, stats, notes) -> bool:
         fp32, int8 = ctx.export(work), ctx.export(candidate)
-        feeds = {k: v[:LATENCY_ROWS] for k, v in feeds.items()}
+        feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
         a, b = measure_latency([fp32, int8], feeds, ctx.target_provider, ctx.threads or 1, warmup=2,
                                repeat=30, max_seconds=SPEED_CHECK_SECONDS)
         stats["latency_ms"] = {"fp32": round(a.median_ms, 4), "int8": round(b.median_ms, 4),
