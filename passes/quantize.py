@@ -47,7 +47,7 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu, smooth
+from onnxslim.quant import calibration, cpu, fp16, smooth
 from onnxslim.quant.mixed import MixedPrecision, Outcome
 from onnxslim.quant.placement import Plan, node_key, plan
 from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers
@@ -133,6 +133,7 @@ class Quantize(Pass):
         o = self.options
         start = time.perf_counter()
         work = _upgraded(graph, ctx)
+        fp16_constants = fp16.to_float32(work) if fp16.has_fp16(work) else None
         _name_nodes(work)
         act_type = o.activation_type if o.activation_type != "auto" else (
             "int8" if ctx.target_provider == "TensorrtExecutionProvider" else "uint8")
