@@ -49,7 +49,7 @@ from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, cpu, fp16, smooth
 from onnxslim.quant.mixed import MixedPrecision, Outcome
-from onnxslim.quant.placement import Plan, node_key, plan
+from onnxslim.quant.placement import Plan, mark_ranks, node_key, plan
 from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers
 from onnxslim.quant.qdq import MIN_QDQ_OPSET
 from onnxslim.quant.qparams import QParams, activation_params
@@ -145,6 +145,11 @@ class Quantize(Pass):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
         data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples, batch=ctx.fixed_batch)
         base, act, kept, smoothed, channel_absmax = self._calibrate(work, base, ctx, data, act_type)
+        if mark_ranks(work, base, kept):  # a 1-D MatMul input only the data showed
+            base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
+            declines = [Decline(w, r) for w, r in base.declines]
+            if not base.compute:
+                return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
         t_calib = time.perf_counter() - start
         check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
         reference = {t.name: kept[t.name] for t in work.outputs}
