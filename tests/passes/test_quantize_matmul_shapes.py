@@ -75,3 +75,31 @@ def test_layers_sharing_one_weight_quantize(rng, options):
     a, b = run_model(model, {"x": x})[0].ravel(), run_model(out, {"x": x})[0].ravel()
     assert a @ b / np.sqrt((a @ a) * (b @ b)) > 0.98
     assert "MatMul" in op_types(out)
+
+
+SHARED_BY_IDENTITY = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,6,32] x) => (float[N,6,32] y) {
+    w1 = Identity(w)
+    w2 = Identity(w)
+    m0 = MatMul(x, w)
+    h0 = Relu(m0)
+    m1 = MatMul(h0, w1)
+    h1 = Relu(m1)
+    y = MatMul(h1, w2)
+}"""
+
+
+def test_weight_shared_through_identity_copies_is_a_constant_weight(rng):
+    """PyTorch's export of ALBERT: layers 2.. read ``Identity(W)``, which once counted as an activation
+    (its 4 kept calibration rows then fed the probe: "MatMulIntegerToFloat ... dimension mismatch")."""
+    model = model_from_text(SHARED_BY_IDENTITY, {"w": rng.normal(size=(32, 32)).astype(np.float32) * 0.25})
+    batches = [{"x": rng.normal(size=(8, 6, 32)).astype(np.float32)} for _ in range(4)]
+    out, result = _quantize(model, batches)
+    assert result.stats["quantized_nodes"] == 3
+    assert "Identity" not in op_types(out)
+    producers = {o: n.op_type for n in out.graph.node for o in n.output}
+    matmuls = [n for n in out.graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == 3 and all(producers.get(n.input[1]) == "DequantizeLinear" for n in matmuls)
+    x = rng.normal(size=(4, 6, 32)).astype(np.float32)
+    a, b = run_model(model, {"x": x})[0].ravel(), run_model(out, {"x": x})[0].ravel()
+    assert a @ b / np.sqrt((a @ a) * (b @ b)) > 0.98
