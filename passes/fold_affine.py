@@ -98,8 +98,11 @@ def _scale_shift(node: gs.Node, value: np.ndarray, rank: int, channels: int) -> 
     if vector is None or (node.op == "Div" and np.any(vector == 0)):
         return None
     ones, zeros = np.ones_like(vector), np.zeros_like(vector)
-    return node, *{"Mul": (vector, zeros), "Div": (1.0 / vector, zeros), "Add": (ones, vector),
-                   "Sub": (ones, -vector)}[node.op]
+    if node.op == "Mul":
+        return node, vector, zeros
+    if node.op == "Div":  # only here: a Mul by a vector holding zeros has no reciprocal (DETR's masks)
+        return node, 1.0 / vector, zeros
+    return node, ones, vector if node.op == "Add" else -vector
 
 
 def _per_channel(value: np.ndarray, rank: int, channels: int) -> np.ndarray | None:

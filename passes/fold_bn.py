@@ -49,7 +49,7 @@ def _blocker(producer: gs.Node, bn: gs.Node, graph: gs.Graph) -> str | None:
     if bn.attrs.get("training_mode", 0) or sum(1 for t in bn.outputs if t.name) > 1:
         return "BatchNormalization is in training mode"
     if affine.batchnorm(bn) is None:
-        return "BatchNormalization parameters are not constant vectors"
+        return "BatchNormalization parameters are not constant vectors, or var + epsilon is not positive"
     return affine.blocker(producer)
 
 

@@ -51,8 +51,16 @@ def _divides_by_6(node: gs.Node | None, tensor: gs.Tensor) -> bool:
         return False
     if node.op == "Div":
         return node.inputs[0] is tensor and _scalar(node.inputs[1]) == 6.0
-    c = _scalar(other_input(node, tensor))
-    return c is not None and abs(c - 1.0 / 6.0) <= 1e-7
+    return _is_one_sixth(other_input(node, tensor))
+
+
+def _is_one_sixth(tensor: gs.Tensor | None) -> bool:
+    """A float scalar constant equal to 1/6 as its own type rounds it (fp16: 0.16663)."""
+    c = _scalar(tensor)
+    if c is None:
+        return False
+    own = float(constant_value(tensor).dtype.type(1.0 / 6.0))
+    return c == own or abs(c - 1.0 / 6.0) <= 1e-7
 
 
 def _relu6_of_x_plus_3(add: gs.Node, graph: gs.Graph) -> tuple[gs.Tensor, gs.Node] | None:

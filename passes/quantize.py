@@ -47,9 +47,9 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu, smooth
+from onnxslim.quant import calibration, cpu, fp16, smooth
 from onnxslim.quant.mixed import MixedPrecision, Outcome
-from onnxslim.quant.placement import Plan, node_key, plan
+from onnxslim.quant.placement import Plan, mark_ranks, node_key, plan
 from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers
 from onnxslim.quant.qdq import MIN_QDQ_OPSET
 from onnxslim.quant.qparams import QParams, activation_params
@@ -133,6 +133,7 @@ class Quantize(Pass):
         o = self.options
         start = time.perf_counter()
         work = _upgraded(graph, ctx)
+        fp16_constants = fp16.to_float32(work) if fp16.has_fp16(work) else None
         _name_nodes(work)
         act_type = o.activation_type if o.activation_type != "auto" else (
             "int8" if ctx.target_provider == "TensorrtExecutionProvider" else "uint8")
@@ -142,8 +143,13 @@ class Quantize(Pass):
             return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
         if len(work.nodes) and any(n.op == "BatchNormalization" for n in work.nodes):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
-        data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples)
+        data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples, batch=ctx.fixed_batch)
         base, act, kept, smoothed, channel_absmax = self._calibrate(work, base, ctx, data, act_type)
+        if mark_ranks(work, base, kept):  # a 1-D MatMul input only the data showed
+            base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
+            declines = [Decline(w, r) for w, r in base.declines]
+            if not base.compute:
+                return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
         t_calib = time.perf_counter() - start
         check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
         reference = {t.name: kept[t.name] for t in work.outputs}
@@ -254,7 +260,7 @@ class Quantize(Pass):
     @staticmethod
     def _slower_than_folded(ctx, candidate: gs.Graph, folded: gs.Graph, feeds, notes) -> bool:
         """Whether the DequantizeLinear weight-only graph measures more than SLOWER times the folded one."""
-        feeds = {k: v[:LATENCY_ROWS] for k, v in feeds.items()}
+        feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
         a, b = measure_latency([ctx.export(candidate), ctx.export(folded)], feeds, ctx.target_provider,
                                ctx.threads or 1, warmup=2, repeat=30, max_seconds=SPEED_CHECK_SECONDS)
         if a.median_ms <= SLOWER * b.median_ms:
@@ -265,7 +271,7 @@ class Quantize(Pass):
 
     def _speed(self, ctx, work, candidate, feeds, stats, notes) -> bool:
         fp32, int8 = ctx.export(work), ctx.export(candidate)
-        feeds = {k: v[:LATENCY_ROWS] for k, v in feeds.items()}
+        feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
         a, b = measure_latency([fp32, int8], feeds, ctx.target_provider, ctx.threads or 1, warmup=2,
                                repeat=30, max_seconds=SPEED_CHECK_SECONDS)
         stats["latency_ms"] = {"fp32": round(a.median_ms, 4), "int8": round(b.median_ms, 4),

@@ -90,15 +90,52 @@ class PassContext:
         session = make_session(model, self.target_provider, self.threads, optimize=optimize)
         outputs = [o.name for o in session.get_outputs()]
         for feeds in self.track(data, "calibration batches"):
-            values = dict(zip(outputs, session.run(outputs, feeds)))
+            feeds, values = run_by_batch(session, outputs, feeds, self.fixed_batch)
             values.update(feeds)
             yield values
 
     def run(self, graph: gs.Graph, feeds: dict[str, np.ndarray], optimize: bool = True) -> dict[str, np.ndarray]:
+        """The graph's outputs on ``feeds``; a model with a fixed batch B runs B rows at a time
+        (the rows past the last multiple of B are not run)."""
         model = self.export(graph)
         session = make_session(model, self.target_provider, self.threads, optimize=optimize)
         names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds)))
+        return run_by_batch(session, names, feeds, self.fixed_batch)[1]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The input model's declared batch when its first input fixes it (as the data sources read
+        it), else None."""
+        return fixed_batch(self.template)
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """Axis 0 of the model's first input when it is a fixed number (the batch it must be fed)."""
+    initializers = {t.name for t in model.graph.initializer}
+    first = next((i for i in model.graph.input if i.name not in initializers), None)
+    dims = first.type.tensor_type.shape.dim if first is not None else ()
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+
+
+def run_by_batch(session, names: Sequence[str], feeds: dict[str, np.ndarray],
+                 batch: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(the feeds run, the outputs ``names``): ``feeds`` as they are, or, when they hold more rows than
+    the fixed ``batch``, ``batch`` rows at a time with the outputs concatenated on axis 0 (a trailing
+    part of fewer rows is dropped: the model cannot take it)."""
+    n = _rows(feeds)
+    if batch is None or n is None or n <= batch:
+        return feeds, dict(zip(names, session.run(list(names), feeds)))
+    stop = n - n % batch
+    parts = [session.run(list(names), {k: v[i:i + batch] if _rows({k: v}) == n else v for k, v in feeds.items()})
+             for i in range(0, stop, batch)]
+    used = {k: v[:stop] if _rows({k: v}) == n else v for k, v in feeds.items()}
+    return used, {name: np.concatenate([p[j] for p in parts]) if np.ndim(parts[0][j]) else parts[0][j]
+                  for j, name in enumerate(names)}
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int | None:
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and np.ndim(first) else None
 
 
 def expose_tensors(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

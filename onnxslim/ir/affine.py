@@ -43,7 +43,10 @@ def batchnorm(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
     if len(params) < 4 or any(v is None or v.ndim != 1 for v in params):
         return None  # not constant, or opset < 9 spatial=0 statistics per position
     gamma, beta, mean, var = (v.astype(np.float64) for v in params)
-    scale = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+    denominator = var + bn.attrs.get("epsilon", 1e-5)
+    if not np.all(denominator > 0) or not all(np.all(np.isfinite(v)) for v in (gamma, beta, mean, var)):
+        return None  # var + eps = 0 (or a NaN/inf statistic): no finite scale to fold
+    scale = gamma / np.sqrt(denominator)
     return scale, beta - mean * scale
 
 

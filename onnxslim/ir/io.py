@@ -45,7 +45,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path}: cannot read its external data ({_first_line(exc)})") from None
-    _check_opset(model, path)
+    model = upgrade_legacy(model, path)
     try:
         check(model, path)
     except onnx.checker.ValidationError as exc:
@@ -180,13 +180,46 @@ def file_bytes(path: str | os.PathLike) -> int:
     return total + (sidecar.stat().st_size if sidecar.exists() else 0)
 
 
-def _check_opset(model: onnx.ModelProto, path: Path) -> None:
-    for opset in model.opset_import:
-        if opset.domain in ("", "ai.onnx") and opset.version < MIN_OPSET:
-            raise ModelLoadError(
-                f"{path}: opset {opset.version} is older than {MIN_OPSET}; "
-                "upgrade it first with onnx.version_converter.convert_version"
-            )
+#: IR 4 (ONNX 1.3) is the first in which an initializer need not be listed as a graph input
+INITIALIZERS_APART_IR = 4
+#: the oldest opset onnx.version_converter upgrades reliably; older ones are refused
+MIN_CONVERTIBLE_OPSET = 7
+
+
+def upgrade_legacy(model: onnx.ModelProto, path: str | os.PathLike) -> onnx.ModelProto:
+    """The model as the passes take it: initializers are constants, the opset at least ``MIN_OPSET``.
+
+    * An initializer also listed as a graph input is an overridable default (IR >= 4) or, below
+      IR 4, how every weight had to be declared. Either way it is treated as the constant it
+      holds: it leaves the graph inputs (no data is asked for it) and the IR version rises to at
+      least 4, where that is valid. The user's model file is not touched; the output model
+      declares the weights as plain initializers, as current exporters do.
+    * An opset from 7 up to ``MIN_OPSET`` is upgraded with ``onnx.version_converter``; older
+      opsets, and a conversion that fails, are refused (``ModelLoadError``: exit 2).
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    listed = [i for i in model.graph.input if i.name in initializers]
+    if listed:
+        logger.warning("%s: %d initializer(s) also listed as graph inputs are treated as constants and no "
+                       "longer listed as inputs", path, len(listed))
+        kept = [i for i in model.graph.input if i.name not in initializers]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        model.ir_version = max(model.ir_version, INITIALIZERS_APART_IR)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset >= MIN_OPSET:
+        return model
+    if opset < MIN_CONVERTIBLE_OPSET:
+        raise ModelLoadError(f"{path}: opset {opset} is older than {MIN_CONVERTIBLE_OPSET}, the oldest upgraded "
+                             f"here; upgrade it to {MIN_OPSET}+ first with onnx.version_converter.convert_version")
+    try:
+        upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
+        onnx.checker.check_model(upgraded)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        raise ModelLoadError(f"{path}: opset {opset} is older than {MIN_OPSET} and onnx.version_converter "
+                             f"could not upgrade it ({_first_line(exc)})") from None
+    logger.warning("%s: opset %d upgraded to %d with onnx.version_converter", path, opset, MIN_OPSET)
+    return upgraded
 
 
 def _first_line(exc: BaseException) -> str:

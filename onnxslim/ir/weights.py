@@ -28,6 +28,10 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     """
     if isinstance(tensor, gs.Constant):
         return np.asarray(tensor.values) if _numpy_typed(tensor) else None
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Identity" and tensor.inputs[0].domain in ("", "ai.onnx", None) \
+            and tensor.inputs[0].inputs:
+        # PyTorch writes a weight shared by several layers (ALBERT) as Identity copies of one initializer
+        return constant_value(tensor.inputs[0].inputs[0])
     if len(tensor.inputs) != 1 or tensor.inputs[0].op != "Constant":
         return None
     attrs = tensor.inputs[0].attrs

@@ -109,7 +109,8 @@ class MixedPrecision:
         if o.tables:
             quantize_tables(g, self.quantized)
         result = self.ctx.run(g, {name: v[:rows] for name, v in self.feeds.items()})
-        cosine = min(cosine_similarity(self.reference[k][:rows], result[k]) for k in self.reference)
+        cosine = min(cosine_similarity(_rows_run(self.reference[k][:rows], result[k]), result[k])
+                     for k in self.reference)
         logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
                      len(exclude), len(wo), len(dyn), cosine)
         return Candidate(g, p, exclude, cosine, sorted(wo), sorted(dyn), float_channels)
@@ -180,6 +181,11 @@ class MixedPrecision:
             else:
                 lo = mid
         return hi, best
+
+
+def _rows_run(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """The reference rows a result holds: a fixed-batch model runs whole batches only."""
+    return reference[:len(result)] if np.ndim(reference) and np.ndim(result) else reference
 
 
 def _rows(feeds: dict[str, np.ndarray]) -> int:

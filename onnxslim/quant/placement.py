@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.ir.weights import constant_value, is_constant
@@ -81,12 +82,17 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
     if any(t.inputs and t.inputs[0].op == "DequantizeLinear" for t in node.inputs if t.name):
         return "already quantized (reads a DequantizeLinear)"
     if node.op == "MatMul":
-        if constant_value(node.inputs[1]) is None:
+        if any(t.shape is not None and len(t.shape) < 2 for t in activation_inputs(node)):
+            return "MatMul of a 1-D activation (ORT's integer MatMul kernels take rank 2 and up)"
+        weight = constant_value(node.inputs[1])
+        if weight is None:
             if not activation_matmul:
                 return "MatMul of two activations (activation_matmul=false)"
             return None
         if constant_value(node.inputs[0]) is not None:
             return "MatMul of two constants"
+        if weight.ndim != 2:
+            return f"MatMul weight of rank {weight.ndim} (ORT's integer MatMul kernels take a [K, N] weight)"
         return None
     weight = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
     if weight is None:
@@ -104,6 +110,23 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
     elif len(node.inputs) > 2 and node.inputs[2].name and constant_value(node.inputs[2]) is None:
         return "the bias is not constant"
     return None
+
+
+def mark_ranks(graph: gs.Graph, p: Plan, values: dict[str, np.ndarray]) -> bool:
+    """Give the MatMul activation inputs of plan ``p`` whose shape the graph does not state the rank
+    of their calibrated ``values`` (a tensor without a batch axis keeps its own rank); True when one
+    is 1-D, which ``compute_blocker`` then declines: plan again."""
+    nodes = {node_key(n): n for n in graph.nodes}
+    found = False
+    for key in p.compute:
+        node = nodes[key]
+        if node.op != "MatMul":
+            continue
+        for t in activation_inputs(node):
+            if t.shape is None and t.name in values and np.ndim(values[t.name]) < 2:
+                t.shape = [None] * np.ndim(values[t.name])
+                found = True
+    return found
 
 
 def plan(graph: gs.Graph, exclude: set[str], activation_matmul: bool, absorb_relu: bool) -> Plan:

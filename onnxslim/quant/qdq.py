@@ -267,11 +267,13 @@ def _insert_qdq(graph: gs.Graph, tensor: gs.Tensor, params: QParams, readers: se
 
 
 def _drop_constant_node(graph: gs.Graph, tensor: gs.Tensor) -> None:
-    """Remove a Constant node nobody reads any more (Paddle-style weights)."""
-    if isinstance(tensor, gs.Constant) or tensor.outputs or not tensor.inputs:
+    """Remove a Constant node (Paddle-style weights) or an Identity of a constant (PyTorch's shared
+    weights) nobody reads any more."""
+    if isinstance(tensor, gs.Constant) or tensor.outputs or not tensor.inputs or any(t is tensor for t in graph.outputs):
         return
     node = tensor.inputs[0]
-    if node.op == "Constant":
+    if node.op in ("Constant", "Identity"):
+        node.inputs.clear()
         node.outputs.clear()
         graph.nodes.remove(node)
 

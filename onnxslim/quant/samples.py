@@ -21,10 +21,17 @@ CHUNK = 8
 
 
 class LimitedSamples:
-    """Re-iterable calibration source cut at ``limit`` samples (None: all), in batches of at most ``chunk`` rows."""
+    """Re-iterable calibration source cut at ``limit`` samples (None: all), in batches of at most ``chunk`` rows.
 
-    def __init__(self, source: Iterable[dict[str, np.ndarray]], limit: int | None, chunk: int = CHUNK) -> None:
-        self.source, self.limit, self.chunk = source, limit, chunk
+    A model with a fixed batch B takes B rows at a time: the chunk and the cut are whole batches.
+    """
+
+    def __init__(self, source: Iterable[dict[str, np.ndarray]], limit: int | None, chunk: int = CHUNK,
+                 batch: int | None = None) -> None:
+        batch = batch or 1
+        self.chunk = max(batch, chunk - chunk % batch)
+        self.limit = None if limit is None else max(batch, limit - limit % batch)
+        self.source = source
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         seen = 0

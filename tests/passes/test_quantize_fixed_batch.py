@@ -1,0 +1,71 @@
+"""quantize on a model whose declared batch is a fixed B: every run it makes feeds B rows at a time.
+
+The shipped cnn re-declared with batch 1 and 4 (as exporters write it), through the CLI with a
+stacked ``.npz`` and with a folder of one-sample files: ORT refuses any other row count
+("Got invalid dimensions for input"), so a run of 32 stacked check rows fails the pass.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from helpers import run_model
+
+from onnxslim.core.context import PassContext, fixed_batch
+
+FAST = "quantize{check_speed=false,speed=off}"
+
+
+def _with_batch(repo, tmp_path, batch: int):
+    model = onnx.load(str(repo / "models" / "cnn.onnx"))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    path = tmp_path / f"cnn_b{batch}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _optimize(*args):
+    return subprocess.run([sys.executable, "-m", "onnxslim", "optimize", *map(str, args), "-q"],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_quantize_fixed_batch_with_stacked_npz(repo, tmp_path, batch):
+    path = _with_batch(repo, tmp_path, batch)
+    out = tmp_path / "out.onnx"
+    done = _optimize(path, "-o", out, "--passes", FAST, "--calibration-data", repo / "models" / "cnn_calib.npz",
+                     "--data", repo / "models" / "cnn_eval.npz")
+    assert done.returncode == 0, done.stderr
+    quantized = onnx.load(str(out))
+    assert "QuantizeLinear" in [n.op_type for n in quantized.graph.node]
+    x = np.load(repo / "models" / "cnn_eval.npz")["input"][:batch]
+    assert run_model(quantized, {"input": x})[0].shape == (batch, 10)
+
+
+def test_quantize_fixed_batch_with_a_folder_of_single_samples(repo, tmp_path):
+    path = _with_batch(repo, tmp_path, 4)
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    calib = np.load(repo / "models" / "cnn_calib.npz")["input"][:40]
+    for i, row in enumerate(calib):
+        np.savez(folder / f"{i:03d}.npz", input=row[None])
+    done = _optimize(path, "-o", tmp_path / "out.onnx", "--passes", FAST, "--calibration-data", folder,
+                     "--data", repo / "models" / "cnn_eval.npz")
+    assert done.returncode == 0, done.stderr
+
+
+def test_context_runs_a_fixed_batch_model_by_whole_batches(repo, tmp_path):
+    model = onnx.load(str(_with_batch(repo, tmp_path, 4)))
+    assert fixed_batch(model) == 4
+    ctx = PassContext(model)
+    from onnxslim.ir.io import to_graph
+    x = np.load(repo / "models" / "cnn_eval.npz")["input"][:10]
+    out = ctx.run(to_graph(model), {"input": x})["logits"]
+    assert out.shape == (8, 10)  # two whole batches; the 2 rows left over cannot be fed
+    np.testing.assert_allclose(out[4:], run_model(model, {"input": x[4:8]})[0], rtol=1e-5, atol=1e-5)
+    assert fixed_batch(onnx.load(str(repo / "models" / "cnn.onnx"))) is None
