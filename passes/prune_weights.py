@@ -35,6 +35,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.core.requires import CLEAN
 from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import replace_input
 from onnxslim.runtime.parity import Tolerance
@@ -100,6 +101,7 @@ class PruneWeights(Pass):
 
     name = "prune-weights"
     exact = False
+    requires = CLEAN  # BN folded first: pre-BN weight magnitudes are not comparable across channels
 
     Options = PruneWeightsOptions
 
