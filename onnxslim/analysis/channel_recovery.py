@@ -17,7 +17,10 @@ input pixels and its targets the patches (one bias per channel: the taps' interc
 are accumulated batch by batch in float64 from a random sample of at most ``rows`` output
 positions per batch, so memory does not grow with the data. Consumers are refit level by
 level in topological order: a layer is refit on inputs produced by the already-refit layers
-above it. The relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from
+above it. Levels are grouped into at most ``MAX_RUNS`` runs of consecutive levels (a deep
+network has one level per layer: one calibration run each made the refit quadratic in depth ×
+samples); a layer is refit on inputs from the layers refit in earlier runs, and each run computes
+only the prefix of the graph its inputs need. The relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from
 the same normal equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose only
 with kernel = stride; unnamed nodes are not refit (reported).
 """
@@ -31,9 +34,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
+from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import constant_value, replace_input, unique_name
 
 RIDGE = 1e-4
+MAX_RUNS = 8  # calibration runs of the refit (levels are grouped), besides the one for the targets
 
 
 @dataclasses.dataclass
@@ -69,7 +74,7 @@ def refit(ctx: PassContext, original: gs.Graph, pruned: gs.Graph, consumers: Seq
             todo.append(node)
     fits: list[LayerFit] = []
     targets = _targets(ctx, [(n, twin[id(n)]) for n in todo], original, out_keep, rows, rng)
-    for level in _levels(pruned, {id(n) for n in todo}):
+    for level in _grouped(_levels(pruned, {id(n) for n in todo}), MAX_RUNS):
         fits += _refit_level(ctx, pruned, level, targets)
     return fits, skipped
 
@@ -105,6 +110,12 @@ def _levels(graph: gs.Graph, consumers: set[int]) -> list[list[gs.Node]]:
         for t in node.outputs:
             depth[t.name] = d
     return [levels[k] for k in sorted(levels)]
+
+
+def _grouped(levels: list[list[gs.Node]], most: int) -> list[list[gs.Node]]:
+    """``levels`` merged into at most ``most`` runs of consecutive levels."""
+    per = -(-len(levels) // most) if levels else 1
+    return [[n for level in levels[i:i + per] for n in level] for i in range(0, len(levels), per)]
 
 
 def _targets(ctx, pairs, original, out_keep, rows, rng) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
@@ -144,7 +155,7 @@ def _targets(ctx, pairs, original, out_keep, rows, rng) -> dict[int, list[tuple[
 def _refit_level(ctx, pruned, nodes, targets) -> list[LayerFit]:
     x_names = [n.inputs[0].name for n in nodes]
     acc: dict[int, _Normal] = {}
-    for batch, cur in enumerate(ctx.activations(pruned, x_names)):
+    for batch, cur in enumerate(ctx.activations(prefix(pruned, x_names), x_names)):
         for node, xn in zip(nodes, x_names):
             pick, y = targets[id(node)][batch]
             a = _design(node, np.asarray(cur[xn], np.float64), pick)

@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_model
+from onnxslim.runtime.bench import LatencyStats, measure_latency
 from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,13 @@ class PassContext:
             feeds, values = run_by_batch(session, outputs, feeds, self.fixed_batch)
             values.update(feeds)
             yield values
+
+    def latency(self, models: Sequence[onnx.ModelProto], feeds: dict[str, np.ndarray],
+                **options: Any) -> list[LatencyStats]:
+        """Time ``models`` interleaved on the target provider (``runtime.bench.measure_latency``;
+        ``threads`` defaults to this context's, else 1). Tests inject timings by overriding this."""
+        options.setdefault("threads", self.threads or 1)
+        return measure_latency(models, feeds, self.target_provider, **options)
 
     def run(self, graph: gs.Graph, feeds: dict[str, np.ndarray], optimize: bool = True) -> dict[str, np.ndarray]:
         """The graph's outputs on ``feeds``; a model with a fixed batch B runs B rows at a time

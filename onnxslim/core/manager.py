@@ -21,6 +21,8 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.pipeline import PassSpec, Pipeline, Repeat, format_options
+from onnxslim.core.registry import get_pass
+from onnxslim.core.requires import drop_orphaned_constants, missing, read_constant_nodes
 from onnxslim.errors import OnnxSlimError, PassError, VerificationError
 from onnxslim.ir.io import check, to_graph
 from onnxslim.ir.verify import verify_structure
@@ -47,6 +49,7 @@ class PassRecord:
     delta: dict[str, int] = dataclasses.field(default_factory=dict)
     rolled_back: bool = False
     parity: dict[str, Any] | None = None
+    inserted: bool = False  # run because a later pass requires it, not asked for in the pipeline
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,6 +64,7 @@ class PassManager:
     parity_feeds: Sequence[dict[str, np.ndarray]] | None = None
     on_pass: Callable[[str], None] | None = None
     records: list[PassRecord] = dataclasses.field(default_factory=list)
+    done: set[str] = dataclasses.field(default_factory=set)  # passes run so far (requirements met)
 
     def check_requirements(self) -> None:
         """Fail before any work when a pass needs calibration data that was not given."""
@@ -87,8 +91,13 @@ class PassManager:
                 changed_any |= changed
         return graph, changed_any
 
-    def _run_pass(self, spec: PassSpec, graph: gs.Graph) -> tuple[gs.Graph, bool]:
+    def _run_pass(self, spec: PassSpec, graph: gs.Graph, inserted: bool = False) -> tuple[gs.Graph, bool]:
         the_pass = spec.create()
+        self.done.add(spec.name)
+        ran_first = missing(the_pass.required(), self.done)
+        for name in ran_first:  # the clean graph the pass requires (core.requires)
+            graph, _ = self._run_pass(PassSpec(name, get_pass(name).Options()), graph, inserted=True)
+        read_before = read_constant_nodes(graph) if not the_pass.exact else set()
         if self.on_pass:
             self.on_pass(spec.name)
         before = self.ctx.export(graph) if self.parity_feeds else None
@@ -104,10 +113,15 @@ class PassManager:
         seconds = time.perf_counter() - start
         declined = {d.where for d in result.declines}
         result.declines += [Decline(name, ALREADY_QUANTIZED) for name in quantized if name not in declined]
+        if ran_first:
+            result.notes.insert(0, f"ran {', '.join(ran_first)} first (inserted): {spec.name} requires a clean graph")
         record = self._record(spec, result, seconds)
+        record.inserted = inserted
         self.records.append(record)
         if not result.modified:
             return graph, False
+        if read_before:
+            drop_orphaned_constants(graph, read_before)
         graph.toposort(recurse_functions=False, mode="nodes")  # functions pass through untouched
         self._verify(spec.name, graph)
         if before is not None:

@@ -79,6 +79,9 @@ class Pass(abc.ABC):
     name: ClassVar[str]
     Options: ClassVar[type[PassOptions]] = PassOptions
     exact: ClassVar[bool] = True
+    #: exact passes whose clean graph this pass needs, in the order they run; the manager runs the
+    #: ones that have not run yet in the pipeline first, and the report marks them as inserted
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: PassOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -96,6 +99,11 @@ class Pass(abc.ABC):
     @abc.abstractmethod
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         """Rewrite ``graph`` in place and report what changed."""
+
+    def required(self) -> tuple[str, ...]:
+        """``requires`` for these options (a pass whose options read what a requirement removes
+        overrides this, e.g. prune-channels ranking channels by their BatchNormalization)."""
+        return self.requires
 
     def needs_calibration(self) -> bool:
         """True when these options need calibration data (the manager checks before running)."""

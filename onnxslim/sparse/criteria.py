@@ -10,7 +10,11 @@ over the calibration samples (im2col patches for a convolution):
 
 Scores are squared so they are all in units of output error energy. ``HessianAccumulator``
 adds ``XᵀX`` batch by batch in float64, so memory never grows with the number of samples; rows
-of large convolution inputs are subsampled (``max_rows`` per batch, seeded).
+of large convolution inputs are subsampled (``max_rows`` per sample, seeded), so the work is linear
+in samples × layers whatever the batching (one-sample batches of a fixed-batch model included). A
+grouped or depthwise convolution's ``H`` is per group, ``[G, Cin/G·Πk, Cin/G·Πk]``, and the patches
+are gathered only at the sampled output positions, with padding as a mask: nothing the size of the
+padded input is built per layer and batch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class HessianAccumulator:
     """
 
     def __init__(self, layer: Layer, max_rows: int, rng: np.random.Generator) -> None:
+        """``max_rows``: input rows kept per calibration sample (at most)."""
         self.layer = layer
         self.max_rows = max_rows
         self.rng = rng
@@ -36,12 +41,14 @@ class HessianAccumulator:
         self.cross: np.ndarray | None = None
         self.rows = 0
 
-    def add(self, x: np.ndarray, x_ref: np.ndarray | None = None) -> None:
+    def add(self, x: np.ndarray, x_ref: np.ndarray | None = None, samples: int = 1) -> None:
+        """Add one batch of ``samples`` samples (``x_ref``: the same rows in the original model)."""
         chosen: dict[int, np.ndarray | slice] = {}
+        most = self.max_rows * max(samples, 1)
 
         def pick(n: int) -> np.ndarray | slice:  # the same rows of x and x_ref
             if n not in chosen:
-                chosen[n] = self._pick(n)
+                chosen[n] = self._pick(n, most)
             return chosen[n]
 
         rows = np.ascontiguousarray(self._rows(np.asarray(x, dtype=np.float32), pick))  # [G, n, cols]
@@ -52,10 +59,10 @@ class HessianAccumulator:
             cross = np.matmul(rows.transpose(0, 2, 1), ref).astype(np.float64)
             self.cross = cross if self.cross is None else self.cross + cross
 
-    def _pick(self, n: int) -> np.ndarray | slice:
-        if n <= self.max_rows:
+    def _pick(self, n: int, most: int) -> np.ndarray | slice:
+        if n <= most:
             return slice(None)
-        return np.sort(self.rng.choice(n, self.max_rows, replace=False))
+        return np.sort(self.rng.choice(n, most, replace=False))
 
     def _rows(self, x: np.ndarray, pick) -> np.ndarray:
         layer = self.layer
@@ -91,19 +98,28 @@ def im2col(x: np.ndarray, layer: Layer, pick=None) -> np.ndarray:
     strides = list(attrs.get("strides", [1] * spatial))
     dil = list(attrs.get("dilations", [1] * spatial))
     pads = _pads(x.shape[2:], kernel, strides, dil, attrs)
-    pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
-    xp = np.pad(x, pad_width)
-    span = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
-    axes = tuple(range(2, 2 + spatial))
-    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=axes)
-    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
-    index += tuple(slice(None, None, d) for d in dil)
-    win = win[index]  # [N, C, out..., k...] (a view)
-    out_shape = (win.shape[0],) + win.shape[2:2 + spatial]
-    chosen = np.arange(int(np.prod(out_shape)))[pick(int(np.prod(out_shape))) if pick else slice(None)]
+    sizes = x.shape[2:]
+    out_shape = (x.shape[0],) + tuple(
+        (sizes[i] + pads[i] + pads[i + spatial] - (kernel[i] - 1) * dil[i] - 1) // strides[i] + 1 for i in range(spatial))
+    total = int(np.prod(out_shape))
+    chosen = np.arange(total)[pick(total) if pick else slice(None)]
     where = np.unravel_index(chosen, out_shape)
-    patches = win[(where[0], slice(None)) + tuple(where[1:])]  # [rows, C, k...]
-    return patches.reshape(len(chosen), x.shape[1], int(np.prod(kernel)))
+    rows, channels = len(chosen), x.shape[1]
+    # index arrays broadcast to [rows, C, k_1, ..., k_s]; positions in the padding read 0
+    shape = lambda axis, n: [n if a == axis else 1 for a in range(2 + spatial)]  # noqa: E731
+    index = [where[0].reshape(shape(0, rows)), np.arange(channels).reshape(shape(1, channels))]
+    valid = np.ones([rows, 1] + kernel, dtype=bool)
+    for i in range(spatial):
+        pos = where[1 + i][:, None] * strides[i] - pads[i] + np.arange(kernel[i])[None, :] * dil[i]  # [rows, k_i]
+        inside = (pos >= 0) & (pos < sizes[i])
+        layout = [rows] + [1] * (1 + spatial)
+        layout[2 + i] = kernel[i]
+        index.append(np.clip(pos, 0, sizes[i] - 1).reshape(layout))
+        valid &= inside.reshape(layout)
+    patches = x[tuple(index)]  # [rows, C, k...]
+    if not valid.all():
+        patches = np.where(valid, patches, 0)
+    return patches.reshape(rows, channels, int(np.prod(kernel)))
 
 
 def _pads(size, kernel, strides, dil, attrs) -> list[int]:

@@ -390,8 +390,6 @@ def test_exclusion_loop_keeps_the_harmful_layer_in_float(rng):
 
 
 def test_weight_only_is_folded_when_its_dequantize_form_measures_slower(rng, monkeypatch):
-    from onnxslim.passes import quantize as quantize_module
-
     from onnxslim.runtime.bench import LatencyStats
 
     def timings(models, feeds, *args, **kwargs):
@@ -399,7 +397,7 @@ def test_weight_only_is_folded_when_its_dequantize_form_measures_slower(rng, mon
         ms = [2.0] + [1.0] * (len(models) - 1)
         return [LatencyStats(t, t, t, t, 30, 1, 1, "CPUExecutionProvider") for t in ms]
 
-    monkeypatch.setattr(quantize_module, "measure_latency", timings)
+    monkeypatch.setattr(PassContext, "latency", lambda self, models, feeds, **kw: timings(models, feeds))
     model, data = _outlier_model(rng), _outlier_data(rng)
     out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32, check_speed=True, speed="off")
     excluded = [e["node"] for e in result.stats["excluded"]]
@@ -690,3 +688,53 @@ def test_exclusion_search_checks_its_subset_count_on_every_check_sample():
     assert k == 11 and best.cosine >= 0.9951
     assert (6, mixed.SEARCH_ROWS) in built and (6, None) in built  # found on the subset, missed on all
     assert (10, None) in built and not any(isinstance(b, str) for b in built)  # 10 misses; no warning
+
+
+# ---------------------------------------------------------------- never slower (injected timings)
+
+
+class _TimedContext(PassContext):
+    """A context whose latency says the second model (int8) takes ``ratio`` times the first (fp32)."""
+
+    def __init__(self, *args, ratio: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ratio = ratio
+
+    def latency(self, models, feeds, **options):
+        from onnxslim.runtime.bench import LatencyStats
+
+        def stats(ms):
+            return LatencyStats(ms, ms, ms, ms, 10, 1, 1, self.target_provider)
+        return [stats(1.0), stats(self.ratio)][: len(models)]
+
+
+def _timed_quantize(rng, ratio, **options):
+    model = model_from_text(CONV_RELU_POOL, _conv_weights(rng))
+    ctx = _TimedContext(model, calibration=_batches(rng, "x", (8, 3, 8, 8)), ratio=ratio)
+    opts = QuantizeOptions(**{"speed": "off", **options})
+    return model, *run_pass(Quantize(opts), model, ctx), ctx
+
+
+def test_int8_slower_than_fp32_falls_back_to_weight_only_storage(rng):
+    model, out, result, ctx = _timed_quantize(rng, ratio=1.3)
+    assert result.modified and result.stats["fallback"]["to"] == "weight_only"
+    ops = op_types(out)
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops  # fp32's graph once loaded
+    weights8 = [i for i in out.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert {tuple(i.dims) for i in weights8} == {(8, 3, 3, 3), (10, 128)}  # int8 in the file
+    assert out.ByteSize() < 0.5 * model.ByteSize()
+    assert any("weight-only" in w for w in ctx.warnings)
+    feeds = {"x": rng.normal(size=(4, 3, 8, 8)).astype(np.float32)}
+    assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) > 0.999
+
+
+def test_int8_faster_is_kept(rng):
+    _, out, result, _ = _timed_quantize(rng, ratio=0.7)
+    assert "fallback" not in result.stats and "QuantizeLinear" in op_types(out)
+
+
+def test_require_speedup_fails_when_int8_is_slower(rng):
+    from onnxslim.errors import ParityError
+
+    with pytest.raises(ParityError, match="require_speedup"):
+        _timed_quantize(rng, ratio=1.3, require_speedup=True)

@@ -328,7 +328,8 @@ def test_cli_data_aware_mlp(repo, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(report.read_text())
     jsonschema.validate(doc, json.loads((repo / "docs/report.schema.json").read_text()))
-    (record,) = doc["passes"]
+    *inserted, record = doc["passes"]
+    assert all(r["inserted"] for r in inserted) and record["name"] == "svd" and not record["inserted"]
     stats = record["stats"]
     assert stats["split"] >= 2 and stats["weight_params_after"] < 0.2 * stats["weight_params_before"]
     assert all(layer["output_error"] <= 0.07 < layer["plain_error"] for layer in stats["layers"])

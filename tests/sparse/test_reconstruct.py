@@ -70,20 +70,38 @@ def _conv_model(w, attrs, x_shape):
     {"dilations": [2, 2]},
     {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
     {"group": 2, "pads": [1, 1, 1, 1]},
+    {"group": 4, "pads": [1, 1, 1, 1], "strides": [2, 1]},  # depthwise: per-group H of Πk columns
+    {"auto_pad": "SAME_LOWER", "strides": [2, 2]},
 ])
 def test_im2col_rows_times_the_matrix_view_give_the_convolution(rng, attrs):
     groups = attrs.get("group", 1)
-    w = rng.normal(size=(6, 4 // groups, 3, 3)).astype(np.float32)
+    cout = 8 if groups == 4 else 6
+    w = rng.normal(size=(cout, 4 // groups, 3, 3)).astype(np.float32)
     x = rng.normal(size=(2, 4, 9, 8)).astype(np.float32)
     model = _conv_model(w, attrs, list(x.shape))
     y = make_session(model, optimize=False).run(None, {"X": x})[0]
     layer = Layer(gs.import_onnx(model).nodes[0], 1, w, groups=groups)
     patches = im2col(x, layer).reshape(-1, groups, 4 // groups * 9)
     ours = np.einsum("ngk,grk->ngr", patches, layer.to_mats()).reshape(patches.shape[0], -1)
-    np.testing.assert_allclose(ours, np.moveaxis(y, 1, -1).reshape(-1, 6), atol=1e-4)
+    np.testing.assert_allclose(ours, np.moveaxis(y, 1, -1).reshape(-1, cout), atol=1e-4)
     acc = HessianAccumulator(layer, max_rows=10_000, rng=rng)
     acc.add(x)
     assert acc.h.shape == (groups, 4 // groups * 9, 4 // groups * 9)
+
+
+def test_hessian_rows_are_capped_per_sample_whatever_the_batching(rng):
+    """The same samples fed in one batch or one at a time give H from as many rows."""
+    w = rng.normal(size=(4, 1, 3, 3)).astype(np.float32)
+    x = rng.normal(size=(6, 4, 10, 12)).astype(np.float32)
+    model = _conv_model(w, {"group": 4, "pads": [1, 1, 1, 1]}, list(x.shape))
+    layer = Layer(gs.import_onnx(model).nodes[0], 1, w, groups=4)
+    together = HessianAccumulator(layer, max_rows=20, rng=np.random.default_rng(0))
+    together.add(x, samples=6)
+    alone = HessianAccumulator(layer, max_rows=20, rng=np.random.default_rng(0))
+    for row in x:
+        alone.add(row[None], samples=1)
+    assert together.rows == alone.rows == 6 * 20
+    assert together.h.shape == (4, 9, 9)
 
 
 @pytest.mark.parametrize(("op", "shape", "attrs"), [
