@@ -82,7 +82,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output path (default IN.slim.onnx beside IN).")
 @click.option("--passes", metavar="P", help="Pipeline text, e.g. 'fold-constants,dce,prune-weights{sparsity=0.5}'.")
-@click.option("--calibration-data", metavar="C", help="Calibration data (same formats as --data, an image folder, or 'random'); without --data, its last 20% is held back for parity.")
+@click.option("--calibration-data", metavar="C", help="Calibration data (same formats as --data, an image folder, or 'random'); "
+              "without --data, its last 20% is held back for parity.")
 @click.option("--preprocess", metavar="SPEC", help="Image preprocessing, e.g. 'size=224x224,mean=...,std=...,layout=NCHW'.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
 @click.option("--verify-each", is_flag=True, help="Check parity after each pass; roll back a pass that breaks its budget.")

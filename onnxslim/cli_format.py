@@ -122,7 +122,8 @@ def format_passes() -> str:
             kind_text = "|".join(choices) if choices else _type_name(hints[f.name])
             lines.append(f"    {f.name} ({kind_text}, default {format_value(f.default)}): {f.metadata.get('help', '')}")
         budget = cls().tolerance() if not cls.exact else None
-        lines.append(f"    parity budget: {budget if budget is not None else 'exact'}")
+        per_output = " (class-score outputs by top1 on real data, the others by the rest)" if budget and budget.per_output else ""
+        lines.append(f"    parity budget: {budget if budget is not None else 'exact'}{per_output}")
     return "\n".join(lines)
 
 

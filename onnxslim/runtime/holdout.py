@@ -32,8 +32,8 @@ def split(source: DataSource, fixed_batch: int | None) -> tuple[DataSource, Data
         return None
     held = math.ceil(units * HOLDOUT_SHARE)
     boundary, stop = (units - held) * unit, units * unit
-    calibration = _part(source, 0, boundary,
-                        f"{source.description}: first {boundary} samples (the last {stop - boundary} held back for parity)")
+    held_note = f"the last {stop - boundary} held back for parity"
+    calibration = _part(source, 0, boundary, f"{source.description}: first {boundary} samples ({held_note})")
     parity = _part(source, boundary, stop,
                    f"{source.description}: last {stop - boundary} samples, held back from calibration")
     return calibration, parity

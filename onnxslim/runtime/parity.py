@@ -240,7 +240,8 @@ class _Accumulator:
             self.shape, self.dtype = a.shape, a.dtype.name
             self.axis = class_axis(a.shape, a.dtype, self.name)
         self.elements += a.size
-        self.top1_applies = self.top1_applies and self.axis is not None and class_axis(a.shape, a.dtype, self.name) == self.axis
+        same_axis = self.axis is not None and class_axis(a.shape, a.dtype, self.name) == self.axis
+        self.top1_applies = self.top1_applies and same_axis
         if a.size == 0:
             return
         x, y = _as_float(a), _as_float(b)
