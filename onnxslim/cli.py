@@ -61,7 +61,8 @@ def _runtime(func):
                         help="Task measure reported beside parity: accuracy (vs the data's 'label'), top1, cosine, "
                         "or module:function (f(outputs, data) -> number, higher is better).")(func)
     func = click.option("--data", metavar="D", help="Parity inputs: .npz (keys = input names), .npy, or a folder of them.")(func)
-    func = click.option("--tolerance", metavar="T", help="'exact' or metric=value pairs, e.g. cosine=0.999,top1=0.99.")(func)
+    func = click.option("--tolerance", metavar="T", help="'exact' or metric=value pairs, e.g. cosine=0.999,top1=0.99 "
+                        "(add per_output: class scores by top1 alone, other outputs by the rest).")(func)
     func = click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu,cuda,tensorrt.")(func)
     func = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for latency and sessions.")(func)
     return func
