@@ -27,9 +27,11 @@ from onnxslim.errors import UsageError
 from onnxslim.ir.io import check, file_bytes, is_large, load_model, save_model, to_graph, writable
 from onnxslim.ir.stats import compressed_bytes, flops, model_stats
 from onnxslim.runtime.bench import measure_latency
-from onnxslim.runtime.data import RANDOM_BATCH_SIZE, generated_source, open_data
+from onnxslim.runtime import holdout
+from onnxslim.runtime.data import RANDOM_BATCH_SIZE, DataSource, generated_source, open_data
 from onnxslim.runtime.feeds import input_specs, random_feeds
 from onnxslim.runtime.inputs import InputsError, ResolvedInputs, batched_shapes, resolve_inputs
+from onnxslim.runtime.metric import Metric
 from onnxslim.runtime.parity import Tolerance, compare_models
 from onnxslim.runtime.session import optimized_node_count, resolve_providers
 
@@ -60,6 +62,8 @@ class RunOptions:
     dry_run: bool = False
     force: bool = False
     latency_seconds: float = 5.0
+    metric: str | None = None
+    max_drop: float | None = None
 
 
 @dataclasses.dataclass
@@ -103,6 +107,8 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
                       tracker=tracker)
     if options.calibration_data == "random":
         ctx.warn("calibration uses random data (--calibration-data random): results say nothing about real inputs")
+    for message in getattr(parity_data, "warnings", ()):
+        ctx.warn(message)
     verify_feeds = list(itertools.islice(parity_data, VERIFY_EACH_BATCHES)) if options.verify_each else None
     manager = PassManager(pipeline, ctx, verify_feeds, on_pass=lambda name: say(f"pass {name}"))
     manager.check_requirements()
@@ -163,14 +169,35 @@ def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
 def _compare(doc: dict[str, Any], reference: onnx.ModelProto, candidate: onnx.ModelProto,
              data: Iterable[dict[str, np.ndarray]], tolerance: Tolerance, providers: list[str],
              options: RunOptions, say: Progress, tracker: Tracker) -> bool:
-    """Fill the report's parity (on every batch of ``data``) and latency; True when parity holds."""
+    """Fill the report's parity (on every batch of ``data``), metric and latency; True when it holds.
+
+    With ``--max-drop`` the metric is the budget: the per-output tolerance is still measured and
+    reported, but decides only when ``--tolerance`` was given too (``parity.decides``).
+    """
     say("parity")
-    batches = tracker(data, "parity batches", getattr(data, "len_hint", None))
-    parity = compare_models(reference, candidate, batches, providers[0], options.threads)
-    doc["parity"] = {"data": _describe_data(data), **parity.to_dict(tolerance)}
+    collector = Metric(options.metric).collector(options.max_drop) if options.metric else None
+    pairs = data.with_labels() if isinstance(data, DataSource) else ((feeds, None) for feeds in data)
+
+    def feeds_only():
+        for feeds, labels in pairs:
+            if collector is not None:
+                collector.add_inputs(feeds, labels)
+            yield feeds
+
+    batches = tracker(feeds_only(), "parity batches", getattr(data, "len_hint", None))
+    generated = not isinstance(data, DataSource) or data.is_random
+    parity = compare_models(reference, candidate, batches, providers[0], options.threads, generated=generated,
+                            observe=collector.add_outputs if collector is not None else None)
+    decides = options.max_drop is None or options.tolerance is not None
+    doc["parity"] = {"data": _describe_data(data), **parity.to_dict(tolerance), "decides": decides}
+    held = parity.holds(tolerance) or not decides
+    if collector is not None:
+        result = collector.evaluate(parity)
+        doc["metric"] = result.to_dict()
+        held = held and result.held is not False
     say("latency")
     doc["latency"] = _latency([reference, candidate], next(iter(data)), providers, options)
-    return parity.holds(tolerance)
+    return held
 
 
 def inspect(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, Any]:
@@ -247,29 +274,58 @@ class _Inputs:
 
 
 def _parity_data(model: onnx.ModelProto, options: RunOptions, inputs: _Inputs) -> Iterable[dict[str, np.ndarray]] | None:
-    """The user's data, else generated inputs that run in ORT; None when none do (``inputs.error``)."""
+    """The final check's data: ``--data``; else the held-back part of ``--calibration-data``
+    (``runtime.holdout``; all of it, with a warning, when it is too small to split); else
+    generated inputs that run in ORT (``runtime.inputs``), None when none do (``inputs.error``).
+    ``--calibration-data random`` is never parity data.
+
+    Also checks ``--metric``/``--max-drop`` before any work (usage errors, exit 2).
+    """
+    _check_metric_options(options)
+    data: Iterable[dict[str, np.ndarray]]
     if options.data:
         data = open_data(options.data, model, preprocess=options.preprocess, seed=options.seed,
                          input_shapes=options.input_shapes)
+    elif options.calibration_data and options.calibration_data != "random":
+        source = _open_calibration(model, options)
+        parts = holdout.split(source, _fixed_batch(model))
+        if parts is not None:
+            data = parts[1]
+        else:
+            data = source
+            data.description = f"{source.description}, which calibration sees too"
+            data.warnings = [f"calibration data {options.calibration_data} holds {source.num_samples} sample(s), "
+                             "too few to hold some back: parity runs on the samples calibration saw"]
+    else:
+        resolved = inputs.resolved()
+        if resolved is None:
+            return None
+        data = generated_source(resolved)
+    if isinstance(data, DataSource) and not data.is_random:
         next(iter(data))  # fail now, before any work, on data that does not fit the model
-        return data
-    resolved = inputs.resolved()
-    return None if resolved is None else generated_source(resolved)
+    if options.metric and Metric(options.metric).needs_labels and not getattr(data, "has_labels", False):
+        where = "--data" if options.data else "--calibration-data" if options.calibration_data else "--data (none given)"
+        raise UsageError(f"--metric accuracy needs labels: a 'label' key in every file of {where}")
+    return data
 
 
 def _calibration(model: onnx.ModelProto, options: RunOptions, inputs: _Inputs) -> Iterable[dict[str, np.ndarray]] | None:
+    """``--calibration-data``, less the part held back for parity when no ``--data`` is given;
+    ``random`` uses the inputs ``runtime.inputs`` found to run."""
     if not options.calibration_data:
         return None
-    shapes, values = options.input_shapes, None
     if options.calibration_data == "random":
         resolved = inputs.resolved()
         if resolved is None:
             raise inputs.error
         shapes = batched_shapes(model, resolved, RANDOM_BATCH_SIZE, keep=list(options.input_shapes),
                                 provider=inputs.provider, threads=options.threads)
-        values = resolved.values
-    data = open_data(options.calibration_data, model, preprocess=options.preprocess, seed=options.seed,
-                     input_shapes=shapes, values=values)
+        data = open_data("random", model, seed=options.seed, input_shapes=shapes, values=resolved.values)
+    else:
+        data = _open_calibration(model, options)
+        if not options.data:
+            parts = holdout.split(data, _fixed_batch(model))
+            data = parts[0] if parts is not None else data
     next(iter(data))
     return data
 
@@ -278,7 +334,31 @@ def _is_exact(pipeline: Pipeline) -> bool:
     return all(spec.create().exact for spec in pipeline.specs())
 
 
+def _open_calibration(model: onnx.ModelProto, options: RunOptions) -> DataSource:
+    return open_data(options.calibration_data, model, preprocess=options.preprocess, seed=options.seed,
+                     input_shapes=options.input_shapes)
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    specs = input_specs(model)
+    first = specs[0].dims if specs else None
+    return first[0] if first and isinstance(first[0], int) else None
+
+
+def _check_metric_options(options: RunOptions) -> None:
+    if options.max_drop is not None and not options.metric:
+        raise UsageError("--max-drop needs --metric (accuracy, top1, cosine or module:function)")
+    if options.max_drop is not None and not (options.max_drop >= 0):
+        raise UsageError(f"--max-drop must be a number of points >= 0, got {options.max_drop}")
+    if options.metric and not options.verify:
+        raise UsageError("--metric and --max-drop need the final check: drop --no-verify")
+    if options.metric:
+        Metric(options.metric)  # unknown metric or module that does not import: fail before any work
+
+
 def _tolerance(pipeline: Pipeline, text: str | None) -> Tolerance:
+    """``--tolerance``; else ``exact`` for an exact pipeline; else the lossy passes' budgets merged
+    (per metric the looser bound; see ``Tolerance.merge``)."""
     if text:
         return Tolerance.parse(text)
     budgets = [b for b in (spec.create().tolerance() for spec in pipeline.specs()) if b is not None]

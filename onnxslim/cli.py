@@ -57,8 +57,15 @@ def _common(func):
 
 
 def _runtime(func):
+    func = click.option("--max-drop", type=float, metavar="P",
+                        help="Budget: the --metric may drop at most P points (100 x its scale); the per-output "
+                        "tolerance is then informational unless --tolerance is given.")(func)
+    func = click.option("--metric", metavar="M",
+                        help="Task measure reported beside parity: accuracy (vs the data's 'label'), top1, cosine, "
+                        "or module:function (f(outputs, data) -> number, higher is better).")(func)
     func = click.option("--data", metavar="D", help="Parity inputs: .npz (keys = input names), .npy, or a folder of them.")(func)
-    func = click.option("--tolerance", metavar="T", help="'exact' or metric=value pairs, e.g. cosine=0.999,top1=0.99.")(func)
+    func = click.option("--tolerance", metavar="T", help="'exact' or metric=value pairs, e.g. cosine=0.999,top1=0.99 "
+                        "(add per_output: class scores by top1 alone, other outputs by the rest).")(func)
     func = click.option("--providers", default="cpu", show_default=True, help="Comma-separated: cpu,cuda,tensorrt.")(func)
     func = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for latency and sessions.")(func)
     return func
@@ -79,7 +86,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output path (default IN.slim.onnx beside IN).")
 @click.option("--passes", metavar="P", help="Pipeline text, e.g. 'fold-constants,dce,prune-weights{sparsity=0.5}'.")
-@click.option("--calibration-data", metavar="C", help="Calibration data (same formats as --data, an image folder, or 'random').")
+@click.option("--calibration-data", metavar="C", help="Calibration data (same formats as --data, an image folder, or 'random'); "
+              "without --data, its last 20% is held back for parity.")
 @click.option("--preprocess", metavar="SPEC", help="Image preprocessing, e.g. 'size=224x224,mean=...,std=...,layout=NCHW'.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
 @click.option("--verify-each", is_flag=True, help="Check parity after each pass; roll back a pass that breaks its budget.")
@@ -209,7 +217,10 @@ def _finish(ctx: click.Context, outcome: api.Outcome, report: Path | None, rende
     if not ctx.obj["quiet"]:
         click.echo(render())
     if outcome.exit_code == EXIT_PARITY:
-        raise ParityError("parity failed: " + "; ".join(outcome.report.get("parity", {}).get("failures", [])[:3])
+        parity, metric = outcome.report.get("parity", {}), outcome.report.get("metric") or {}
+        failures = ([metric["failure"]] if metric.get("failure") else []) + (
+            parity.get("failures", []) if parity.get("decides", True) else [])
+        raise ParityError("parity failed: " + "; ".join(failures[:3])
                           + ("" if outcome.output else " (nothing written; --force writes anyway)"))
 
 

@@ -23,7 +23,7 @@ def format_outcome(outcome: Any, model: Path) -> str:
     if doc.get("passes"):
         lines += ["", _passes_table(doc["passes"])]
     if doc.get("parity"):
-        lines += ["", _parity_table(doc["parity"])]
+        lines += ["", _parity_table(doc["parity"], doc.get("metric"))]
     for provider, lat in doc.get("latency", {}).items():
         o, r = lat["original"], lat["result"]
         lines.append(
@@ -68,19 +68,28 @@ def _passes_table(passes: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _parity_table(parity: dict[str, Any]) -> str:
+def _parity_table(parity: dict[str, Any], metric: dict[str, Any] | None = None) -> str:
     if parity.get("measured") is False:
         return f"parity: not measured ({parity['reason']})"
     verdict = "held" if parity["held"] else "FAILED"
+    if not parity.get("decides", True):
+        verdict += ", informational: --max-drop decides"
     out = [f"parity on {parity['data']} (tolerance {parity['tolerance']}): {verdict}",
-           f"{'output':24}{'max_abs':>12}{'max_rel':>12}{'cosine':>12}{'sqnr_db':>10}{'top1':>8}"]
+           f"{'output':24}{'max_abs':>12}{'max_rel':>12}{'cosine':>12}{'sqnr_db':>10}{'top1':>8}  judged by"]
     for m in parity["outputs"]:
         if m.get("error"):
             out.append(f"{m['name'][:24]:24}  not compared: {m['error']}")
             continue
         top1 = "-" if m.get("top1") is None else f"{m['top1']:.4f}"
+        judged = ",".join(m.get("judged_by") or []) or "-"
         out.append(f"{m['name'][:24]:24}{_g(m['max_abs']):>12}{_g(m['max_rel']):>12}{_g(m['cosine'], 6):>12}"
-                   f"{_g(m['sqnr_db'], 1):>10}{top1:>8}")
+                   f"{_g(m['sqnr_db'], 1):>10}{top1:>8}  {judged}")
+    if metric:
+        budget = "" if metric.get("max_drop") is None else (
+            f" (--max-drop {metric['max_drop']:g}: {'held' if metric['held'] else 'FAILED'})")
+        where = f" on {metric['output']}" if metric.get("output") else ""
+        out.append(f"metric {metric['metric']}{where}: {metric['original']:.4f} -> {metric['result']:.4f}, "
+                   f"drop {metric['drop_points']:.2f} points{budget}")
     return "\n".join(out)
 
 
@@ -115,7 +124,8 @@ def format_passes() -> str:
             kind_text = "|".join(choices) if choices else _type_name(hints[f.name])
             lines.append(f"    {f.name} ({kind_text}, default {format_value(f.default)}): {f.metadata.get('help', '')}")
         budget = cls().tolerance() if not cls.exact else None
-        lines.append(f"    parity budget: {budget if budget is not None else 'exact'}")
+        per_output = " (class-score outputs by top1 on real data, the others by the rest)" if budget and budget.per_output else ""
+        lines.append(f"    parity budget: {budget if budget is not None else 'exact'}{per_output}")
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ from onnxslim.runtime.parity import Tolerance
 logger = logging.getLogger(__name__)
 
 IMPORTANCE = ("auto", "activation", "l1", "l2", "bn")
-BUDGET = "cosine=0.9,top1=0.8"
+BUDGET = "cosine=0.9,top1=0.8,per_output"
 
 
 @dataclasses.dataclass(frozen=True)

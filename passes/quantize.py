@@ -133,7 +133,7 @@ class Quantize(Pass):
 
     def tolerance(self) -> Tolerance:
         target = self.options.target_cosine
-        return Tolerance(cosine=0.985 if target is None else min(0.985, target - 0.01))
+        return Tolerance(cosine=0.985 if target is None else min(0.985, target - 0.01), top1=0.97, per_output=True)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         o = self.options

@@ -52,7 +52,7 @@ from onnxslim.lowrank.whitening import collect_moments, probe_shapes
 from onnxslim.runtime.parity import Tolerance
 
 DEFAULT_RULE = ("energy", 0.95)
-BUDGET = "cosine=0.98,top1=0.95"
+BUDGET = "cosine=0.98,top1=0.95,per_output"
 
 
 @dataclasses.dataclass(frozen=True)

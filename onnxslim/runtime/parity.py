@@ -9,8 +9,17 @@ concatenating outputs:
 * ``max_abs`` = max|a − b|;  ``max_rel`` = max|a − b| / max|a| (0 when both are 0);
 * ``cosine`` = Σab / √(Σa² Σb²) (1 when both are all zeros);
 * ``sqnr_db`` = 10·log10(Σa² / Σ(a − b)²), +inf when a = b everywhere;
-* ``top1``: the share of rows whose argmax agrees, for outputs shaped like class scores:
-  floating point, 2-D ``[N, C]`` with C > 1, not named like an embedding (see ``is_class_scores``); None otherwise.
+* ``top1``: the share of argmax decisions that agree along the class axis of an output shaped
+  like class scores (see ``class_axis``): ``[N, C]`` and ``[N, T, C]`` along the last axis (one
+  decision per row, or per time step), ``[N, C, H, W]`` along axis 1 (one per pixel of a
+  segmentation map); None for other outputs.
+
+``class_axis`` is a heuristic on what the model declares, since nothing in ONNX says "these are
+class scores": the output is floating point, of rank 2, 3 or 4, its class axis holds C ≥ 2
+entries, and its name says nothing of a non-class tensor (embedding, hidden state, feature,
+pooled vector, recurrent state or cache, boxes, coordinates, anchors, keypoints, offsets, depth,
+flow, attention). It errs on the side of a class axis: a tolerance then judges such an output by
+top-1 only where the budget asks for it (``Tolerance.per_output``), and ``--tolerance`` overrides.
 
 Elements equal in both (NaN included, and infinities of the same sign) count as exact
 matches and add nothing to the sums; a NaN only in one model makes ``max_abs`` NaN, which
@@ -21,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -48,6 +57,9 @@ class OutputParity:
     max_ref: float
     elements: int
     error: str | None = None
+    dtype: str = "float32"
+    class_axis: int | None = None
+    top1_decisions: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: non-finite numbers become the strings "inf", "-inf" and "nan"."""
@@ -65,9 +77,11 @@ class ParityReport:
     samples: int
     provider: str = "CPUExecutionProvider"
     optimize: bool = True
+    #: the batches were generated inputs, where top-1 agreement says nothing of the task
+    generated: bool = False
 
     def failures(self, tol: Tolerance) -> list[str]:
-        return tol.check(self.outputs)
+        return tol.check(self.outputs, generated=self.generated)
 
     def holds(self, tol: Tolerance) -> bool:
         return not self.failures(tol)
@@ -82,6 +96,8 @@ class ParityReport:
         }
         if tol is not None:
             data.update(tolerance=str(tol), held=self.holds(tol), failures=self.failures(tol))
+            for out, entry in zip(self.outputs, data["outputs"], strict=True):
+                entry["judged_by"] = tol.judged_by(out, generated=self.generated)
         return data
 
 
@@ -98,15 +114,28 @@ class Divergence:
         return f"node {self.node!r} ({self.op_type}) output {self.tensor!r}: {'; '.join(self.failures)}"
 
 
-_NOT_SCORES = ("embed", "hidden", "feature", "pool", "vector")
+_NOT_SCORES = (
+    "embed", "hidden", "feature", "pool", "vector", "state", "cache", "past", "present",
+    "box", "coord", "anchor", "keypoint", "landmark", "offset", "depth", "flow", "attn", "attention",
+)
+
+
+def class_axis(shape: tuple[int, ...], dtype: np.dtype, name: str = "") -> int | None:
+    """The axis holding class scores, or None (the rules are in the module docstring).
+
+    ``[N, C]`` and ``[N, T, C]``: the last axis; ``[N, C, H, W]``: axis 1. ``sentence_embedding``
+    [N, 384] and ``last_hidden_state`` [N, T, 384] are not class scores.
+    """
+    floating = dtype.kind == "f" or dtype.name == "bfloat16"
+    if not floating or len(shape) not in (2, 3, 4) or any(w in name.lower() for w in _NOT_SCORES):
+        return None
+    axis = 1 if len(shape) == 4 else len(shape) - 1
+    return axis if shape[axis] >= 2 else None
 
 
 def is_class_scores(shape: tuple[int, ...], dtype: np.dtype, name: str = "") -> bool:
-    """Whether an output gets a top-1 metric: floating point, 2-D ``[N, C]`` with C > 1, and not
-    named like an embedding (``sentence_embedding`` [N, 384] is not a set of class scores)."""
-    floating = dtype.kind == "f" or dtype.name == "bfloat16"
-    named_vector = any(word in name.lower() for word in _NOT_SCORES)
-    return floating and len(shape) == 2 and shape[1] > 1 and not named_vector
+    """Whether an output gets a top-1 metric (``class_axis`` is not None)."""
+    return class_axis(shape, dtype, name) is not None
 
 
 def compare_models(
@@ -116,11 +145,16 @@ def compare_models(
     provider: str = "CPUExecutionProvider",
     threads: int | None = None,
     optimize: bool = True,
+    *,
+    generated: bool = False,
+    observe: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None,
 ) -> ParityReport:
     """Run both models on the same batches and accumulate per-output metrics.
 
     Outputs are matched by name, or by position (with a warning) when the names differ but the
-    counts agree. Each model gets only the feeds it declares as inputs.
+    counts agree. Each model gets only the feeds it declares as inputs. ``generated`` says the
+    batches are generated inputs (see ``ParityReport.generated``); ``observe`` is handed each
+    batch's outputs, reference then candidate, as dicts keyed by the reference's output names.
 
     Raises:
         UsageError: the models' outputs cannot be matched.
@@ -137,11 +171,13 @@ def compare_models(
         ref_out, cand_out = run(ref_session, feeds), run(cand_session, feeds)
         for acc, (_, i, j) in zip(accumulators, pairs, strict=True):
             acc.add(ref_out[i], cand_out[j])
+        if observe is not None:
+            observe({n: ref_out[i] for n, i, _ in pairs}, {n: cand_out[j] for n, _, j in pairs})
         count += 1
         samples += _batch_size(feeds)
     if count == 0:
         raise DataError("no data to compare: the data source yielded no batches")
-    return ParityReport([a.result() for a in accumulators], count, samples, provider, optimize)
+    return ParityReport([a.result() for a in accumulators], count, samples, provider, optimize, generated)
 
 
 def first_divergence(
@@ -189,6 +225,8 @@ class _Accumulator:
         self.max_abs = self.max_ref = 0.0
         self.sum_ab = self.sum_aa = self.sum_bb = self.sum_err = 0.0
         self.elements = self.rows = self.agree = 0
+        self.dtype = "float32"
+        self.axis: int | None = None
         self.top1_applies = True
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -198,9 +236,12 @@ class _Accumulator:
         if a.shape != b.shape:
             self.error = f"shape {list(b.shape)} differs from the reference's {list(a.shape)}"
             return
-        self.shape = self.shape or a.shape
+        if self.shape is None:
+            self.shape, self.dtype = a.shape, a.dtype.name
+            self.axis = class_axis(a.shape, a.dtype, self.name)
         self.elements += a.size
-        self.top1_applies = self.top1_applies and is_class_scores(a.shape, a.dtype, self.name)
+        same_axis = self.axis is not None and class_axis(a.shape, a.dtype, self.name) == self.axis
+        self.top1_applies = self.top1_applies and same_axis
         if a.size == 0:
             return
         x, y = _as_float(a), _as_float(b)
@@ -214,15 +255,17 @@ class _Accumulator:
         self.sum_bb += float(np.sum(y * y))
         self.sum_err += float(np.sum(err * err))
         if self.top1_applies:
-            self.rows += a.shape[0]
-            self.agree += int(np.sum(np.argmax(x, axis=1) == np.argmax(y, axis=1)))
+            decisions = np.argmax(x, axis=self.axis) == np.argmax(y, axis=self.axis)
+            self.rows += decisions.size
+            self.agree += int(np.sum(decisions))
 
     def result(self) -> OutputParity:
         nan = math.nan
         if self.error:
             return OutputParity(
-                self.name, self.shape, nan, nan, nan, nan, None, nan, self.elements, self.error
+                self.name, self.shape, nan, nan, nan, nan, None, nan, self.elements, self.error, self.dtype
             )
+        top1 = self.top1_applies and self.rows > 0
         return OutputParity(
             name=self.name,
             shape=self.shape,
@@ -230,9 +273,12 @@ class _Accumulator:
             max_rel=_ratio(self.max_abs, self.max_ref),
             cosine=self._cosine(),
             sqnr_db=self._sqnr(),
-            top1=self.agree / self.rows if self.top1_applies and self.rows else None,
+            top1=self.agree / self.rows if top1 else None,
             max_ref=self.max_ref,
             elements=self.elements,
+            dtype=self.dtype,
+            class_axis=self.axis if top1 else None,
+            top1_decisions=self.rows if top1 else 0,
         )
 
     def _cosine(self) -> float:
@@ -304,6 +350,7 @@ __all__ = [
     "OutputParity",
     "ParityReport",
     "Tolerance",
+    "class_axis",
     "compare_models",
     "first_divergence",
     "is_class_scores",

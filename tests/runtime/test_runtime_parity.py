@@ -16,10 +16,12 @@ from onnxslim.runtime.parity import (
     OutputParity,
     Tolerance,
     _Accumulator,
+    class_axis,
     compare_models,
     first_divergence,
     is_class_scores,
 )
+from onnxslim.runtime.tolerance import exact_bounds
 
 
 def _metrics(*pairs) -> OutputParity:
@@ -199,8 +201,118 @@ _bounds = {
 
 
 @settings(deadline=None)
-@given(st.booleans(), st.fixed_dictionaries({}, optional=_bounds))
-def test_tolerance_text_round_trips(exact, bounds):
-    tol = Tolerance(exact=exact, **bounds)
+@given(st.booleans(), st.booleans(), st.fixed_dictionaries({}, optional=_bounds))
+def test_tolerance_text_round_trips(exact, per_output, bounds):
+    tol = Tolerance(exact=exact, per_output=per_output, **bounds)
     assert Tolerance.parse(str(tol)) == tol
     assert tol.merge(tol) == tol
+
+
+F32 = np.dtype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "name", "axis"),
+    [
+        ((4, 10), "logits", 1),
+        ((4, 40, 6625), "softmax_out", 2),  # a text-line recognizer: one decision per time step
+        ((2, 21, 64, 64), "out", 1),  # a segmentation map: one decision per pixel
+        ((2, 1, 64, 64), "maps", None),  # a text detector's probability map has no class axis
+        ((4, 1), "score", None),
+        ((4, 384), "sentence_embedding", None),
+        ((4, 16, 384), "last_hidden_state", None),
+        ((4, 100, 4), "pred_boxes", None),
+        ((4, 2, 8, 16, 16), "present.0.key", None),
+        ((4,), "y", None),
+        ((2, 3, 4, 5, 6), "y", None),
+    ],
+)
+def test_class_axis_heuristics(shape, name, axis):
+    assert class_axis(shape, F32, name) == axis
+    assert class_axis(shape, np.dtype(np.int64), name) is None
+
+
+def test_top1_counts_every_decision_along_the_class_axis():
+    rng = np.random.default_rng(0)
+    seq = rng.standard_normal((2, 5, 7)).astype(np.float32)  # [N, T, C]
+    moved = seq.copy()
+    moved[0, 3] = -moved[0, 3]  # one time step of one sample now argmaxes elsewhere
+    m = _metrics((seq, moved))
+    assert (m.top1, m.top1_decisions, m.class_axis) == (pytest.approx(9 / 10), 10, 2)
+    maps = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)  # [N, C, H, W]
+    flipped = maps.copy()
+    flipped[0, :, 0, 0] = -flipped[0, :, 0, 0]
+    m = _metrics((maps, flipped))
+    assert (m.top1, m.top1_decisions, m.class_axis) == (pytest.approx(15 / 16), 16, 1)
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_per_output_judges_class_scores_by_top1_and_the_rest_by_cosine():
+    """A recognizer whose softmax flattened (cosine well below budget) while no decision changed."""
+    rng = np.random.default_rng(1)
+    logits = 3 * rng.standard_normal((4, 40, 50))
+    scores = _metrics((_softmax(logits), _softmax(0.4 * logits)))
+    assert scores.top1 == 1.0 and scores.cosine < 0.97
+    budget = Tolerance.parse("cosine=0.985,top1=0.97,per_output")
+    assert budget.check([scores]) == [] and budget.judged_by(scores) == ["top1"]
+    assert Tolerance.parse("cosine=0.985,top1=0.97").check([scores])  # without per_output: every bound
+    embedding = _Accumulator("sentence_embedding")
+    embedding.add(logits[:, 0].astype(np.float32), 0.5 * logits[:, 0].astype(np.float32) + 1)
+    emb = embedding.result()
+    assert emb.top1 is None and budget.judged_by(emb) == ["cosine"]
+    assert budget.check([emb]) == [f"sentence_embedding: cosine {emb.cosine:.6g} < 0.985"]
+    # on generated inputs top-1 decides nothing: class scores fall back to cosine
+    assert budget.judged_by(scores, generated=True) == ["cosine"]
+    assert budget.check([scores], generated=True)
+
+
+def test_per_output_text_and_merge():
+    tol = Tolerance.parse("top1=0.9,cosine=0.95,per_output")
+    assert str(tol) == "cosine=0.95,top1=0.9,per_output" and Tolerance.parse(str(tol)) == tol
+    merged = Tolerance.parse("exact").merge(tol)
+    assert merged == tol
+    assert Tolerance.parse("cosine=0.99").merge(tol) == tol
+    assert not Tolerance.parse("cosine=0.99").merge(Tolerance.parse("cosine=0.9")).per_output
+
+
+def test_lossy_budgets_are_per_output():
+    from onnxslim.core.registry import all_passes
+
+    lossy = [cls for cls in all_passes() if cls.name in ("quantize", "prune-weights", "prune-channels", "svd")]
+    assert len(lossy) == 4 and not any(cls.exact for cls in lossy)
+    for cls in lossy:
+        budget = cls().tolerance()
+        assert budget.per_output and budget.top1 is not None and budget.cosine is not None, cls.name
+
+
+def test_exact_fits_the_output_dtype():
+    assert exact_bounds("float32") == exact_bounds("float64") == (1e-5, 1e-4)
+    assert exact_bounds("float16") == (2.0**-10, 10 * 2.0**-10)
+    assert exact_bounds("bfloat16") == (2.0**-7, 10 * 2.0**-7)
+    a = np.array([[3.0, 1.0, -2.0]])
+    b = a + np.array([[0.002, 0.0, -0.001]])  # about 1 unit in the last place of float16 at 3.0
+    half = _Accumulator("y")
+    half.add(a.astype(np.float16), b.astype(np.float16))
+    single = _Accumulator("y")
+    single.add(a.astype(np.float32), b.astype(np.float32))
+    exact = Tolerance.parse("exact")
+    assert half.result().dtype == "float16" and exact.check([half.result()]) == []
+    (failure,) = exact.check([single.result()])
+    assert failure.endswith("(exact)")
+    far = _Accumulator("y")
+    far.add(a.astype(np.float16), (a + 0.2).astype(np.float16))  # 7% of max|a|: not rounding
+    (failure,) = exact.check([far.result()])
+    assert "(exact, float16)" in failure
+
+
+def test_compare_models_reports_judged_by_and_hands_outputs_to_observe(chain):
+    seen = []
+    report = compare_models(chain(2.0), chain(2.0), open_data("random", chain(2.0), batch_size=4),
+                            generated=True, observe=lambda ref, cand: seen.append((ref["Y"].shape, cand["Y"].shape)))
+    assert report.generated and len(seen) == 8 and seen[0] == ((4, 5), (4, 5))
+    (entry,) = report.to_dict(Tolerance.parse("cosine=0.9,top1=0.9,per_output"))["outputs"]
+    assert entry["judged_by"] == ["cosine"] and entry["class_axis"] == 1 and entry["dtype"] == "float32"
