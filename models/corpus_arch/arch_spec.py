@@ -79,3 +79,27 @@ def named(**tensors: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
 def axes(names: list[str], spec: dict[int, str]) -> dict[str, dict[int, str]]:
     """The same dynamic axes for several inputs or outputs."""
     return {name: dict(spec) for name in names}
+
+
+def realistic_norms(module: torch.nn.Module, example: "OrderedDict[str, torch.Tensor]", seed: int = 0) -> None:
+    """Give normalization layers what a trained model has: non-trivial affine weights, and
+    BatchNorm statistics measured on the example inputs (a random-init network whose BN keeps
+    mean 0 / var 1 lets activations vanish: some models output exact zeros).
+    """
+    g = torch.Generator().manual_seed(seed)
+    batch_norms = []
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)):
+                if getattr(sub, "weight", None) is not None:
+                    sub.weight.copy_(torch.empty_like(sub.weight).uniform_(0.5, 1.5, generator=g))
+                if getattr(sub, "bias", None) is not None:
+                    sub.bias.copy_(0.1 * torch.randn(sub.bias.shape, generator=g))
+            if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm) and sub.track_running_stats:
+                sub.reset_running_stats()
+                sub.momentum = None  # cumulative average: the stats of the batch seen
+                batch_norms.append(sub)
+        if batch_norms:
+            module.train()
+            module(*example.values())
+    module.eval()
