@@ -199,6 +199,7 @@ def _graph_inputs(model: onnx.ModelProto) -> list[str]:
 def _compare(folder: Path, feeds: dict, expected: list[np.ndarray], fp16: bool) -> dict:
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # a failure at the test size is handled, not logged in red
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = 1
@@ -353,6 +354,7 @@ def build(out: Path, only: list[str] | None = None, force: bool = False, log=pri
             raise ValueError(f"unknown model names: {', '.join(unknown)}")
         specs = [s for s in specs if s.name in only]
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
     summary = {"built": [], "skipped": [], "failed": {}, "mismatch": {}}
     start = time.perf_counter()
     for spec in specs:
@@ -375,6 +377,14 @@ def build(out: Path, only: list[str] | None = None, force: bool = False, log=pri
             f"{meta['file_bytes'] / 1e6:6.2f} MB {time.perf_counter() - t0:5.1f}s {','.join(meta['tags'])}")
     summary["seconds"] = round(time.perf_counter() - start, 1)
     return summary
+
+
+def _remove_stale(out: Path) -> None:
+    """Temporary folders left by a build that was killed (their process is gone)."""
+    for folder in list(out.glob(".tmp-*")) + list(out.glob(".old-*")):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fmt(err) -> str:
