@@ -41,11 +41,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().with_suffix("")))
 
-import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import torch  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
 
+from arch_check import store_and_check  # noqa: E402
 from arch_spec import Spec, realistic_norms  # noqa: E402
 
 DATA_FILE = "model.onnx.data"
@@ -175,59 +174,9 @@ def _flatten(outputs) -> list[torch.Tensor]:
     return flat
 
 
-def _as_declared(model: onnx.ModelProto, expected: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
-    """Expected outputs in the dtype the graph declares (a legacy fp16 export can end in fp32)."""
-    cast = []
-    for k, (value, array) in enumerate(zip(model.graph.output, expected)):
-        elem = value.type.tensor_type.elem_type
-        if not elem:
-            continue
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-        if array.dtype != dtype:
-            expected[k] = array.astype(dtype)
-            cast.append(f"{value.name} {array.dtype}->{dtype}")
-    if not cast:
-        return expected, ""
-    return expected, "the graph declares other output types than torch returns (stored cast): " + ", ".join(cast)
-
-
 def _graph_inputs(model: onnx.ModelProto) -> list[str]:
     initializers = {i.name for i in model.graph.initializer}
     return [v.name for v in model.graph.input if v.name not in initializers]
-
-
-def _compare(folder: Path, feeds: dict, expected: list[np.ndarray], fp16: bool) -> dict:
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # a failure at the test size is handled, not logged in red
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    got = session.run(None, feeds)
-    if len(got) != len(expected):
-        return {"match": False, "max_abs_error": None,
-                "mismatch": f"ORT gives {len(got)} outputs, torch {len(expected)}"}
-    errors, bad = [], []
-    for name, ort_out, ref in zip([o.name for o in session.get_outputs()], got, expected):
-        if ort_out.shape != ref.shape:
-            bad.append(f"{name}: shape {list(ort_out.shape)} vs torch {list(ref.shape)}")
-            errors.append(float("inf"))
-            continue
-        if ref.size == 0:
-            errors.append(0.0)
-            continue
-        ref64, out64 = ref.astype(np.float64), ort_out.astype(np.float64)
-        err = float(np.max(np.abs(out64 - ref64)))
-        scale = float(np.max(np.abs(ref64)))
-        rel = 2e-2 if fp16 else 1e-3
-        errors.append(err)
-        if not err <= rel + rel * scale:
-            bad.append(f"{name}: max abs {err:.3g} (max |torch| {scale:.3g})")
-    result = {"match": not bad, "max_abs_error": max(errors), "per_output": errors}
-    if bad:
-        result["mismatch"] = "; ".join(bad)
-    return result
 
 
 # ---------------------------------------------------------------- one model
@@ -263,7 +212,7 @@ def build_one(spec: Spec, out: Path) -> dict:
         if sorted(graph_names) != sorted(test):
             raise RuntimeError(f"graph inputs {graph_names} are not the module's {list(test)}")
         try:
-            check, cast_note = _store_and_check(folder, model, graph_names, test, expected, spec.fp16)
+            check, cast_note = store_and_check(folder, model, graph_names, test, expected, spec.fp16)
         except Exception as exc:  # noqa: BLE001 - ORT's errors have no common type
             if spec.test_at == spec.export_at:
                 raise
@@ -271,7 +220,7 @@ def build_one(spec: Spec, out: Path) -> dict:
             test = _cast_inputs(spec.inputs(*spec.export_at), spec.fp16)
             with torch.no_grad():
                 expected = [t.detach().cpu().numpy() for t in _flatten(module(*test.values()))]
-            check, cast_note = _store_and_check(folder, model, graph_names, test, expected, spec.fp16)
+            check, cast_note = store_and_check(folder, model, graph_names, test, expected, spec.fp16)
             extra_tags.append("runs_at_export_size_only")
             notes += (" " if notes else "") + (
                 f"ORT fails at batch/size {spec.test_at} ({_one_line(exc)[:160]}), so the test data is at the "
@@ -289,23 +238,6 @@ def build_one(spec: Spec, out: Path) -> dict:
     finally:
         if folder.exists():
             shutil.rmtree(folder)
-
-
-def _store_and_check(folder: Path, model, graph_names, test, expected, fp16: bool):
-    """Write input_k.pb / output_k.pb and compare ORT with torch on them."""
-    data = folder / "test_data_set_0"
-    for old in data.glob("*.pb"):
-        old.unlink()
-    feeds = {}
-    for k, name in enumerate(graph_names):
-        feeds[name] = test[name].cpu().numpy()
-        (data / f"input_{k}.pb").write_bytes(numpy_helper.from_array(feeds[name], name).SerializeToString())
-    expected, cast_note = _as_declared(model, expected)
-    output_names = [o.name for o in model.graph.output]
-    for k, array in enumerate(expected):
-        name = output_names[k] if k < len(output_names) else f"output_{k}"
-        (data / f"output_{k}.pb").write_bytes(numpy_helper.from_array(array, name).SerializeToString())
-    return _compare(folder, feeds, expected, fp16), cast_note
 
 
 def _meta(spec: Spec, model: onnx.ModelProto, check: dict, seconds: float, folder: Path, extra: str,
