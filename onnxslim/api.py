@@ -99,6 +99,7 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     tolerance = _tolerance(pipeline, options.tolerance)
     providers = resolve_providers(options.providers)
     model = load_model(source)
+    _check_metric_options(options)
     inputs = _Inputs(model, options, providers)
     parity_data = _parity_data(model, options, inputs) if options.verify and not options.dry_run else None
     if parity_data is None and options.verify and not options.dry_run and not _is_exact(pipeline):

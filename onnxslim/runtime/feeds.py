@@ -295,6 +295,9 @@ def _generate(spec: InputSpec, shape, rng: np.random.Generator, vocab: int | Non
     raise UsageError(f"cannot generate values for input {spec.name!r} of type {spec.dtype}; pass --data")
 
 
+_ANONYMOUS = ("", "?", "-1", "None", "unk")
+
+
 def _dims(tensor: onnx.TypeProto.Tensor) -> tuple[Dim, ...] | None:
     if not tensor.HasField("shape"):
         return None
@@ -302,8 +305,8 @@ def _dims(tensor: onnx.TypeProto.Tensor) -> tuple[Dim, ...] | None:
     for d in tensor.shape.dim:
         if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))
-        else:  # older exporters write -1 for a dynamic dim
-            dims.append(d.dim_param or None)
+        else:  # older exporters write -1 for a dynamic dim, Paddle names them all "?"
+            dims.append(None if d.dim_param in _ANONYMOUS else d.dim_param)
     return tuple(dims)
 
 
