@@ -91,7 +91,7 @@ def test_large_model_path_uses_external_data(tmp_path, rng, monkeypatch):
         calls.append(self.ByteSize())
         return serialize(self, *args, **kwargs)
 
-    ir_io._save_external(model, tmp_path / "big.onnx")
+    ir_io.save_model(model, tmp_path / "big.onnx")
     assert (tmp_path / "big.onnx.data").exists()
     loaded = ir_io.load_model(tmp_path / "big.onnx")
     assert ir_io.is_large(loaded)

@@ -22,7 +22,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.pipeline import PassSpec, Pipeline, Repeat, format_options
 from onnxslim.errors import OnnxSlimError, PassError, VerificationError
-from onnxslim.ir.io import check, to_graph
+from onnxslim.ir.io import check, export_weightless, to_graph
 from onnxslim.ir.verify import verify_structure
 from onnxslim.ir.weights import quantized_layers
 from onnxslim.runtime.parity import Tolerance, compare_models, first_divergence
@@ -129,7 +129,7 @@ class PassManager:
     def _verify(self, name: str, graph: gs.Graph) -> None:
         verify_structure(graph)
         try:
-            check(self.ctx.export(graph))
+            check(export_weightless(graph, self.ctx.template))
         except onnx.checker.ValidationError as exc:
             first = str(exc).strip().splitlines()[0]
             raise VerificationError(f"after pass {name}: onnx.checker rejects the graph: {first}") from None
