@@ -32,7 +32,7 @@ from onnx import numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from onnxslim.errors import ModelLoadError, UsageError
-from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes
+from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes, write_model
 from onnxslim.runtime import session
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def write_weightless(model: onnx.ModelProto, directory: str | os.PathLike, fill:
     longest = max((int(e.value) for t in iter_tensors(stub.graph) for e in t.external_data
                    if e.key == "length"), default=0)
     with open(os.path.join(directory, _STUB_FILE), "wb") as data:
-        if fill:
+        if fill and longest:
             chunk = bytes([fill]) * min(longest, 1 << 24)
             for start in range(0, longest, len(chunk)):
                 data.write(chunk[: longest - start])
@@ -154,7 +154,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
             os.replace(Path(tmp) / data_name, path.with_name(data_name))
         else:
             with open(staged, "wb") as f:
-                f.write(model.SerializeToString())
+                write_model(model, f)
         os.replace(staged, path)
 
 

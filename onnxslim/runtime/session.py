@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxslim.errors import DataError, UsageError
-from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes
+from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes, write_model
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def optimized_node_count(
     """
     options = _session_options(threads=1, optimize=True)
     options.log_severity_level = _QUIET_SEVERITY
+    options.add_session_config_entry("session.disable_prepacking", "1")  # no kernel runs: no packed weights
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     with tempfile.TemporaryDirectory(prefix="onnxslim-ortopt-") as tmp:
         out_path = os.path.join(tmp, "optimized.onnx")
@@ -205,7 +206,7 @@ def save_for_ort(model: onnx.ModelProto, directory: str, force_external: bool = 
     path = os.path.join(directory, name)
     if not force_external:
         with open(path, "wb") as f:
-            f.write(model.SerializeToString())
+            write_model(model, f)
         return path
     with open(os.path.join(directory, data_name), "wb") as data:
         def move_out(tensor: onnx.TensorProto) -> onnx.TensorProto | None:
