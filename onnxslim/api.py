@@ -24,16 +24,16 @@ from onnxslim.core.context import PassContext, Tracker, untracked
 from onnxslim.core.manager import PassManager
 from onnxslim.core.pipeline import Pipeline, parse
 from onnxslim.errors import UsageError
-from onnxslim.ir.io import check, file_bytes, is_large, load_model, save_model, to_graph, writable
-from onnxslim.ir.stats import compressed_bytes, flops, model_stats
-from onnxslim.runtime.bench import measure_latency
+from onnxslim.ir.io import check, file_bytes, load_model, save_model, to_graph, weightless, writable
+from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats, ort_node_count
 from onnxslim.runtime import holdout
+from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.data import RANDOM_BATCH_SIZE, DataSource, generated_source, open_data
-from onnxslim.runtime.feeds import input_specs, random_feeds
+from onnxslim.runtime.feeds import bind_shapes, input_specs, random_feeds
 from onnxslim.runtime.inputs import InputsError, ResolvedInputs, batched_shapes, resolve_inputs
 from onnxslim.runtime.metric import Metric
 from onnxslim.runtime.parity import Tolerance, compare_models
-from onnxslim.runtime.session import optimized_node_count, resolve_providers
+from onnxslim.runtime.session import resolve_providers, tensor_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -202,35 +202,50 @@ def _compare(doc: dict[str, Any], reference: onnx.ModelProto, candidate: onnx.Mo
 
 
 def inspect(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, Any]:
-    """Op histogram, params, bytes, FLOPs by op type, inputs and outputs of one model."""
+    """Op histogram, params, bytes, FLOPs by op type, inputs and outputs of one model.
+
+    Nothing is run: FLOPs come from shape inference, at the inputs' shapes bound as generated
+    inputs would take them (``--input-shape`` first), and in the model's symbolic dims.
+    """
     model = load_model(path)
-    feeds = random_feeds(model, input_shapes or {}, seed)
-    doc = describe(model, feeds, path=Path(path))
+    shapes = bind_shapes(model, input_shapes or {})
+    doc = describe(model, shapes, path=Path(path))
     doc["inputs"] = [_value_info(v) for v in model.graph.input if v.name not in _initializer_names(model)]
     doc["outputs"] = [_value_info(v) for v in model.graph.output]
     doc["opset"] = {o.domain or "ai.onnx": o.version for o in model.opset_import}
-    doc["feed_shapes"] = {k: list(v.shape) for k, v in feeds.items()}
+    doc["feed_shapes"] = {k: list(v) for k, v in shapes.items()}
     return doc
 
 
-def describe(model: onnx.ModelProto, feeds: dict[str, np.ndarray], path: Path | None) -> dict[str, Any]:
-    """Costs of one model: bytes, params, FLOPs and node counts (raw and as ORT runs it)."""
+def describe(model: onnx.ModelProto, feeds: dict[str, Any] | None, path: Path | None) -> dict[str, Any]:
+    """Costs of one model: bytes, params, FLOPs and node counts (raw and as ORT runs it).
+
+    ``feeds`` (arrays, or shapes, by input name) give the shapes FLOPs are counted at. Nothing
+    runs the model: shapes come from shape inference on its weightless copy, which is also what
+    ORT loads to count nodes after its optimizations (skipped, with a note, when ORT refuses).
+    """
     stats = model_stats(model)
-    if path is not None and path.exists():
-        size = file_bytes(path)
-    else:
-        size = None if is_large(model) else model.ByteSize()
-    packed = None if is_large(model) else compressed_bytes(model.SerializeToString())
+    stub = weightless(model)
+    size = file_bytes(path) if path is not None and path.exists() else tensor_bytes(model) + stub.ByteSize()
+    packed, estimated = model_compressed_bytes(model, stub)
+    costs = flops_report(model, feeds, stub)
+    nodes_optimized, why = ort_node_count(model)
+    notes = costs["notes"] + ([why] if why else [])
+    if estimated:
+        notes.append("zip bytes: estimated from samples of each tensor (see README, Definitions)")
     return {
         "path": str(path) if path is not None else None,
         "bytes": size,
         "compressed_bytes": packed,
+        "compressed_bytes_estimated": estimated,
         "params": stats.params,
         "nonzero_params": stats.nonzero_params,
-        "flops": flops(model, feeds),
+        "flops": costs["flops"],
+        "flops_symbolic": costs["flops_symbolic"],
         "nodes": stats.nodes,
-        "nodes_optimized": optimized_node_count(model),
+        "nodes_optimized": nodes_optimized,
         "op_histogram": stats.op_histogram,
+        "notes": notes,
     }
 
 
@@ -266,12 +281,15 @@ class _Inputs:
                 self.error = exc
         return self._resolved
 
-    def unchecked_feeds(self) -> dict[str, np.ndarray]:
+    def unchecked_feeds(self) -> dict[str, np.ndarray] | None:
         """Inputs for shape-only statistics, without running the model."""
         resolved = self._resolved
         if resolved is not None:
             return resolved.feeds
-        return random_feeds(self.model, self.options.input_shapes, self.options.seed)
+        try:
+            return random_feeds(self.model, self.options.input_shapes, self.options.seed)
+        except UsageError:  # an input of unknown rank or type: its costs stay symbolic
+            return None
 
 
 def _parity_data(model: onnx.ModelProto, options: RunOptions, inputs: _Inputs) -> Iterable[dict[str, np.ndarray]] | None:

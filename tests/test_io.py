@@ -91,7 +91,7 @@ def test_large_model_path_uses_external_data(tmp_path, rng, monkeypatch):
         calls.append(self.ByteSize())
         return serialize(self, *args, **kwargs)
 
-    ir_io._save_external(model, tmp_path / "big.onnx")
+    ir_io.save_model(model, tmp_path / "big.onnx")
     assert (tmp_path / "big.onnx.data").exists()
     loaded = ir_io.load_model(tmp_path / "big.onnx")
     assert ir_io.is_large(loaded)
@@ -160,3 +160,75 @@ def test_bfloat16_weights_keep_their_type(tmp_path):
     assert outcome.exit_code == 0
     out = onnx.load(tmp_path / "out.onnx")
     assert [(i.name, i.data_type) for i in out.graph.initializer] == [("wbf", TensorProto.BFLOAT16)]
+
+
+def _external_model(tmp_path, rng, name: str, location: str):
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+        [numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), "w")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / name), save_as_external_data=True, location=location, size_threshold=0)
+    return tmp_path / name
+
+
+def test_missing_external_data_is_a_load_error_exit_2(tmp_path, rng):
+    import subprocess
+    import sys
+    path = _external_model(tmp_path, rng, "m.onnx", "m.onnx.data")
+    (tmp_path / "m.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match="external data file .*m.onnx.data does not exist"):
+        ir_io.load_model(path)
+    for command in (["optimize", path, "--no-verify"], ["inspect", path]):
+        proc = subprocess.run([sys.executable, "-m", "onnxslim", *map(str, command)], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "m.onnx.data" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_output_beside_the_input_never_replaces_the_inputs_weights(tmp_path, rng, monkeypatch):
+    # the input reads its weights from the file the output's external data would be named
+    source = _external_model(tmp_path, rng, "m.onnx", "out.onnx.data")
+    weights = (tmp_path / "out.onnx.data").read_bytes()
+    monkeypatch.setattr(ort_session, "LARGE_MODEL_BYTES", 1000)
+    outcome = api.optimize(source, tmp_path / "out.onnx")
+    assert outcome.exit_code == 0
+    assert (tmp_path / "out.onnx.data").read_bytes() == weights  # the input's, untouched
+    assert (tmp_path / "out.onnx.1.data").exists()
+    again = ir_io.load_model(tmp_path / "out.onnx")
+    np.testing.assert_array_equal(numpy_helper.to_array(again.graph.initializer[0]),
+                                  np.frombuffer(weights, np.float32).reshape(64, 64))
+    # and with the usual names, the input's own m.onnx.data stays as it was
+    plain = _external_model(tmp_path, rng, "p.onnx", "p.onnx.data")
+    before = (tmp_path / "p.onnx.data").read_bytes()
+    assert api.optimize(plain, tmp_path / "p.slim.onnx").exit_code == 0
+    assert (tmp_path / "p.onnx.data").read_bytes() == before
+    assert (tmp_path / "p.slim.onnx.data").exists()
+
+
+def test_checker_on_the_weightless_copy_never_serializes_the_weights(rng, monkeypatch):
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 256])],
+        [numpy_helper.from_array(rng.normal(size=(256, 256)).astype(np.float32), "w")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    calls = []
+    serialize = onnx.ModelProto.SerializeToString
+
+    def guarded(self, *args, **kwargs):
+        data = serialize(self, *args, **kwargs)
+        calls.append(len(data))
+        return data
+
+    assert ort_session.tensor_bytes(ir_io.weightless(model)) == 0
+    monkeypatch.setattr(onnx.ModelProto, "SerializeToString", guarded)
+    ir_io.check(model)
+    assert calls and max(calls) < 4096
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    broken.graph.node[0].input[1] = "nowhere"
+    with pytest.raises(onnx.checker.ValidationError):
+        ir_io.check(broken)

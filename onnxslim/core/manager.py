@@ -24,7 +24,7 @@ from onnxslim.core.pipeline import PassSpec, Pipeline, Repeat, format_options
 from onnxslim.core.registry import get_pass
 from onnxslim.core.requires import drop_orphaned_constants, missing, read_constant_nodes
 from onnxslim.errors import OnnxSlimError, PassError, VerificationError
-from onnxslim.ir.io import check, to_graph
+from onnxslim.ir.io import check, export_weightless, to_graph
 from onnxslim.ir.verify import verify_structure
 from onnxslim.ir.weights import quantized_layers
 from onnxslim.runtime.parity import Tolerance, compare_models, first_divergence
@@ -143,7 +143,7 @@ class PassManager:
     def _verify(self, name: str, graph: gs.Graph) -> None:
         verify_structure(graph)
         try:
-            check(self.ctx.export(graph))
+            check(export_weightless(graph, self.ctx.template))
         except onnx.checker.ValidationError as exc:
             first = str(exc).strip().splitlines()[0]
             raise VerificationError(f"after pass {name}: onnx.checker rejects the graph: {first}") from None

@@ -77,7 +77,8 @@ def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarra
         producer.attrs["beta"] = 1.0
     shape = [1] * weight.ndim
     shape[output_axis(producer)] = -1
-    new_weight = weight.astype(np.float64) * scale.reshape(shape)
+    # a shift alone (an Add) leaves the weight as it is: no pass over it
+    new_weight = None if np.all(scale == 1) else weight.astype(np.float64) * scale.reshape(shape)
     # the bias keeps its own shape, or becomes one per channel
     _set_weight_and_bias(graph, producer, new_weight, bias * scale + shift, suffix)
     producer.outputs[0] = out
@@ -100,10 +101,11 @@ def fold_forward(graph: gs.Graph, conv: gs.Node, scale: np.ndarray, shift: np.nd
     conv.inputs[0] = x
 
 
-def _set_weight_and_bias(graph: gs.Graph, layer: gs.Node, weight: np.ndarray, bias: np.ndarray, suffix: str) -> None:
+def _set_weight_and_bias(graph: gs.Graph, layer: gs.Node, weight: np.ndarray | None, bias: np.ndarray, suffix: str) -> None:
     """New constants for ``layer``'s weight and bias (added if it had none), in its weight's dtype."""
     dtype = constant_value(layer.inputs[1]).dtype
-    replace_input(graph, layer, 1, weight.astype(dtype), suffix)
+    if weight is not None:
+        replace_input(graph, layer, 1, weight.astype(dtype), suffix)
     if len(layer.inputs) > 2 and layer.inputs[2].name:
         replace_input(graph, layer, 2, bias.astype(dtype), suffix)
     else:

@@ -1,9 +1,17 @@
 """Load and save models: external data, models over 2 GB, atomic writes, gs round trips.
 
 A protobuf cannot be serialized above 2 GB, so a model whose tensors pass the threshold
-is saved with external data and checked through the path-based checker; it is never turned
-into one byte string. The threshold is ``onnxslim.runtime.session.LARGE_MODEL_BYTES``; tests
-lower it to exercise that path.
+is saved with external data; it is never turned into one byte string. The threshold is
+``onnxslim.runtime.session.LARGE_MODEL_BYTES``; tests lower it to exercise that path.
+
+``onnx.checker`` (and shape inference, and ORT's node count in ``ir.stats``) never need the
+weights' values, only their names, types and dims: they run on a *weightless* copy, where every
+tensor of at least ``STUB_MIN_BYTES`` is a reference into a stub file. That copy costs a few
+kilobytes whatever the model's size, where checking the model itself serialized it whole.
+
+The external data of an output is ``OUT.onnx.data``; a file that a loaded model reads its
+weights from is never written over (another name is chosen), so ``-o`` beside the input cannot
+destroy the input's weights.
 """
 
 from __future__ import annotations
@@ -13,18 +21,29 @@ import os
 import tempfile
 from pathlib import Path
 
+from collections.abc import Iterator
+from typing import Any
+
 import google.protobuf.message
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from onnxslim.errors import ModelLoadError, UsageError
+from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes, write_model
 from onnxslim.runtime import session
 
 logger = logging.getLogger(__name__)
 
 MIN_OPSET = 11
+#: Tensors of at least this many bytes are stubbed out of the weightless copy.
+STUB_MIN_BYTES = 4096
+_STUB_FILE = "weights.stub"
+#: External data files read by ``load_model`` in this process: never a save's target.
+_SOURCES: set[Path] = set()
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 _MODEL_FIELDS = ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string")
 
 
@@ -41,30 +60,77 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: not an ONNX model, or truncated ({_first_line(exc)})") from None
     if model.ir_version == 0 or not model.HasField("graph") or not model.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model, or truncated (no graph or no outputs)")
+    sources = _external_files(model, path.parent)
+    missing = [p for p in sources if not p.is_file()]
+    if missing:
+        raise ModelLoadError(f"{path}: its external data file {missing[0]} does not exist")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise ModelLoadError(f"{path}: cannot read its external data ({_first_line(exc)})") from None
+    _SOURCES.update(p.resolve() for p in sources)
     model = upgrade_legacy(model, path)
     try:
-        check(model, path)
+        check(model)
     except onnx.checker.ValidationError as exc:
         raise ModelLoadError(f"{path}: rejected by onnx.checker: {_first_line(exc)}") from None
     return model
 
 
 def check(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> None:
-    """onnx.checker on the model; by path when it is too large to serialize."""
-    if is_large(model):
-        if path is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                target = Path(tmp) / "model.onnx"
-                _save_external(model, target)
-                onnx.checker.check_model(str(target))
-            return
-        onnx.checker.check_model(str(path))
-    else:
-        onnx.checker.check_model(model)
+    """onnx.checker on the model, by path on its weightless copy (``path`` is not needed)."""
+    with tempfile.TemporaryDirectory(prefix="onnxslim-check-") as tmp:
+        onnx.checker.check_model(write_weightless(model, tmp))
+
+
+def weightless(model: onnx.ModelProto, floats_only: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` whose tensors of ``STUB_MIN_BYTES`` or more are external references
+    (offset 0 of ``weights.stub``, their own length): names, types and dims kept, values not.
+
+    Small tensors (shapes, axes, scalars) keep their values, so shape inference with data
+    propagation still sees them. Costs the graph's structure, never its weights. With
+    ``floats_only`` integer tensors (indices, lookup tables) keep their values too.
+    """
+    def stub(tensor: onnx.TensorProto) -> onnx.TensorProto | None:
+        size = value_nbytes(tensor)
+        if size < STUB_MIN_BYTES or tensor.data_type == onnx.TensorProto.STRING:
+            return None
+        if floats_only and tensor.data_type not in _FLOAT_TYPES:
+            return None
+        return external_reference(tensor, _STUB_FILE, 0, size)
+
+    return skeleton(model, stub)
+
+
+def write_weightless(model: onnx.ModelProto, directory: str | os.PathLike, fill: int = 0) -> str:
+    """Write ``weightless(model)`` and its stub file into ``directory``; return the .onnx path.
+
+    The stub file is as long as the largest stubbed tensor; every stub reads its head. With
+    ``fill`` 0 it is a sparse file (no disk, no memory); another byte writes it, for ORT, whose
+    optimizations may remove an Add of an all-zero constant; only float tensors are stubbed then
+    (an integer tensor filled with junk could be an out-of-range index that ORT folds).
+    """
+    stub = weightless(model, floats_only=bool(fill))
+    longest = max((int(e.value) for t in iter_tensors(stub.graph) for e in t.external_data
+                   if e.key == "length"), default=0)
+    with open(os.path.join(directory, _STUB_FILE), "wb") as data:
+        if fill and longest:
+            chunk = bytes([fill]) * min(longest, 1 << 24)
+            for start in range(0, longest, len(chunk)):
+                data.write(chunk[: longest - start])
+        else:
+            data.truncate(longest)
+    path = os.path.join(directory, "model.onnx")
+    with open(path, "wb") as f:
+        f.write(stub.SerializeToString())
+    return path
+
+
+def _external_files(model: onnx.ModelProto, base: Path) -> list[Path]:
+    """The external data files ``model`` names, relative to ``base``, each once."""
+    files = {entry.value for t in iter_tensors(model.graph)
+             if t.data_location == onnx.TensorProto.EXTERNAL for entry in t.external_data if entry.key == "location"}
+    return [base / name for name in sorted(files)]
 
 
 def is_large(model: onnx.ModelProto) -> bool:
@@ -83,11 +149,12 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     with tempfile.TemporaryDirectory(dir=parent, prefix=".onnxslim-") as tmp:
         staged = Path(tmp) / path.name
         if is_large(model):
-            _save_external(model, staged)
-            data = staged.with_name(staged.name + ".data")
-            os.replace(data, path.with_name(path.name + ".data"))
+            data_name = external_data_name(path)
+            session.save_for_ort(model, tmp, name=path.name, data_name=data_name)
+            os.replace(Path(tmp) / data_name, path.with_name(data_name))
         else:
-            staged.write_bytes(model.SerializeToString())
+            with open(staged, "wb") as f:
+                write_model(model, f)
         os.replace(staged, path)
 
 
@@ -101,17 +168,14 @@ def writable(directory: str | os.PathLike) -> bool:
         return False
 
 
-def _save_external(model: onnx.ModelProto, target: Path) -> None:
-    """Save with every tensor in ``target``.data; ``model`` is left as it was (data in memory)."""
-    onnx.save_model(
-        model,
-        str(target),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=target.name + ".data",
-        size_threshold=1024,
-    )
-    onnx.load_external_data_for_model(model, str(target.parent))  # saving moved the data out of the proto
+def external_data_name(path: Path) -> str:
+    """``OUT.onnx.data``, unless a loaded model reads its weights from that file: then the first
+    free ``OUT.onnx.N.data``, so an output never replaces the input's weights."""
+    name, n = path.name + ".data", 0
+    while (path.parent / name).resolve() in _SOURCES:
+        n += 1
+        name = f"{path.name}.{n}.data"
+    return name
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
@@ -170,6 +234,62 @@ def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     del model.metadata_props[:]
     model.metadata_props.extend(template.metadata_props)
     return model
+
+
+def export_weightless(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
+    """``to_model(graph, template)`` with every constant of ``STUB_MIN_BYTES`` or more exported
+    as a stub reference (as ``weightless``): the checker's view of a graph, without copying
+    its weights. The graph is left as it was."""
+    swapped: list[tuple[gs.Constant, Any]] = []
+    try:
+        for constant in _constants_of(graph):
+            if constant.dtype is None or constant._values is None or _nbytes(constant) < STUB_MIN_BYTES:
+                continue
+            data_type = None if isinstance(constant._values, SparseValues) else _onnx_type(constant)
+            if data_type in (None, onnx.TensorProto.STRING):
+                continue
+            tensor = onnx.TensorProto(name=constant.name, data_type=data_type, dims=constant.shape)
+            swapped.append((constant, constant._values))
+            constant._values = LazyValues(external_reference(tensor, _STUB_FILE, 0, value_nbytes(tensor)))
+        return to_model(graph, template)
+    finally:
+        for constant, values in swapped:
+            constant._values = values
+
+
+def _constants_of(graph: gs.Graph) -> Iterator[gs.Constant]:
+    """Every Constant of ``graph``, its nodes' attributes and its subgraphs, each once."""
+    seen: set[int] = set()
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        found = [t for t in g.tensors().values() if isinstance(t, gs.Constant)]
+        for node in g.nodes:
+            for value in node.attrs.values():
+                if isinstance(value, gs.Constant):
+                    found.append(value)
+                elif isinstance(value, gs.Graph):
+                    stack.append(value)
+                elif isinstance(value, list):
+                    stack.extend(v for v in value if isinstance(v, gs.Graph))
+        for constant in found:
+            if id(constant) not in seen:
+                seen.add(id(constant))
+                yield constant
+
+
+def _nbytes(constant: gs.Constant) -> int:
+    values = constant._values
+    return int(values.nbytes) if hasattr(values, "nbytes") else 0
+
+
+def _onnx_type(constant: gs.Constant) -> int | None:
+    if isinstance(constant._values, LazyValues):
+        return constant._values.tensor.data_type
+    try:
+        return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(constant.dtype))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def file_bytes(path: str | os.PathLike) -> int:

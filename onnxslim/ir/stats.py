@@ -1,29 +1,55 @@
-"""What a model costs: parameters, nonzero parameters, FLOPs, node counts, bytes.
+"""What a model costs: parameters, nonzero parameters, FLOPs, node counts, bytes — without a run.
 
 Definitions follow the contract. Params are the elements of constant tensors read by nodes,
 initializers and Constant-node values alike, except int64 tensors (shapes, axes, indices) and
 the scale and zero-point inputs of quantization ops. FLOPs are 2 x the multiply-accumulates of
-Conv/ConvTranspose/Gemm/MatMul at the shapes of the data used; every other op is counted apart
-as one operation per output element.
+Conv/ConvTranspose/Gemm/MatMul; every other op is counted apart as one operation per output
+element. Shapes come from onnx's shape inference (with data propagation) on the model's
+weightless copy, never from running it:
+
+- ``symbolic_flops``: FLOPs as polynomials in the model's symbolic dims (``"2048*batch*seq"``);
+- ``flops``: the same at the shapes of the data used (the inputs' shapes are fixed, inference
+  runs again, so shapes computed from them resolve too).
+
+A node whose shapes inference cannot tell contributes nothing, and the notes say how many.
+Weights are read one tensor at a time (params, nonzero params, the zip size), so these
+statistics hold no copy of the model. The zip size of a model whose tensors pass
+``ZIP_EXACT_BYTES`` is estimated: the structure and small tensors are compressed whole, each
+larger tensor from ``_ZIP_SAMPLES`` evenly spaced samples of ``_ZIP_SAMPLE_BYTES``.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import subprocess
+import sys
+import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxslim.ir.io import sparse_to_dense
-from onnxslim.runtime.session import make_session
+from onnxslim.ir.io import STUB_MIN_BYTES, sparse_to_dense, weightless, write_weightless
+from onnxslim.ir.weightless import iter_tensors, value_nbytes
+from onnxslim.runtime.session import optimized_node_count, tensor_bytes
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _QPARAM_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
+#: Models with at most this many tensor bytes get their zip size exactly; larger ones, estimated.
+ZIP_EXACT_BYTES = 64 << 20
+_ZIP_SAMPLES = 16
+_ZIP_SAMPLE_BYTES = 64 << 10
+#: Models with more tensor bytes than this get ORT's node count in a child process.
+ISOLATE_BYTES = 64 << 20
+#: The stub weights ORT gets for the node count: 0x3F3F3F3F is 0.747 in float32 (not the 0 or 1
+#: that ORT's no-op elimination looks for).
+_ORT_STUB_FILL = 0x3F
+
+Polynomial = dict[tuple[str, ...], int]  # monomial (sorted symbol names) -> coefficient
 
 
 @dataclasses.dataclass
@@ -50,7 +76,7 @@ def model_stats(model: onnx.ModelProto) -> ModelStats:
                 if i in skip or name in counted or name not in consts:
                     continue
                 counted.add(name)
-                array = consts[name]
+                array = consts[name]()
                 if array.dtype == np.int64:
                     continue
                 params += array.size
@@ -70,74 +96,223 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from _graphs(g)
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    consts: dict[str, np.ndarray] = {}
+def _constants(graph: onnx.GraphProto) -> dict[str, Any]:
+    """Name -> a callable giving the constant's array: read when asked, one at a time."""
+    consts: dict[str, Any] = {}
     for g in _graphs(graph):
         for init in g.initializer:
-            consts[init.name] = numpy_helper.to_array(init)
+            consts[init.name] = lambda t=init: _array(t)
         for sparse in g.sparse_initializer:
-            consts[sparse.values.name] = sparse_to_dense(sparse)
+            consts[sparse.values.name] = lambda s=sparse: sparse_to_dense(s)
         for node in g.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 for attr in node.attribute:
                     if attr.name == "value":
-                        consts[node.output[0]] = numpy_helper.to_array(attr.t)
+                        consts[node.output[0]] = lambda t=attr.t: _array(t)
                     elif attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
-                        consts[node.output[0]] = np.asarray(onnx.helper.get_attribute_value(attr))
+                        consts[node.output[0]] = lambda a=attr: np.asarray(onnx.helper.get_attribute_value(a))
                     elif attr.name == "sparse_value":
-                        consts[node.output[0]] = sparse_to_dense(attr.sparse_tensor)
+                        consts[node.output[0]] = lambda s=attr.sparse_tensor: sparse_to_dense(s)
     return consts
 
 
-def flops(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, int]:
-    """FLOPs per op type at the shapes of ``feeds`` ({"total", "compute", "elementwise", op: n})."""
-    shapes = _tensor_shapes(model, feeds)
-    per_op: collections.Counter[str] = collections.Counter()
-    elementwise = 0
-    for node in model.graph.node:
-        if node.op_type == "Constant":
+def _array(tensor: onnx.TensorProto) -> np.ndarray:
+    """The tensor's values; a raw float/int tensor is viewed in its bytes, not converted."""
+    if tensor.HasField("raw_data") and tensor.data_type in _RAW_VIEWS:
+        return np.frombuffer(tensor.raw_data, dtype=_RAW_VIEWS[tensor.data_type])
+    return numpy_helper.to_array(tensor)
+
+
+_RAW_VIEWS = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+              onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT8: np.int8,
+              onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT32: np.int32,
+              onnx.TensorProto.INT64: np.int64}
+
+
+def flops(model: onnx.ModelProto, feeds: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """FLOPs per op type at the shapes of ``feeds`` (arrays or shapes by input name):
+    {"total", "compute", "elementwise", op: n}. Nodes whose shapes stay unknown count 0."""
+    return flops_report(model, feeds)["flops"]
+
+
+def flops_report(model: onnx.ModelProto, feeds: Mapping[str, Any] | None = None,
+                 stub: onnx.ModelProto | None = None) -> dict[str, Any]:
+    """``flops`` at the shapes of ``feeds``, ``flops_symbolic`` in the model's own dims, and
+    ``notes`` (how many nodes inference could not size)."""
+    stub = stub if stub is not None else weightless(model)
+    symbolic, unknown_symbolic = _flops_terms(stub.graph, _inferred_shapes(stub))
+    fixed = _with_input_shapes(stub, feeds or {})
+    concrete, unknown = _flops_terms(fixed.graph, _inferred_shapes(fixed))
+    counts: dict[str, int] = {}
+    for key, poly in concrete.items():
+        known = {m: c for m, c in poly.items() if not m}
+        counts[key] = sum(known.values())
+        unknown += any(m for m in poly)
+    notes = []
+    if unknown:
+        notes.append(f"FLOPs: the shapes of {unknown} node(s) are unknown at the data's shapes; counted as 0")
+    return {"flops": counts, "flops_symbolic": {k: format_polynomial(p) for k, p in symbolic.items()}, "notes": notes}
+
+
+def _flops_terms(graph: onnx.GraphProto, shapes: dict[str, list]) -> tuple[dict[str, Polynomial], int]:
+    per_op: dict[str, Polynomial] = collections.defaultdict(dict)
+    elementwise: Polynomial = {}
+    unknown = 0
+    for node in graph.node:
+        if node.op_type == "Constant" or not node.output:
             continue
-        out = shapes.get(node.output[0]) if node.output else None
+        out = shapes.get(node.output[0])
         if node.op_type in COMPUTE_OPS:
-            per_op[node.op_type] += 2 * _macs(node, shapes)
-        elif out is not None:
-            elementwise += int(np.prod(out))
-    compute = sum(per_op.values())
-    return {"total": compute + elementwise, "compute": compute, "elementwise": elementwise, **dict(sorted(per_op.items()))}
+            macs = _macs(node, shapes)
+            if macs is None:
+                unknown += 1
+            else:
+                _add(per_op[node.op_type], macs, 2)
+        elif out is not None and all(d is not None for d in out):
+            _add(elementwise, _product(out), 1)
+        else:
+            unknown += 1
+    compute: Polynomial = {}
+    for poly in per_op.values():
+        _add(compute, poly, 1)
+    total: Polynomial = {}
+    _add(total, compute, 1)
+    _add(total, elementwise, 1)
+    return {"total": total, "compute": compute, "elementwise": elementwise, **dict(sorted(per_op.items()))}, unknown
 
 
-def _macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
+def _macs(node: onnx.NodeProto, shapes: dict[str, list]) -> Polynomial | None:
     out = shapes.get(node.output[0])
     a = shapes.get(node.input[0])
     w = shapes.get(node.input[1]) if len(node.input) > 1 else None
-    if out is None or a is None or w is None:
-        return 0
+    if out is None or a is None or w is None or not a:
+        return None
     if node.op_type == "Conv":
-        return int(np.prod(out)) * int(np.prod(w[1:]))
-    if node.op_type == "ConvTranspose":
-        return int(np.prod(a)) * int(np.prod(w[1:]))
-    if node.op_type == "Gemm":
+        dims = [*out, *w[1:]]
+    elif node.op_type == "ConvTranspose":
+        dims = [*a, *w[1:]]
+    elif node.op_type == "Gemm":
         trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
-        return int(np.prod(out)) * a[0 if trans_a else -1]
-    return int(np.prod(out)) * a[-1]
+        dims = [*out, a[0 if trans_a else -1]]
+    else:
+        dims = [*out, a[-1]]
+    return None if any(d is None for d in dims) else _product(dims)
 
 
-def _tensor_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """Concrete shapes of every node output, from one ONNX Runtime run on ``feeds``."""
-    from onnxslim.core.context import expose_tensors  # a cycle at import time otherwise
+def _product(dims: Sequence[int | str]) -> Polynomial:
+    coefficient = 1
+    symbols: list[str] = []
+    for d in dims:
+        if isinstance(d, str):
+            symbols.append(d)
+        else:
+            coefficient *= int(d)
+    return {tuple(sorted(symbols)): coefficient} if coefficient else {}
 
-    names = [o for n in model.graph.node if n.op_type != "Constant" for o in n.output if o]
-    exposed = expose_tensors(model, names)
-    session = make_session(exposed, optimize=False)
-    outputs = [o.name for o in session.get_outputs()]
-    shapes = {name: tuple(np.shape(v)) for name, v in zip(outputs, session.run(outputs, feeds))}
-    shapes.update({k: tuple(v.shape) for k, v in feeds.items()})
-    for name, array in _constants(model.graph).items():
-        shapes[name] = tuple(array.shape)
+
+def _add(into: Polynomial, poly: Polynomial, factor: int) -> None:
+    for monomial, coefficient in poly.items():
+        into[monomial] = into.get(monomial, 0) + factor * coefficient
+
+
+def format_polynomial(poly: Polynomial) -> str:
+    """``"2048*batch*seq + 10*batch"``: terms by degree, then name; ``"0"`` when empty."""
+    terms = [(m, c) for m, c in poly.items() if c]
+    terms.sort(key=lambda t: (-len(t[0]), t[0]))
+    return " + ".join("*".join([str(c), *m]) if m else str(c) for m, c in terms) or "0"
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Every tensor's dims after onnx shape inference: ints, symbol names, or None (unknown)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference gives up on some models; sizes stay unknown
+        inferred = model
+    shapes: dict[str, list] = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                  for d in tensor.shape.dim]
+    for init in inferred.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    for node in inferred.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    shapes[node.output[0]] = list(attr.t.dims)
     return shapes
+
+
+def _with_input_shapes(stub: onnx.ModelProto, feeds: Mapping[str, Any]) -> onnx.ModelProto:
+    """A copy of the weightless ``stub`` whose inputs have the shapes of ``feeds``."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(stub)
+    for value in fixed.graph.input:
+        if value.name not in feeds or not value.type.HasField("tensor_type"):
+            continue
+        shape = tuple(np.shape(feeds[value.name])) if hasattr(feeds[value.name], "shape") else tuple(feeds[value.name])
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shape:
+            dims.add().dim_value = int(size)
+    return fixed
+
+
+def ort_node_count(model: onnx.ModelProto) -> tuple[int | None, str | None]:
+    """Top-level node count after ORT's optimizations, on the weightless copy (stub float
+    weights; ORT's fusions look at structure and small constants, kept as they are); None and
+    the reason when ORT cannot build a session for the model.
+
+    A model whose tensors pass ``ISOLATE_BYTES`` is counted in a child process: ORT's copy of
+    its (stub) weights is then never part of this process's memory.
+    """
+    with tempfile.TemporaryDirectory(prefix="onnxslim-nodes-") as tmp:
+        path = write_weightless(model, tmp, fill=_ORT_STUB_FILL)
+        if tensor_bytes(model) > ISOLATE_BYTES:
+            return _count_in_child(path)
+        try:
+            return optimized_node_count(path), None
+        except Exception as exc:  # noqa: BLE001 - any ORT refusal: the count is skipped, with why
+            return None, _skipped(str(exc) or type(exc).__name__)
+
+
+def _count_in_child(path: str) -> tuple[int | None, str | None]:
+    code = "import sys; from onnxslim.runtime.session import optimized_node_count as c; print(c(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return int(done.stdout.split()[-1]), None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    return None, _skipped(lines[-1] if lines else f"exit code {done.returncode}")
+
+
+def _skipped(message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return f"nodes after ORT: skipped, ORT cannot build a session for this model ({first})"
 
 
 def compressed_bytes(data: bytes) -> int:
     """Size after deflate, as a zip archive stores it. Level 1: level 6 takes ~10x longer on a
     90 MB model and shrinks float weights by under 1% more; runs of pruned zeros compress alike."""
     return len(zlib.compress(data, 1))
+
+
+def model_compressed_bytes(model: onnx.ModelProto, stub: onnx.ModelProto | None = None) -> tuple[int, bool]:
+    """The model's zip size and whether it is estimated (tensors over ``ZIP_EXACT_BYTES``)."""
+    if tensor_bytes(model) <= ZIP_EXACT_BYTES:
+        return compressed_bytes(model.SerializeToString()), False
+    stub = stub if stub is not None else weightless(model)
+    total = compressed_bytes(stub.SerializeToString())
+    for tensor in iter_tensors(model.graph):
+        if value_nbytes(tensor) >= STUB_MIN_BYTES and tensor.data_type != onnx.TensorProto.STRING:
+            total += _estimated_deflate(tensor)
+    return total, True
+
+
+def _estimated_deflate(tensor: onnx.TensorProto) -> int:
+    data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+    if len(data) <= _ZIP_SAMPLES * _ZIP_SAMPLE_BYTES:
+        return compressed_bytes(data)
+    step = (len(data) - _ZIP_SAMPLE_BYTES) // (_ZIP_SAMPLES - 1)
+    packed = sum(compressed_bytes(data[i * step: i * step + _ZIP_SAMPLE_BYTES]) for i in range(_ZIP_SAMPLES))
+    return round(len(data) * packed / (_ZIP_SAMPLES * _ZIP_SAMPLE_BYTES))

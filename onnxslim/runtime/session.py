@@ -15,7 +15,7 @@ import ctypes
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import ml_dtypes
 import numpy as np
@@ -23,6 +23,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxslim.errors import DataError, UsageError
+from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes, write_model
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ _EXTERNAL_FILE = "weights.bin"
 #: ORT severity 4 = fatal only: its warnings are noise for users, and its errors reach us as
 #: exceptions (logged, they would print a second, coloured copy on stderr).
 _LOG_SEVERITY = 4
+#: Fatal only: for sessions whose failure is reported by the caller, never by ORT's own log.
+_QUIET_SEVERITY = 4
 
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
@@ -124,15 +127,18 @@ def optimized_node_count(
     rather than ``ORT_ENABLE_ALL``: the extra level adds layout transforms (NCHWc reorders on
     CPU) that depend on the host's SIMD width, so the count would differ from machine to
     machine. The optimized model's weights go to an external file and are never loaded back.
+    ORT logs nothing (severity fatal): a model it cannot load raises, and the caller says why.
     """
     options = _session_options(threads=1, optimize=True)
+    options.log_severity_level = _QUIET_SEVERITY
+    options.add_session_config_entry("session.disable_prepacking", "1")  # no kernel runs: no packed weights
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     with tempfile.TemporaryDirectory(prefix="onnxslim-ortopt-") as tmp:
         out_path = os.path.join(tmp, "optimized.onnx")
         options.optimized_model_filepath = out_path
         # Without these entries ORT serializes the optimized model in one protobuf (2 GiB limit).
         options.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", _EXTERNAL_FILE
+            "session.optimized_model_external_initializers_file_name", "optimized.bin"
         )
         options.add_session_config_entry(
             "session.optimized_model_external_initializers_min_size_in_bytes",
@@ -176,70 +182,48 @@ def bind(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> Call
 def tensor_bytes(model: onnx.ModelProto) -> int:
     """Bytes held by the model's tensors (initializers, Constant values, subgraphs).
 
-    Counted field by field because ``ModelProto.ByteSize()`` serializes the message under the
-    upb protobuf backend and therefore fails (after allocating it all) past 2 GiB.
+    Read from each tensor's dims and type: ``ModelProto.ByteSize()`` serializes the message
+    under the upb protobuf backend (and fails past 2 GiB), and ``len(raw_data)`` copies it.
     """
-    return sum(_tensor_nbytes(t) for t in iter_tensors(model.graph))
+    return sum(tensor_nbytes(t) for t in iter_tensors(model.graph))
 
 
-def iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every TensorProto stored in ``graph`` and its subgraphs."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from iter_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from iter_tensors(sub)
+def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of the tensor's values inside the protobuf (0 when they are external)."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    return value_nbytes(tensor)
 
 
-def save_for_ort(model: onnx.ModelProto, directory: str, force_external: bool = True) -> str:
+def save_for_ort(model: onnx.ModelProto, directory: str, force_external: bool = True,
+                 name: str = "model.onnx", data_name: str = _EXTERNAL_FILE) -> str:
     """Write ``model`` into ``directory`` for ORT to load by path; return the .onnx path.
 
-    With ``force_external`` every raw tensor of at least 1 KiB goes to one external file. The
-    caller's proto is modified only while saving and restored from the file afterwards, so
-    peak memory stays near one copy of the weights.
+    With ``force_external`` every raw tensor of at least 1 KiB is streamed, one at a time, into
+    ``data_name`` beside it (offsets page aligned, so ORT may memory-map them), and the .onnx file
+    is a skeleton of the model referencing them: the caller's proto is never modified, and no
+    second copy of the weights is made.
     """
-    path = os.path.join(directory, "model.onnx")
+    path = os.path.join(directory, name)
     if not force_external:
-        onnx.save_model(model, path)
+        with open(path, "wb") as f:
+            write_model(model, f)
         return path
-    moved: list[tuple[onnx.TensorProto, int, int]] = []
-    data_path = os.path.join(directory, _EXTERNAL_FILE)
-    with open(data_path, "w+b") as data:
-        try:
-            for tensor in iter_tensors(model.graph):
-                if tensor.HasField("raw_data") and len(tensor.raw_data) >= _EXTERNAL_MIN_BYTES:
-                    moved.append(_move_out(tensor, data))
-            onnx.save_model(model, path)
-        finally:
-            for tensor, offset, length in moved:
-                data.seek(offset)
-                tensor.raw_data = data.read(length)
-                del tensor.external_data[:]
-                tensor.ClearField("data_location")
-    logger.debug("saved %d tensors as external data in %s", len(moved), directory)
+    with open(os.path.join(directory, data_name), "wb") as data:
+        def move_out(tensor: onnx.TensorProto) -> onnx.TensorProto | None:
+            if not tensor.HasField("raw_data") or tensor_nbytes(tensor) < _EXTERNAL_MIN_BYTES:
+                return None
+            end = data.seek(0, os.SEEK_END)
+            offset = end + (-end % _EXTERNAL_ALIGN)
+            data.seek(offset)
+            length = data.write(tensor.raw_data)
+            return external_reference(tensor, data_name, offset, length)
+
+        shell = skeleton(model, move_out)
+    with open(path, "wb") as f:
+        f.write(shell.SerializeToString())
+    logger.debug("saved %s with external data %s", path, data_name)
     return path
-
-
-def _move_out(tensor: onnx.TensorProto, data) -> tuple[onnx.TensorProto, int, int]:
-    end = data.seek(0, os.SEEK_END)
-    offset = end + (-end % _EXTERNAL_ALIGN)
-    data.seek(offset)
-    length = data.write(tensor.raw_data)
-    tensor.ClearField("raw_data")
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    del tensor.external_data[:]
-    for key, value in (("location", _EXTERNAL_FILE), ("offset", offset), ("length", length)):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, str(value)
-    return tensor, offset, length
 
 
 def _session_from_external(model, options, providers) -> ort.InferenceSession:
@@ -273,21 +257,6 @@ def _provider_chain(provider: str) -> list[str]:
     if provider != "CPUExecutionProvider":
         chain.append("CPUExecutionProvider")
     return chain
-
-
-def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
-    if tensor.HasField("raw_data"):
-        return len(tensor.raw_data)
-    if tensor.data_type == onnx.TensorProto.STRING:
-        return sum(len(s) for s in tensor.string_data)
-    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
-    if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return 0  # already outside the protobuf
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except (KeyError, ValueError, TypeError):
-        itemsize = 8
-    return count * itemsize
 
 
 def _is_bfloat16(array: np.ndarray) -> bool:
