@@ -31,17 +31,9 @@ pytestmark = pytest.mark.slow
 
 #: (model, mode) pairs that fail today, each with what it does; the test of such a pair is an
 #: xfail(strict=True), so it turns red the day it passes: then delete the pair from this set.
-#: Measured on branch `realmodels` (main at 6aabe07); the branch's report has the full table.
-KNOWN_BROKEN: dict[tuple[str, str], str] = {
-    # `--data` takes .npz/.npy only: "data folder ... holds no .npz or .npy files", exit 2.
-    **{(name, "data"): "--data does not read ONNX test-data folders (input_*.pb)"
-       for name in corpus_real.CORPUS},
-    # With no data: the inputs generated for the model cannot run, or the model cannot be loaded.
-    ("ppocr_rec", "generated"): "H of x [N,3,?,W] defaults to a value its Reshape 'p2o.Reshape.79' refuses",
-    ("ppocr_cls", "generated"): "x [-1,3,?,?]: 'negative dimensions are not allowed' generating inputs",
-    ("ddddocr_ocr_old", "generated"): "checker: Field 'shape' of 'type' is required but missing",
-    ("silero_vad", "generated"): "generated input [1,16] and sr: the If's else branch Pad fails in ORT",
-}
+#: Empty since the inputs work (issue 12): -1 and "?" dims, the input ladder, the sample-rate
+#: values, ONNX test-data folders as --data, and checker-safe output shapes.
+KNOWN_BROKEN: dict[tuple[str, str], str] = {}
 
 MODES = ("data", "generated")
 
