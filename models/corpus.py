@@ -129,6 +129,19 @@ CI_NODE_SAMPLE = (
 CI_ARCH_SAMPLE = ("resnet", "bert", "gpt2_past", "vit", "lstm", "wav2vec2", "mobilenet_v3", "albert")
 
 
+
+
+def ci_lossy_models() -> set[str]:
+    """The CI sample's models that also run the four lossy commands (keeps CI within its budget):
+    every fourth node test of the sample (38) and every sklearn model."""
+    return {f"node/{n}" for n in sorted(CI_NODE_SAMPLE)[::4]} | {f"sklearn/{n}" for n in _sklearn_names()}
+
+
+def _sklearn_names() -> list[str]:
+    folder = corpus_root() / "sklearn"
+    return sorted(d.name for d in folder.iterdir() if (d / "meta.json").is_file()) if folder.is_dir() else []
+
+
 class CorpusError(RuntimeError):
     """The corpus could not be built (one-line message)."""
 
