@@ -294,7 +294,9 @@ def test_gate_measures_at_the_real_input_shape_and_lists_its_choices(rng):
     _, result = run_pass(LowRankSplit(SvdOptions(energy=0.999999)), model, PassContext(model, calib))
     (timing,) = result.stats["latency"]
     assert timing["input_shape"] == [2, 9, 64] and timing["rank"] == 4
-    assert timing["kept"] == (timing["original_ms"] / timing["split_ms"] > 1.0) == result.modified
+    assert timing["kept"] == result.modified
+    if timing["original_ms"] != timing["split_ms"]:  # the report rounds to 4 digits; the gate does not
+        assert timing["kept"] == (timing["original_ms"] / timing["split_ms"] > 1.0)
     assert any("may differ between runs" in n for n in result.notes)
 
 
