@@ -30,10 +30,10 @@ from onnxslim.runtime import holdout
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.data import RANDOM_BATCH_SIZE, DataSource, generated_source, open_data
 from onnxslim.runtime.feeds import bind_shapes, input_specs, random_feeds
-from onnxslim.runtime.inputs import InputsError, ResolvedInputs, batched_shapes, resolve_inputs
+from onnxslim.runtime.inputs import InputsError, ResolvedInputs, batched_shapes, first_line, resolve_inputs
 from onnxslim.runtime.metric import Metric
 from onnxslim.runtime.parity import Tolerance, compare_models
-from onnxslim.runtime.session import resolve_providers, tensor_bytes
+from onnxslim.runtime.session import make_session, resolve_providers, tensor_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +281,19 @@ class _Inputs:
                 self.error = exc
         return self._resolved
 
+    def runs(self, feeds: dict[str, np.ndarray], where: str) -> bool:
+        """Whether ORT runs the original model on ``feeds`` (the user's data); if not, ``error``
+        says so: the model, or the data, is not one ORT can run, which no pass can change."""
+        try:
+            session = make_session(self.model, self.provider, self.options.threads, optimize=False)
+            session.run(None, feeds)
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            self.error = InputsError(f"ONNX Runtime cannot run the model on {where}: {first_line(exc)}")
+            return False
+        return True
+
     def unchecked_feeds(self) -> dict[str, np.ndarray] | None:
         """Inputs for shape-only statistics, without running the model."""
         resolved = self._resolved
@@ -321,7 +334,9 @@ def _parity_data(model: onnx.ModelProto, options: RunOptions, inputs: _Inputs) -
             return None
         data = generated_source(resolved)
     if isinstance(data, DataSource) and not data.is_random:
-        next(iter(data))  # fail now, before any work, on data that does not fit the model
+        first = next(iter(data))  # fail now, before any work, on data that does not fit the model
+        if not inputs.runs(first, data.description):
+            return None
     if options.metric and Metric(options.metric).needs_labels and not getattr(data, "has_labels", False):
         where = "--data" if options.data else "--calibration-data" if options.calibration_data else "--data (none given)"
         raise UsageError(f"--metric accuracy needs labels: a 'label' key in every file of {where}")

@@ -233,7 +233,21 @@ def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
         setattr(model, name, getattr(template, name))
     del model.metadata_props[:]
     model.metadata_props.extend(template.metadata_props)
+    _restore_value_types(model.graph, template.graph)
     return model
+
+
+def _restore_value_types(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """Give back the declared type of a graph input, output or value gs could not read.
+
+    gs knows tensors only: a sequence or map (ZipMap's output, an ai.onnx.ml model's
+    probabilities) comes back as a tensor of UNDEFINED type, which ORT and the checker refuse.
+    """
+    declared = {v.name: v.type for v in [*original.input, *original.output, *original.value_info]
+                if v.type.WhichOneof("value") != "tensor_type"}
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.name in declared and not value.type.tensor_type.elem_type:
+            value.type.CopyFrom(declared[value.name])
 
 
 def export_weightless(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:

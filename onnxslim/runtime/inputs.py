@@ -107,7 +107,7 @@ def resolve_inputs(
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise InputsError(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from None
+        raise InputsError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
     outputs = [o.name for o in session.get_outputs()]
     start, first_error, tries = time.monotonic(), None, 0
     for candidate in candidates(model, overrides):
@@ -118,8 +118,8 @@ def resolve_inputs(
         except UsageError:
             continue
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            first_error = first_error or _first_line(exc)
-            logger.debug("inputs %s: %s", candidate.label, _first_line(exc))
+            first_error = first_error or first_line(exc)
+            logger.debug("inputs %s: %s", candidate.label, first_line(exc))
             if tries >= MAX_TRIES or time.monotonic() - start > MAX_SECONDS:
                 break
             continue
@@ -194,7 +194,7 @@ def batched_shapes(
         session = make_session(model, provider, threads, optimize=False)
         session.run(None, random_feeds(model, shapes, values=resolved.values))
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        logger.info("inputs at batch %d do not run (%s); batch 1 it is", batch, _first_line(exc))
+        logger.info("inputs at batch %d do not run (%s); batch 1 it is", batch, first_line(exc))
         return dict(resolved.shapes)
     return shapes
 
@@ -260,7 +260,7 @@ def _number(value) -> str:
     return str(array.item()) if array.size == 1 else str(array.tolist())
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """ORT's message without its code prefix and source location, cut to 200 characters."""
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__

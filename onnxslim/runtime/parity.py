@@ -244,7 +244,7 @@ class _Accumulator:
         self.top1_applies = self.top1_applies and same_axis
         if a.size == 0:
             return
-        x, y = _as_float(a), _as_float(b)
+        x, y = _as_float(a, b)
         same = (x == y) | (np.isnan(x) & np.isnan(y))
         x, y = np.where(same & ~np.isfinite(x), 0.0, x), np.where(same & ~np.isfinite(y), 0.0, y)
         err = np.where(same, 0.0, x - y)
@@ -322,10 +322,12 @@ def _tensor_values(model, names, feeds, provider) -> dict[str, np.ndarray]:
     return dict(zip(output_names, run(session, feeds), strict=True))
 
 
-def _as_float(array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind in "OUS":
-        raise DataError("string outputs cannot be compared numerically")
-    return array.astype(np.float64)
+def _as_float(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays as float64; string outputs (a classifier's labels) as 1 where the reference's
+    are and 1 or 0 where the result's equal them or not, so any changed label is an error of 1."""
+    if a.dtype.kind in "OUS" or b.dtype.kind in "OUS":
+        return np.ones(a.shape), (a == b).astype(np.float64)
+    return a.astype(np.float64), b.astype(np.float64)
 
 
 def _ratio(num: float, den: float) -> float:
