@@ -145,6 +145,11 @@ def check_output(model_dir: Path, output: Path) -> dict:
         _session(output)
         loads = True
     except Exception as exc:  # noqa: BLE001
+        try:
+            _session(model_dir / "model.onnx")
+        except Exception as original_exc:  # noqa: BLE001 - neither loads: ORT's limit, not a wrong output
+            return {"compared": "ORT loads neither the original nor the output: "
+                                + _first_line(f"{type(original_exc).__name__}: {original_exc}")}
         return {"ort_loads": False, "error": _first_line(f"{type(exc).__name__}: {exc}")}
     original = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
     test = corpus.read_test_data(model_dir, original)
@@ -158,6 +163,9 @@ def check_output(model_dir: Path, output: Path) -> dict:
     elif reference is None:
         result["reference"] = f"expected outputs (the original does not run in ORT: {ref_error})"
     got, error = _ort_run(output, feeds)
+    if got is None and reference is None:
+        result["compared"] = f"ORT runs neither the original nor the output on the test data: {ref_error}"
+        return result
     if got is None:
         result.update(matches=False, error=error)
         return result
