@@ -68,7 +68,7 @@ def model_stats(model: onnx.ModelProto) -> ModelStats:
     counted: set[str] = set()
     params = nonzero = 0
     histogram: collections.Counter[str] = collections.Counter()
-    for graph in _graphs(model.graph):
+    for graph in subgraphs(model.graph):
         for node in graph.node:
             histogram[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
             skip = _QPARAM_INPUTS.get(node.op_type, ())
@@ -85,21 +85,22 @@ def model_stats(model: onnx.ModelProto) -> ModelStats:
     return ModelStats(sum(histogram.values()), params, nonzero, dict(sorted(histogram.items())))
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+def subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every If/Loop/Scan body in it, depth first."""
     yield graph
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
+                yield from subgraphs(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from _graphs(g)
+                    yield from subgraphs(g)
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, Any]:
     """Name -> a callable giving the constant's array: read when asked, one at a time."""
     consts: dict[str, Any] = {}
-    for g in _graphs(graph):
+    for g in subgraphs(graph):
         for init in g.initializer:
             consts[init.name] = lambda t=init: _array(t)
         for sparse in g.sparse_initializer:

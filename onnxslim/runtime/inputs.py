@@ -37,6 +37,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim.errors import UsageError
+from onnxslim.ir.stats import subgraphs
 from onnxslim.runtime.feeds import InputSpec, bind_shapes, dim_role, input_specs, random_feeds
 from onnxslim.runtime.session import make_session
 
@@ -158,7 +159,7 @@ def compared_values(model: onnx.ModelProto) -> dict[str, list[float | int]]:
     inputs = {s.name for s in input_specs(model)}
     constants = _small_constants(model.graph)
     found: dict[str, set] = {}
-    for graph in _graphs(model.graph):
+    for graph in subgraphs(model.graph):
         aliases = {name: name for name in inputs}
         for node in graph.node:
             if node.op_type in _PASS_THROUGH and node.input and node.input[0] in aliases:
@@ -215,24 +216,13 @@ def _free_roles(specs: list[InputSpec]) -> list[str]:
 
 def _small_constants(graph: onnx.GraphProto) -> dict[str, list]:
     out: dict[str, list] = {}
-    for g in _graphs(graph):
+    for g in subgraphs(graph):
         tensors = [(t.name, t) for t in g.initializer]
         tensors += [(n.output[0], a.t) for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
         for name, tensor in tensors:
             if int(np.prod(tensor.dims)) <= 4 and tensor.data_type != onnx.TensorProto.STRING:
                 out[name] = [v.item() for v in numpy_helper.to_array(tensor).reshape(-1)]
     return out
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
 
 
 def _description(candidate: Candidate, shapes, values, tries: int) -> str:
