@@ -28,7 +28,8 @@ from onnxslim.ir.io import check, file_bytes, load_model, save_model, to_graph, 
 from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats, ort_node_count
 from onnxslim.runtime import holdout
 from onnxslim.runtime.bench import measure_latency
-from onnxslim.runtime.data import RANDOM_BATCH_SIZE, DataSource, generated_source, open_data
+from onnxslim.runtime.data import RANDOM_BATCH_SIZE, DataSource, open_data
+from onnxslim.runtime.samples import generated_source
 from onnxslim.runtime.feeds import bind_shapes, input_specs, random_feeds
 from onnxslim.runtime.inputs import InputsError, ResolvedInputs, batched_shapes, first_line, resolve_inputs
 from onnxslim.runtime.metric import Metric

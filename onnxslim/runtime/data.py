@@ -25,13 +25,14 @@ import logging
 import math
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from onnxslim.errors import DataError, UsageError
 from onnxslim.runtime import images, samples
+from onnxslim.runtime.source import LABEL_KEY, Batch, DataSource
 from onnxslim.runtime.feeds import InputSpec, bind_shapes, input_specs, random_feeds
 
 logger = logging.getLogger(__name__)
@@ -40,46 +41,9 @@ logger = logging.getLogger(__name__)
 RANDOM_BATCHES = 8
 #: Samples per batch of a model with a dynamic batch axis.
 RANDOM_BATCH_SIZE = BATCH_SIZE = 32
-LABEL_KEY = "label"
 
-Batch = dict[str, np.ndarray]
 #: Header-level description of one file: key -> (shape, dtype).
 Headers = dict[str, tuple[tuple[int, ...], np.dtype]]
-
-
-class DataSource:
-    """A re-iterable stream of feed dicts; each ``iter()`` starts over from the first sample."""
-
-    def __init__(
-        self,
-        description: str,
-        batches: Callable[[], Iterator[tuple[Batch, np.ndarray | None]]],
-        *,
-        num_samples: int | None,
-        len_hint: int | None,
-        is_random: bool = False,
-        has_labels: bool = False,
-    ) -> None:
-        self.description = description
-        self.num_samples = num_samples
-        self.len_hint = len_hint
-        self.is_random = is_random
-        self.has_labels = has_labels
-        self._batches = batches
-
-    def __iter__(self) -> Iterator[Batch]:
-        return (feeds for feeds, _ in self._batches())
-
-    def with_labels(self) -> Iterator[tuple[Batch, np.ndarray | None]]:
-        """(feeds, labels) pairs; labels is None when the source has none."""
-        return self._batches()
-
-    def labels(self) -> Iterator[np.ndarray]:
-        """Label batches aligned with ``iter(self)``; empty when the source has no labels."""
-        return (labels for _, labels in self._batches() if labels is not None)
-
-    def __repr__(self) -> str:
-        return f"DataSource({self.description!r})"
 
 
 def open_data(
@@ -119,13 +83,13 @@ def open_data(
     if preprocess is not None:
         return _image_source(path, specs, size, drop_last, images.Preprocess.parse(preprocess), input_shapes)
     if samples.is_test_data_folder(path):
-        return _test_data_source(path, specs)
+        return samples.test_data_source(path, specs)
     files, kind = _data_files(path)
     if kind == ".npy":
         return _npy_source(path, files, specs, size, drop_last)
     headers = [_npz_headers(f) for f in files]
     if not all(samples.shares_sample_axis(h) for h in headers):
-        return _one_feed_source(path, files, headers, specs)
+        return samples.one_feed_source(path, files, headers, specs)
     return _npz_source(path, files, specs, size, drop_last)
 
 
@@ -169,33 +133,6 @@ def _npz_source(path, files, specs, size, drop_last) -> DataSource:
     return _file_source(
         _describe(path, files, ".npz", sum(counts)), chunks, specs, size, drop_last, sum(counts), has_labels
     )
-
-
-def _one_feed_source(path, files, headers, specs) -> DataSource:
-    """Files whose arrays do not share a sample axis: each is one feed, fed as it is."""
-    for file, header in zip(files, headers, strict=True):
-        samples.check_feed(file, header, specs)
-    has_labels = all(LABEL_KEY in h for h in headers)
-    names = [s.name for s in specs]
-
-    def batches() -> Iterator[tuple[Batch, np.ndarray | None]]:
-        for file in files:
-            with np.load(file, allow_pickle=False) as npz:
-                yield samples.conform({k: npz[k] for k in names}, specs), npz[LABEL_KEY] if has_labels else None
-
-    description = f"{path} ({len(files)} .npz feeds, each fed as it is)"
-    return DataSource(description, batches, num_samples=len(files), len_hint=len(files), has_labels=has_labels)
-
-
-def _test_data_source(path, specs) -> DataSource:
-    folders, _ = samples.test_data_feeds(path, specs)
-
-    def batches() -> Iterator[tuple[Batch, None]]:
-        _, feeds = samples.test_data_feeds(path, specs)
-        return ((feed, None) for feed in feeds)
-
-    description = f"{path} ({len(folders)} ONNX test-data feed{'s' if len(folders) > 1 else ''})"
-    return DataSource(description, batches, num_samples=len(folders), len_hint=len(folders))
 
 
 def _npy_source(path, files, specs, size, drop_last) -> DataSource:
@@ -295,15 +232,6 @@ def _random_source(model, size, seed, overrides, values=None) -> DataSource:
     return DataSource(
         description, batches, num_samples=RANDOM_BATCHES * per_batch, len_hint=RANDOM_BATCHES, is_random=True
     )
-
-
-def generated_source(resolved) -> DataSource:
-    """One batch of generated inputs (``runtime.inputs.ResolvedInputs``) as a data source."""
-
-    def batches() -> Iterator[tuple[Batch, None]]:
-        yield dict(resolved.feeds), None
-
-    return DataSource(resolved.description, batches, num_samples=None, len_hint=1, is_random=True)
 
 
 def _rebatch(chunks: Iterator[Batch], size: int, drop_last: bool) -> Iterator[Batch]:

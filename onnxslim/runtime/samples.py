@@ -25,6 +25,7 @@ from onnx import numpy_helper
 
 from onnxslim.errors import DataError
 from onnxslim.runtime.feeds import InputSpec
+from onnxslim.runtime.source import LABEL_KEY, Batch, DataSource
 
 _INPUT_PB = re.compile(r"^input_(\d+)\.pb$")
 
@@ -123,3 +124,39 @@ def _input_name(name: str, index: int, specs: list[InputSpec], file: str) -> str
     if index < len(specs):
         return specs[index].name
     raise DataError(f"{file}: input {index} of a model with {len(specs)} inputs")
+
+
+def one_feed_source(path, files, headers, specs) -> DataSource:
+    """Files whose arrays do not share a sample axis: each is one feed, fed as it is."""
+    for file, header in zip(files, headers, strict=True):
+        check_feed(file, header, specs)
+    has_labels = all(LABEL_KEY in h for h in headers)
+    names = [s.name for s in specs]
+
+    def batches() -> Iterator[tuple[Batch, np.ndarray | None]]:
+        for file in files:
+            with np.load(file, allow_pickle=False) as npz:
+                yield conform({k: npz[k] for k in names}, specs), npz[LABEL_KEY] if has_labels else None
+
+    description = f"{path} ({len(files)} .npz feeds, each fed as it is)"
+    return DataSource(description, batches, num_samples=len(files), len_hint=len(files), has_labels=has_labels)
+
+
+def test_data_source(path, specs) -> DataSource:
+    folders, _ = test_data_feeds(path, specs)
+
+    def batches() -> Iterator[tuple[Batch, None]]:
+        _, feeds = test_data_feeds(path, specs)
+        return ((feed, None) for feed in feeds)
+
+    description = f"{path} ({len(folders)} ONNX test-data feed{'s' if len(folders) > 1 else ''})"
+    return DataSource(description, batches, num_samples=len(folders), len_hint=len(folders))
+
+
+def generated_source(resolved) -> DataSource:
+    """One batch of generated inputs (``runtime.inputs.ResolvedInputs``) as a data source."""
+
+    def batches() -> Iterator[tuple[Batch, None]]:
+        yield dict(resolved.feeds), None
+
+    return DataSource(resolved.description, batches, num_samples=None, len_hint=1, is_random=True)
