@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxslim import api
+from onnxslim import api, run_inputs
 from onnxslim.runtime import holdout
 from onnxslim.runtime.data import open_data
 
@@ -51,7 +51,7 @@ def test_a_fixed_batch_splits_in_whole_batches(build, tmp_path):
 
 
 def _inputs(model, options):
-    return api._Inputs(model, options, ["CPUExecutionProvider"])
+    return run_inputs.Inputs(model, options, ["CPUExecutionProvider"])
 
 
 def test_calibration_never_sees_the_samples_parity_runs_on(build, tmp_path, monkeypatch):
@@ -74,7 +74,7 @@ def test_calibration_never_sees_the_samples_parity_runs_on(build, tmp_path, monk
     assert cal_ids == list(range(48))
     parity = outcome.report["parity"]
     assert parity["samples"] == 12 and "last 12 samples, held back from calibration" in parity["data"]
-    parity_ids, _ = _ids(api._parity_data(model, options, _inputs(model, options)))
+    parity_ids, _ = _ids(run_inputs.parity_data(model, options, _inputs(model, options)))
     assert not set(cal_ids) & set(parity_ids) and sorted(cal_ids + parity_ids) == list(range(60))
 
 
@@ -83,16 +83,16 @@ def test_data_wins_and_random_calibration_is_never_parity_data(build, tmp_path):
     calibration = str(_write(tmp_path / "c.npz", 60))
     data = str(_write(tmp_path / "d.npz", 7))
     with_data = api.RunOptions(data=data, calibration_data=calibration)
-    assert _ids(api._parity_data(model, with_data, _inputs(model, with_data)))[0] == list(range(7))
-    assert _ids(api._calibration(model, with_data, _inputs(model, with_data)))[0] == list(range(60))  # --data given: calibration sees all
-    generated = api._parity_data(model, api.RunOptions(calibration_data="random"), _inputs(model, api.RunOptions()))
+    assert _ids(run_inputs.parity_data(model, with_data, _inputs(model, with_data)))[0] == list(range(7))
+    assert _ids(run_inputs.calibration_data(model, with_data, _inputs(model, with_data)))[0] == list(range(60))  # --data given: calibration sees all
+    generated = run_inputs.parity_data(model, api.RunOptions(calibration_data="random"), _inputs(model, api.RunOptions()))
     assert generated.is_random and len(list(generated)) == 1
 
 
 def test_one_sample_is_verified_on_with_a_warning(build, tmp_path):
     model = build(MODEL)
     options = api.RunOptions(calibration_data=str(_write(tmp_path / "c.npz", 1)))
-    data = api._parity_data(model, options, _inputs(model, options))
+    data = run_inputs.parity_data(model, options, _inputs(model, options))
     assert _ids(data)[0] == [0] and "calibration sees too" in data.description
     assert "too few to hold some back" in data.warnings[0]
-    assert _ids(api._calibration(model, options, _inputs(model, options)))[0] == [0]
+    assert _ids(run_inputs.calibration_data(model, options, _inputs(model, options)))[0] == [0]
