@@ -36,7 +36,7 @@ from onnxslim.runtime.session import resolve_providers, tensor_bytes
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE = ("remove-identity,repeat(3){fold-constants,cse,remove-noops,collapse-chains},"
+DEFAULT_PIPELINE = ("remove-identity,repeat(3){fold-constants,reshape-targets,cse,remove-noops,collapse-chains},"
                     "fuse-layernorm,fuse-gelu,fold-bn,fuse-activations,fold-affine,dce")
 VERIFY_EACH_BATCHES = 2  # batches of --data each per-pass parity check runs: a cheap gate, not the final word
 

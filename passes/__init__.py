@@ -15,5 +15,6 @@ from onnxslim.passes import (  # noqa: F401
     quantize,
     remove_identity,
     remove_noops,
+    reshape_targets,
     svd,
 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -30,7 +31,16 @@ logger = logging.getLogger(__name__)
 
 Dim = int | str | None  # a fixed size, a symbolic name, or unknown
 Shape = tuple[Dim, ...]
-Element = int | None  # one element of a shape vector: known, or not
+
+
+class DimOf(NamedTuple):
+    """An element not known as a number but known to equal dim ``axis`` of tensor ``tensor``."""
+
+    tensor: str
+    axis: int
+
+
+Element = int | DimOf | None  # one element of a shape vector: known, a dim of a tensor, or not known
 SMALL_CONSTANT_ELEMENTS = 64  # constants at most this large keep their values for data propagation
 INT_TYPES = (np.int64, np.int32)
 
@@ -131,7 +141,7 @@ def computed_shapes(graph: gs.Graph, template: onnx.ModelProto, rounds: int = 3)
     for _ in range(rounds):
         if not shapes:
             break
-        _, refined = _propagate_graph(graph, shapes)
+        _, refined, _ = _propagate_graph(graph, shapes)
         new = {n: d for n, d in refined.items() if _more_specific(d, shapes.get(n))}
         if not new:
             break
@@ -155,8 +165,15 @@ def shape_values(graph: gs.Graph, shapes: dict[str, Shape | None]) -> dict[str, 
     return _propagate_graph(graph, shapes)[0]
 
 
-def _propagate_graph(graph: gs.Graph, shapes: dict) -> tuple[dict[str, np.ndarray], dict[str, Shape]]:
-    """(fully known shape values, output shapes of Reshape/ConstantOfShape from partial values)."""
+def shape_elements(graph: gs.Graph, shapes: dict[str, Shape | None]) -> dict[str, list[Element]]:
+    """Element-wise values of the integer tensors computed from a ``Shape``: ints where the computed
+    shapes fix them, :class:`DimOf` where an element is a dim of a tensor, None where neither."""
+    return _propagate_graph(graph, shapes)[2]
+
+
+def _propagate_graph(graph: gs.Graph, shapes: dict) -> tuple[dict[str, np.ndarray], dict[str, Shape], dict]:
+    """(fully known shape values, output shapes of Reshape/ConstantOfShape from partial values,
+    the element-wise values of every tracked tensor)."""
     partial: dict[str, tuple[list[Element], np.dtype, bool]] = {}  # name -> (elements, dtype, is scalar)
     known: dict[str, np.ndarray] = {}
     refined: dict[str, Shape] = {}
@@ -173,10 +190,14 @@ def _propagate_graph(graph: gs.Graph, shapes: dict) -> tuple[dict[str, np.ndarra
         elements, dtype, scalar = result
         out = node.outputs[0]
         partial[out.name] = result
-        if all(e is not None for e in elements):
+        if all(_is_int(e) for e in elements):
             value = np.array(elements, dtype=dtype)
             known[out.name] = value.reshape(()) if scalar else value
-    return known, refined
+    return known, refined, {name: entry[0] for name, entry in partial.items()}
+
+
+def _is_int(element: Element) -> bool:
+    return isinstance(element, (int, np.integer))
 
 
 def _target_shape(node: gs.Node, shapes: dict, elements: list[Element]) -> Shape | None:
@@ -188,7 +209,7 @@ def _target_shape(node: gs.Node, shapes: dict, elements: list[Element]) -> Shape
     for i, e in enumerate(elements):
         if e == 0 and not node.attrs.get("allowzero", 0):
             dims.append(source[i] if source is not None and i < len(source) and isinstance(source[i], int) else None)
-        elif e is None or e < 0:
+        elif not _is_int(e) or e < 0:
             dims.append(None)  # -1 is left to onnx: it needs every other dim
         else:
             dims.append(e)
@@ -227,7 +248,9 @@ def _propagate(node: gs.Node, shapes: dict, partial: dict) -> tuple[list[Element
             return None
         rank = len(dims)
         start, end = _clamp(node.attrs.get("start", 0), rank), _clamp(node.attrs.get("end", rank), rank)
-        return [d if isinstance(d, int) else None for d in dims[start:end]], np.dtype(np.int64), False
+        name = node.inputs[0].name
+        elements = [d if isinstance(d, int) else DimOf(name, start + i) for i, d in enumerate(dims[start:end])]
+        return elements, np.dtype(np.int64), False
     if op == "Size":
         dims = shapes.get(node.inputs[0].name)
         if dims is None or not all(isinstance(d, int) for d in dims):
@@ -283,7 +306,7 @@ def _gather(node, elements, dtype, scalar, operands):
     if scalar or node.attrs.get("axis", 0) not in (0, -1) or len(operands) < 2 or operands[1] is None:
         return None
     indices, _, index_scalar = operands[1]
-    if any(i is None or not -len(elements) <= i < len(elements) for i in indices):
+    if any(not _is_int(i) or not -len(elements) <= i < len(elements) for i in indices):
         return None
     picked = [elements[i] for i in indices]
     return picked, dtype, index_scalar
@@ -295,7 +318,7 @@ def _slice(node, elements, dtype, scalar, operands):
     starts, ends = operands[1][0][0], operands[2][0][0]
     axes = operands[3][0][0] if len(operands) > 3 else 0
     steps = operands[4][0][0] if len(operands) > 4 else 1
-    if axes not in (0, -1) or not steps or None in (starts, ends, steps):
+    if not all(_is_int(v) for v in (starts, ends, axes, steps)) or axes not in (0, -1) or not steps:
         return None
     return [elements[i] for i in _slice_indices(len(elements), starts, ends, steps)], dtype, False
 
@@ -316,4 +339,4 @@ def _elementwise(op: str, a, b):
     n = max(len(ea), len(eb))
     ea, eb = (ea * n if len(ea) == 1 else ea), (eb * n if len(eb) == 1 else eb)
     fn = {"Add": lambda x, y: x + y, "Sub": lambda x, y: x - y, "Mul": lambda x, y: x * y}[op]
-    return [None if x is None or y is None else fn(x, y) for x, y in zip(ea, eb)], dtype, sa and sb
+    return [fn(x, y) if _is_int(x) and _is_int(y) else None for x, y in zip(ea, eb)], dtype, sa and sb
