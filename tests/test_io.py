@@ -232,3 +232,30 @@ def test_checker_on_the_weightless_copy_never_serializes_the_weights(rng, monkey
     broken.graph.node[0].input[1] = "nowhere"
     with pytest.raises(onnx.checker.ValidationError):
         ir_io.check(broken)
+
+
+IF_RETURNS_OPTIONAL = """<ir_version: 8, opset_import: ["": 16]>
+g (bool cond) => (optional(seq(float[5])) out) {
+    out = If(cond) <else_branch = e () => (optional(seq(float[5])) else_opt) {
+        x = Constant<value = float[5] {1, 2, 3, 4, 5}>()
+        else_seq = SequenceConstruct(x)
+        else_opt = Optional(else_seq)
+    }, then_branch = t () => (optional(seq(float[5])) empty) {
+        empty = Optional<type = seq(float[5])>()
+    }>
+}"""
+
+
+def test_optional_values_and_type_attributes_in_a_body_survive_a_pipeline(tmp_path):
+    """The node test test_if_opt: gs cannot write an optional type back and skips a TYPE_PROTO
+    attribute; the pipeline exited 3 (UnboundLocalError), then wrote an Optional without its type."""
+    source = tmp_path / "if_opt.onnx"
+    onnx.save(onnx.parser.parse_model(IF_RETURNS_OPTIONAL), source)
+    outcome = api.optimize(source, tmp_path / "out.onnx")
+    assert outcome.exit_code == 0, outcome.report
+    out = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(out, full_check=True)
+    assert out.graph.output[0].type == onnx.load(source).graph.output[0].type
+    session = ort_session.make_session(out)
+    assert session.run(None, {"cond": np.array(True)})[0] is None
+    assert [list(a) for a in session.run(None, {"cond": np.array(False)})[0]] == [[1, 2, 3, 4, 5]]
