@@ -259,3 +259,33 @@ def test_optional_values_and_type_attributes_in_a_body_survive_a_pipeline(tmp_pa
     session = ort_session.make_session(out)
     assert session.run(None, {"cond": np.array(True)})[0] is None
     assert [list(a) for a in session.run(None, {"cond": np.array(False)})[0]] == [[1, 2, 3, 4, 5]]
+
+
+# The node test test_sequence_map_identity_2_sequences_expanded, reduced: two loop-carried
+# sequences start from identical SequenceEmpty nodes, which cse merges.
+SEQUENCES_IN_A_LOOP = """<ir_version: 8, opset_import: ["": 17]>
+g (seq(float[N]) x0, seq(float[M]) x1) => (seq(float[N]) y0, seq(float[M]) y1) {
+    n = SequenceLength(x0)
+    go = Constant<value = bool {1}>()
+    e0 = SequenceEmpty<dtype = 1>()
+    e1 = SequenceEmpty<dtype = 1>()
+    y0, y1 = Loop(n, go, e0, e1) <body = b (int64 i, bool c, seq(float[N]) a0, seq(float[M]) a1)
+                                            => (bool c_out, seq(float[N]) o0, seq(float[M]) o1) {
+        c_out = Identity(c)
+        t0 = SequenceAt(x0, i)
+        t1 = SequenceAt(x1, i)
+        o0 = SequenceInsert(a0, t0)
+        o1 = SequenceInsert(a1, t1)
+    }>
+}"""
+
+
+def test_a_dry_run_keeps_sequence_types(tmp_path):
+    """The dry run works on a copy of the graph; gs's copy dropped every value's sequence type
+    and the checker refused the graph after cse (exit 3)."""
+    source = tmp_path / "seq.onnx"
+    onnx.save(onnx.parser.parse_model(SEQUENCES_IN_A_LOOP), source)
+    outcome = api.optimize(source, tmp_path / "out.onnx", api.RunOptions(dry_run=True))
+    assert outcome.exit_code == 0, outcome.report
+    assert any(line.startswith("cse: would change") for line in outcome.report["plan"])
+    assert not (tmp_path / "out.onnx").exists()
