@@ -25,6 +25,7 @@ from onnxslim.core.manager import PassManager
 from onnxslim.core.pipeline import Pipeline, parse
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import check, file_bytes, load_model, save_model, to_graph, weightless, writable
+from onnxslim.ir.nodes import copy_graph
 from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats, ort_node_count
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.data import DataSource
@@ -298,7 +299,7 @@ def _ratio(before: float, after: float) -> float | None:
 
 def _plan(manager: PassManager, graph: Any) -> list[str]:
     """Run the pipeline on a copy and describe what each pass would change and where it declines."""
-    manager.run(graph.copy())
+    manager.run(copy_graph(graph))
     lines: list[str] = []
     for record in manager.records:
         head = f"{record.name}{{{record.options}}}" if record.options else record.name

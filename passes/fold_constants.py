@@ -70,13 +70,14 @@ class FoldConstants(Pass):
         values = _evaluate(graph, cone, boundary, ctx)
         folded, saved = 0, 0
         declines: list[Decline] = []
+        keep = _if_condition_cone(graph)
         for tensor in boundary:
             value = values.get(tensor.name)
             if value is None:
                 declines.append(Decline(tensor.name, "ONNX Runtime could not evaluate it"))
                 continue
-            if tensor in graph.outputs:
-                continue  # a graph output must stay the output of a node
+            if tensor in graph.outputs or tensor.name in keep:
+                continue  # a graph output must stay the output of a node; an If condition: see the top
             freed = _freed_bytes(tensor, cone)
             if value.nbytes > freed + self.options.max_growth_bytes:
                 declines.append(Decline(tensor.name, f"folding would grow the model ({value.nbytes} bytes for {freed})"))
@@ -105,8 +106,9 @@ def _fold_shape_values(graph: gs.Graph, ctx: PassContext) -> int:
     graph.toposort(recurse_subgraphs=False, recurse_functions=False, mode="nodes")
     known = shape_values(graph, computed_shapes(graph, ctx.template))
     tensors = graph.tensors()
+    keep = _if_condition_cone(graph)
     frontier = [name for name, value in known.items()
-                if tensors[name] not in graph.outputs
+                if tensors[name] not in graph.outputs and name not in keep
                 and any(not all(o.name in known for o in reader.outputs) for reader in tensors[name].outputs)]
     for name in frontier:
         _replace_with_constant(tensors[name], known[name])
@@ -133,6 +135,20 @@ def _foldable_nodes(graph: gs.Graph) -> set[int]:
 
 def _foldable_op(node: gs.Node) -> bool:
     return is_onnx_op(node) and node.op not in NEVER_FOLD and not subgraphs(node)
+
+
+def _if_condition_cone(graph: gs.Graph) -> set[str]:
+    """Names of the tensors an If's condition is computed from, the condition included."""
+    names: set[str] = set()
+    stack = [n.inputs[0] for n in graph.nodes if is_onnx_op(n, "If") and n.inputs]
+    while stack:
+        tensor = stack.pop()
+        if tensor.name in names:
+            continue
+        names.add(tensor.name)
+        for producer in tensor.inputs:
+            stack.extend(producer.inputs)
+    return names
 
 
 def _read_outside(tensor: gs.Tensor, cone: set[int], graph: gs.Graph) -> bool:

@@ -232,3 +232,60 @@ def test_checker_on_the_weightless_copy_never_serializes_the_weights(rng, monkey
     broken.graph.node[0].input[1] = "nowhere"
     with pytest.raises(onnx.checker.ValidationError):
         ir_io.check(broken)
+
+
+IF_RETURNS_OPTIONAL = """<ir_version: 8, opset_import: ["": 16]>
+g (bool cond) => (optional(seq(float[5])) out) {
+    out = If(cond) <else_branch = e () => (optional(seq(float[5])) else_opt) {
+        x = Constant<value = float[5] {1, 2, 3, 4, 5}>()
+        else_seq = SequenceConstruct(x)
+        else_opt = Optional(else_seq)
+    }, then_branch = t () => (optional(seq(float[5])) empty) {
+        empty = Optional<type = seq(float[5])>()
+    }>
+}"""
+
+
+def test_optional_values_and_type_attributes_in_a_body_survive_a_pipeline(tmp_path):
+    """The node test test_if_opt: gs cannot write an optional type back and skips a TYPE_PROTO
+    attribute; the pipeline exited 3 (UnboundLocalError), then wrote an Optional without its type."""
+    source = tmp_path / "if_opt.onnx"
+    onnx.save(onnx.parser.parse_model(IF_RETURNS_OPTIONAL), source)
+    outcome = api.optimize(source, tmp_path / "out.onnx")
+    assert outcome.exit_code == 0, outcome.report
+    out = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(out, full_check=True)
+    assert out.graph.output[0].type == onnx.load(source).graph.output[0].type
+    session = ort_session.make_session(out)
+    assert session.run(None, {"cond": np.array(True)})[0] is None
+    assert [list(a) for a in session.run(None, {"cond": np.array(False)})[0]] == [[1, 2, 3, 4, 5]]
+
+
+# The node test test_sequence_map_identity_2_sequences_expanded, reduced: two loop-carried
+# sequences start from identical SequenceEmpty nodes, which cse merges.
+SEQUENCES_IN_A_LOOP = """<ir_version: 8, opset_import: ["": 17]>
+g (seq(float[N]) x0, seq(float[M]) x1) => (seq(float[N]) y0, seq(float[M]) y1) {
+    n = SequenceLength(x0)
+    go = Constant<value = bool {1}>()
+    e0 = SequenceEmpty<dtype = 1>()
+    e1 = SequenceEmpty<dtype = 1>()
+    y0, y1 = Loop(n, go, e0, e1) <body = b (int64 i, bool c, seq(float[N]) a0, seq(float[M]) a1)
+                                            => (bool c_out, seq(float[N]) o0, seq(float[M]) o1) {
+        c_out = Identity(c)
+        t0 = SequenceAt(x0, i)
+        t1 = SequenceAt(x1, i)
+        o0 = SequenceInsert(a0, t0)
+        o1 = SequenceInsert(a1, t1)
+    }>
+}"""
+
+
+def test_a_dry_run_keeps_sequence_types(tmp_path):
+    """The dry run works on a copy of the graph; gs's copy dropped every value's sequence type
+    and the checker refused the graph after cse (exit 3)."""
+    source = tmp_path / "seq.onnx"
+    onnx.save(onnx.parser.parse_model(SEQUENCES_IN_A_LOOP), source)
+    outcome = api.optimize(source, tmp_path / "out.onnx", api.RunOptions(dry_run=True))
+    assert outcome.exit_code == 0, outcome.report
+    assert any(line.startswith("cse: would change") for line in outcome.report["plan"])
+    assert not (tmp_path / "out.onnx").exists()

@@ -32,7 +32,8 @@ from onnx import numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from onnxslim.errors import ModelLoadError, UsageError
-from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes, write_model
+from onnxslim.ir.nodes import subgraphs as node_subgraphs
+from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, subgraphs, value_nbytes, write_model
 from onnxslim.runtime import session
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,23 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
         if tensor.shape is None and declared.type.tensor_type.HasField("shape"):
             tensor.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                             for d in declared.type.tensor_type.shape.dim]
+    _forget_unexportable_types(graph)
     return graph
+
+
+def _forget_unexportable_types(graph: gs.Graph) -> None:
+    """Drop the dtype gs read from an optional, map or opaque value, here and in every body.
+
+    gs keeps such a type as its TypeProto but cannot write it back (its exporter fails with
+    UnboundLocalError: an If returning an optional sequence, node test test_if_opt); without a
+    dtype it writes an untyped value, and ``to_model`` gives back the declared type.
+    """
+    for tensor in graph.tensors().values():
+        if getattr(tensor, "type", "tensor_type") not in ("tensor_type", "sequence_type", "sparse_tensor_type"):
+            tensor.dtype = None
+    for node in graph.nodes:
+        for body in node_subgraphs(node):
+            _forget_unexportable_types(body)
 
 
 def _densify_sparse(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -234,20 +251,36 @@ def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     del model.metadata_props[:]
     model.metadata_props.extend(template.metadata_props)
     _restore_value_types(model.graph, template.graph)
+    _restore_type_attributes(model.graph, template.graph)
     return model
 
 
+def _restore_type_attributes(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """Give back the TYPE_PROTO attributes gs skips on import (``Optional<type=...>()`` without
+    its input is refused without it); a node is known by its op and first output."""
+    declared = {(n.op_type, n.output[0]): [a for a in n.attribute if a.type == onnx.AttributeProto.TYPE_PROTO]
+                for g in subgraphs(original) for n in g.node if n.output}
+    for g in subgraphs(graph):
+        for node in g.node:
+            have = {a.name for a in node.attribute}
+            for attr in declared.get((node.op_type, node.output[0] if node.output else ""), []):
+                if attr.name not in have:
+                    node.attribute.append(attr)
+
+
 def _restore_value_types(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
-    """Give back the declared type of a graph input, output or value gs could not read.
+    """Give back the declared type of a graph input, output or value gs could not read, in
+    the main graph and in every If/Loop/Scan body.
 
     gs knows tensors only: a sequence or map (ZipMap's output, an ai.onnx.ml model's
     probabilities) comes back as a tensor of UNDEFINED type, which ORT and the checker refuse.
     """
-    declared = {v.name: v.type for v in [*original.input, *original.output, *original.value_info]
+    declared = {v.name: v.type for g in subgraphs(original) for v in [*g.input, *g.output, *g.value_info]
                 if v.type.WhichOneof("value") != "tensor_type"}
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.name in declared and not value.type.tensor_type.elem_type:
-            value.type.CopyFrom(declared[value.name])
+    for g in subgraphs(graph):
+        for value in [*g.input, *g.output, *g.value_info]:
+            if value.name in declared and not value.type.tensor_type.elem_type:
+                value.type.CopyFrom(declared[value.name])
 
 
 def export_weightless(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:

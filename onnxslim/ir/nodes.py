@@ -45,8 +45,28 @@ def prefix(graph: gs.Graph, names: list[str]) -> gs.Graph:
     wanted = [n for n in names if n not in inputs]
     if not wanted:
         return graph
-    sub = graph.copy()
+    sub = copy_graph(graph)
     tensors = sub.tensors()
     sub.outputs = [tensors[n] for n in wanted]
     sub.cleanup(remove_unused_graph_inputs=False)
     return sub
+
+
+def copy_graph(graph: gs.Graph) -> gs.Graph:
+    """``graph.copy()`` that keeps each value's ONNX type: gs copies dtype and shape only, so a
+    sequence (SequenceMap's loop, node tests test_sequence_map_*) came back as a tensor without
+    a shape, which the checker refuses."""
+    copy = graph.copy()
+    types = {t.name: t.type for g in _graphs(graph) for t in g.tensors().values() if isinstance(t, gs.Variable)}
+    for g in _graphs(copy):
+        for name, tensor in g.tensors().items():
+            if isinstance(tensor, gs.Variable) and name in types:
+                tensor.type = types[name]
+    return copy
+
+
+def _graphs(graph: gs.Graph):
+    yield graph
+    for node in graph.nodes:
+        for body in subgraphs(node):
+            yield from _graphs(body)

@@ -34,7 +34,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim.ir.io import STUB_MIN_BYTES, sparse_to_dense, weightless, write_weightless
-from onnxslim.ir.weightless import iter_tensors, value_nbytes
+from onnxslim.ir.weightless import iter_tensors, subgraphs, value_nbytes
 from onnxslim.runtime.session import optimized_node_count, tensor_bytes
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -83,18 +83,6 @@ def model_stats(model: onnx.ModelProto) -> ModelStats:
                 nonzero += int(np.count_nonzero(array))
     histogram.pop("Constant", None)
     return ModelStats(sum(histogram.values()), params, nonzero, dict(sorted(histogram.items())))
-
-
-def subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """``graph`` and every If/Loop/Scan body in it, depth first."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from subgraphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from subgraphs(g)
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, Any]:

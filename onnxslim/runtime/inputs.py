@@ -37,7 +37,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim.errors import UsageError
-from onnxslim.ir.stats import subgraphs
+from onnxslim.ir.weightless import subgraphs
 from onnxslim.runtime.feeds import InputSpec, bind_shapes, dim_role, input_specs, random_feeds
 from onnxslim.runtime.session import make_session
 

@@ -230,7 +230,9 @@ class _Accumulator:
         self.top1_applies = True
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        a, b = np.asarray(a), np.asarray(b)
+        if self.error:
+            return
+        a, b, self.error = _joined(a, b)
         if self.error:
             return
         if a.shape != b.shape:
@@ -320,6 +322,18 @@ def _tensor_values(model, names, feeds, provider) -> dict[str, np.ndarray]:
     session = make_session(exposed, provider, optimize=False)
     output_names = [o.name for o in session.get_outputs()]
     return dict(zip(output_names, run(session, feeds), strict=True))
+
+
+def _joined(a, b) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Both outputs as arrays. A sequence of tensors of different shapes (SplitToSequence's
+    uneven split) cannot be one array: its tensors are compared pairwise by shape, then joined
+    flat; sequences of one shape, of maps or strings stay numpy's view of them."""
+    if not (isinstance(a, list) and isinstance(b, list)) or len({np.shape(x) for x in a + b}) <= 1:
+        return np.asarray(a), np.asarray(b), None
+    if [np.shape(x) for x in a] != [np.shape(x) for x in b]:
+        return np.asarray([]), np.asarray([]), "the sequence's tensors differ in number or shape from the reference's"
+    flat = lambda seq: np.concatenate([np.ravel(x) for x in seq])  # noqa: E731
+    return flat(a), flat(b), None
 
 
 def _as_float(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,3 +47,31 @@ g (float[2,3] x) => (float[2,3] y) {
     (folded,) = [onnx.numpy_helper.to_array(t) for t in out.graph.initializer]
     assert folded.shape == (2, 3) and folded.dtype == np.float32
     assert_parity(model, out, {"x": np.ones((2, 3), np.float32)})
+
+
+# The ONNX AffineGrid expansion (node tests test_affine_grid_2d*_expanded): a branch hands Range a
+# [1] tensor, which ONNX Runtime accepts at run time. Once the If's condition is computable at load
+# (Size of a static shape folded to 4), ORT inlines the branch, re-infers shapes and refuses the model.
+IF_FEEDS_RANGE = """<ir_version: 8, opset_import: ["": 18]>
+g (int64[4] size) => (int64[M] y) {
+    four = Constant<value = int64 {4}>()
+    zero = Constant<value = int64 {0}>()
+    one = Constant<value = int64 {1}>()
+    one_1d = Constant<value = int64[1] {1}>()
+    n = Size(size)
+    is_2d = Equal(n, four)
+    w = If(is_2d) <then_branch = g1 () => (int64[1] w_then) {
+        w_then = Identity(one_1d)
+    }, else_branch = g2 () => (int64[1] w_else) {
+        a, b, c, w_else = Split<num_outputs = 4>(size)
+    }>
+    y = Range(zero, w, one)
+}"""
+
+
+def test_an_if_condition_is_not_made_computable_at_load():
+    model = model_from_text(IF_FEEDS_RANGE)
+    out, _ = run_pass(FoldConstants(), model)
+    assert_parity(model, out, {"size": np.array([1, 1, 2, 3], dtype=np.int64)})  # both levels: ORT loads it
+    producers = {o: n.op_type for n in out.graph.node for o in n.output}
+    assert producers["is_2d"] == "Equal" and producers["n"] == "Size"  # the condition's cone is left as it was

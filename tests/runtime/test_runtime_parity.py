@@ -316,3 +316,18 @@ def test_compare_models_reports_judged_by_and_hands_outputs_to_observe(chain):
     assert report.generated and len(seen) == 8 and seen[0] == ((4, 5), (4, 5))
     (entry,) = report.to_dict(Tolerance.parse("cosine=0.9,top1=0.9,per_output"))["outputs"]
     assert entry["judged_by"] == ["cosine"] and entry["class_axis"] == 1 and entry["dtype"] == "float32"
+
+
+def test_sequence_outputs_of_uneven_tensors_are_compared_pairwise():
+    """SplitToSequence's uneven split (node test test_split_to_sequence_2) returns tensors of
+    different shapes; numpy cannot stack them and the comparison exited 3."""
+    reference = [np.ones((2, 3), np.float32), np.ones((1, 3), np.float32)]
+    same = _Accumulator("seq")
+    same.add(reference, [x.copy() for x in reference])
+    assert same.result().max_abs == 0 and same.result().elements == 9
+    moved = _Accumulator("seq")
+    moved.add(reference, [reference[0], reference[1] + 0.5])
+    assert moved.result().max_abs == 0.5
+    reshaped = _Accumulator("seq")
+    reshaped.add(reference, [np.ones((1, 3), np.float32), np.ones((2, 3), np.float32)])
+    assert "sequence" in reshaped.result().error
