@@ -184,7 +184,7 @@ def _external_files(model: Path) -> set[Path]:
     """Files a model's tensors name as external data (read without loading them)."""
     import onnx
 
-    from onnxslim.runtime.session import iter_tensors
+    from onnxslim.ir.weightless import iter_tensors
 
     try:
         proto = onnx.load(str(model), load_external_data=False)
