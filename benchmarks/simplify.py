@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, REPO, models_module  # noqa: E402
 from large_models import dense_stack  # noqa: E402
 
-from onnxslim.ir.stats import ort_node_count  # noqa: E402
 from onnxslim.runtime.bench import measure_latency  # noqa: E402
+from onnxslim.runtime.node_count import ort_node_count  # noqa: E402
 from onnxslim.runtime.feeds import random_feeds  # noqa: E402
 from onnxslim.runtime.session import make_session, run  # noqa: E402
 

@@ -11,5 +11,3 @@ if importlib.util.find_spec("onnxruntime") is None:  # pragma: no cover - depend
     )
 
 __version__ = "0.1.0"
-
-import onnxslim.passes  # noqa: E402,F401  (registers the built-in passes)

@@ -25,15 +25,17 @@ from onnxslim.core.manager import PassManager
 from onnxslim.core.pipeline import Pipeline, parse
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import check, file_bytes, load_model, save_model, to_graph, weightless, writable
+from onnxslim.ir.external import tensor_bytes
 from onnxslim.ir.nodes import copy_graph
-from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats, ort_node_count
+from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.data import DataSource
 from onnxslim.runtime.feeds import bind_shapes, input_specs
 from onnxslim.runtime.metric import Metric
 from onnxslim import run_inputs
 from onnxslim.runtime.parity import Tolerance, compare_models
-from onnxslim.runtime.session import resolve_providers, tensor_bytes
+from onnxslim.runtime.node_count import ort_node_count
+from onnxslim.runtime.session import resolve_providers
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,9 @@
 
 Exit codes: 0 ok; 1 verification failed; 2 bad input or usage; 3 internal error (a bug: the
 message says so, and -v shows the traceback). Every error is one line on stderr.
+
+The library (``api`` and what it uses: onnx, ONNX Runtime) is imported inside the commands, so
+``onnxslim --help`` and ``onnxslim CMD --help`` answer without starting ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -11,17 +14,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from onnxslim import __version__, api
+from onnxslim import __version__
 from onnxslim.cli_format import format_inspect, format_outcome, format_passes
-from onnxslim.core.context import untracked
 from onnxslim.errors import OnnxSlimError, ParityError, UsageError
-from onnxslim.ir.io import writable
-from onnxslim.report import write_json
-from onnxslim.runtime.feeds import parse_input_shapes
+
+if TYPE_CHECKING:
+    from onnxslim import api
 
 EXIT_PARITY, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -99,6 +101,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.pass_context
 def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path | None, **flags: Any) -> None:
     """Run a pipeline of passes on MODEL, verify the result and write it."""
+    from onnxslim import api
+
     options = _run_options(flags, verify=not flags.pop("no_verify"))
     if report is not None:
         if options.dry_run:
@@ -119,6 +123,8 @@ def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path 
 @click.pass_context
 def verify(ctx: click.Context, reference: Path, candidate: Path, report: Path | None, **flags: Any) -> None:
     """Parity and latency of CANDIDATE against REFERENCE."""
+    from onnxslim import api
+
     options = _run_options(flags)
     if report is not None:
         _check_report_path(report, [reference, candidate], [options.data])
@@ -133,6 +139,9 @@ def verify(ctx: click.Context, reference: Path, candidate: Path, report: Path | 
 @click.pass_context
 def inspect(ctx: click.Context, model: Path, as_json: bool, input_shapes: tuple[str, ...], seed: int) -> None:
     """Op histogram, parameters, bytes, FLOPs by op type, inputs and outputs."""
+    from onnxslim import api
+    from onnxslim.runtime.feeds import parse_input_shapes
+
     doc = api.inspect(model, parse_input_shapes(input_shapes), seed)
     if as_json:
         import json
@@ -150,6 +159,9 @@ def list_passes() -> None:
 
 
 def _run_options(flags: dict[str, Any], **extra: Any) -> api.RunOptions:
+    from onnxslim import api
+    from onnxslim.runtime.feeds import parse_input_shapes
+
     names = {f.name for f in dataclasses.fields(api.RunOptions)}
     values = {k: v for k, v in flags.items() if k in names and v is not None}
     values["input_shapes"] = parse_input_shapes(flags.get("input_shapes", ()))
@@ -159,6 +171,8 @@ def _run_options(flags: dict[str, Any], **extra: Any) -> api.RunOptions:
 
 def _check_report_path(report: Path, models: list[Path], data: list[str | None]) -> None:
     """The report is an output like the model: never a model, a data file or the other output."""
+    from onnxslim.ir.io import writable
+
     parent = report.parent if str(report.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"report directory {parent} does not exist")
@@ -184,7 +198,7 @@ def _external_files(model: Path) -> set[Path]:
     """Files a model's tensors name as external data (read without loading them)."""
     import onnx
 
-    from onnxslim.runtime.session import iter_tensors
+    from onnxslim.ir.weightless import iter_tensors
 
     try:
         proto = onnx.load(str(model), load_external_data=False)
@@ -202,6 +216,8 @@ def _progress(ctx: click.Context):
 def _tracker(ctx: click.Context):
     """A progress bar on stderr for long iterations, only when a person is watching."""
     if ctx.obj["quiet"] or not sys.stderr.isatty():
+        from onnxslim.core.context import untracked
+
         return untracked
 
     def track(items, label, total):
@@ -212,6 +228,8 @@ def _tracker(ctx: click.Context):
 
 
 def _finish(ctx: click.Context, outcome: api.Outcome, report: Path | None, render) -> None:
+    from onnxslim.report import write_json
+
     if report is not None:
         write_json(outcome.report, report)
     if not ctx.obj["quiet"]:

@@ -34,7 +34,6 @@ import logging
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.analysis import channel_importance as imp
@@ -47,6 +46,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
 from onnxslim.core.requires import CLEAN
+from onnxslim.ir.shapes import inferred_dims, refresh_shapes, strict_inference_ok
 from onnxslim.runtime.parity import Tolerance
 
 logger = logging.getLogger(__name__)
@@ -126,11 +126,11 @@ class PruneChannels(Pass):
         if not keep:
             return PassResult(False, stats, declines, notes)
         original = graph.copy() if opts.recover else None
-        strict = _strict_ok(ctx.export(graph))
+        strict = strict_inference_ok(ctx.export(graph))
         if not strict:
             notes.append("the input model fails strict shape inference, so the result is checked non-strictly")
         stats.update(apply_plan(graph, plan, keep))
-        refresh_shapes(graph, ctx, strict)
+        refresh_shapes(graph, ctx.template, strict)
         if original is not None:
             stats.update(self._recover(ctx, original, graph, plan, keep, notes))
         return PassResult(True, stats, declines, notes)
@@ -138,7 +138,7 @@ class PruneChannels(Pass):
     def choose(self, graph: gs.Graph, ctx: PassContext) -> tuple[Plan, dict[int, np.ndarray], str]:
         """The plan and the channels each pruned group keeps; changes nothing (but toposorts)."""
         graph.toposort()
-        plan = analyze(graph, infer_shapes(ctx.export(graph)), self.options.exclude)
+        plan = analyze(graph, inferred_dims(ctx.export(graph)), self.options.exclude)
         importance = self._importance(ctx)
         scores = self._scores(plan, importance, graph, ctx)
         sizes = {g.id: g.size for g in plan.prunable()}
@@ -207,42 +207,3 @@ def _where(group) -> str:
     names = list(dict.fromkeys(s.node or f"{s.op}->{s.tensor}" for s in group.sources))
     return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
 
-
-def infer_shapes(model: onnx.ModelProto, strict: bool = False) -> dict[str, list[Any]]:
-    """Tensor name -> dims (int, symbolic name, or None) from ONNX shape inference."""
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict)
-    out: dict[str, list[Any]] = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            out[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
-    return out
-
-
-def _strict_ok(model: onnx.ModelProto) -> bool:
-    try:
-        onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except onnx.shape_inference.InferenceError:
-        return False
-    return True
-
-
-def refresh_shapes(graph: gs.Graph, ctx: PassContext, strict: bool = True) -> None:
-    """Drop stale intermediate shapes, re-infer strictly, and check every output keeps its shape."""
-    keep = {id(t) for t in [*graph.inputs, *graph.outputs]}
-    for t in graph.tensors().values():
-        if isinstance(t, gs.Variable) and id(t) not in keep:
-            t.shape = None
-    try:
-        shapes = infer_shapes(ctx.export(graph), strict=strict)
-    except onnx.shape_inference.InferenceError as exc:
-        raise RuntimeError(f"prune-channels: strict shape inference failed after pruning: {exc}") from exc
-    for out in graph.outputs:
-        new = shapes.get(out.name)
-        if out.shape is not None and new is not None and len(new) == len(out.shape):
-            changed = [(a, b) for a, b in zip(out.shape, new) if isinstance(a, int) and isinstance(b, int) and a != b]
-            if changed or len(new) != len(out.shape):
-                raise RuntimeError(f"prune-channels: output {out.name!r} changed shape {out.shape} -> {new}")
-    for name, t in graph.tensors().items():
-        if isinstance(t, gs.Variable) and id(t) not in keep and name in shapes:
-            t.shape = shapes[name]

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim import api
 from onnxslim.errors import ModelLoadError
+from onnxslim.ir import external
 from onnxslim.ir import io as ir_io
 from onnxslim.runtime import session as ort_session
 
@@ -76,7 +77,7 @@ def test_default_pipeline_preserves_everything_it_must(tmp_path, rng):
 
 
 def test_large_model_path_uses_external_data(tmp_path, rng, monkeypatch):
-    monkeypatch.setattr(ort_session, "LARGE_MODEL_BYTES", 1000)
+    monkeypatch.setattr(external, "LARGE_MODEL_BYTES", 1000)
     model = helper.make_model(helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
@@ -192,7 +193,7 @@ def test_output_beside_the_input_never_replaces_the_inputs_weights(tmp_path, rng
     # the input reads its weights from the file the output's external data would be named
     source = _external_model(tmp_path, rng, "m.onnx", "out.onnx.data")
     weights = (tmp_path / "out.onnx.data").read_bytes()
-    monkeypatch.setattr(ort_session, "LARGE_MODEL_BYTES", 1000)
+    monkeypatch.setattr(external, "LARGE_MODEL_BYTES", 1000)
     outcome = api.optimize(source, tmp_path / "out.onnx")
     assert outcome.exit_code == 0
     assert (tmp_path / "out.onnx.data").read_bytes() == weights  # the input's, untouched
@@ -223,7 +224,7 @@ def test_checker_on_the_weightless_copy_never_serializes_the_weights(rng, monkey
         calls.append(len(data))
         return data
 
-    assert ort_session.tensor_bytes(ir_io.weightless(model)) == 0
+    assert external.tensor_bytes(ir_io.weightless(model)) == 0
     monkeypatch.setattr(onnx.ModelProto, "SerializeToString", guarded)
     ir_io.check(model)
     assert calls and max(calls) < 4096

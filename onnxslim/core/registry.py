@@ -2,9 +2,14 @@
 
 The second-registration check is what catches ``passes/`` being imported twice (once as
 ``onnxslim.passes`` and once as a top-level ``passes`` from the repository root).
+
+The built-in passes are imported on the first lookup or listing, not when ``onnxslim`` is:
+they pull in ONNX Runtime, which ``import onnxslim.errors`` or ``onnxslim --help`` never need.
 """
 
 from __future__ import annotations
+
+import importlib
 
 from onnxslim.core.pass_base import Pass
 from onnxslim.errors import OptionError
@@ -29,6 +34,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 
 def get_pass(name: str) -> type[Pass]:
+    _register_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -38,4 +44,10 @@ def get_pass(name: str) -> type[Pass]:
 
 def all_passes() -> list[type[Pass]]:
     """Registered passes, exact ones first, each group in name order."""
+    _register_builtins()
     return sorted(_REGISTRY.values(), key=lambda c: (not c.exact, c.name))
+
+
+def _register_builtins() -> None:
+    # Each module of onnxslim.passes registers its passes on import; Python imports them once.
+    importlib.import_module("onnxslim.passes")

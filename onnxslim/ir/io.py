@@ -2,9 +2,9 @@
 
 A protobuf cannot be serialized above 2 GB, so a model whose tensors pass the threshold
 is saved with external data; it is never turned into one byte string. The threshold is
-``onnxslim.runtime.session.LARGE_MODEL_BYTES``; tests lower it to exercise that path.
+``onnxslim.ir.external.LARGE_MODEL_BYTES``; tests lower it to exercise that path.
 
-``onnx.checker`` (and shape inference, and ORT's node count in ``ir.stats``) never need the
+``onnx.checker`` (and shape inference, and ORT's node count in ``runtime.node_count``) never need the
 weights' values, only their names, types and dims: they run on a *weightless* copy, where every
 tensor of at least ``STUB_MIN_BYTES`` is a reference into a stub file. That copy costs a few
 kilobytes whatever the model's size, where checking the model itself serialized it whole.
@@ -32,9 +32,9 @@ from onnx import numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from onnxslim.errors import ModelLoadError, UsageError
+from onnxslim.ir import external
 from onnxslim.ir.nodes import subgraphs as node_subgraphs
 from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, subgraphs, value_nbytes, write_model
-from onnxslim.runtime import session
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ def _external_files(model: onnx.ModelProto, base: Path) -> list[Path]:
 
 
 def is_large(model: onnx.ModelProto) -> bool:
-    """True when the model's tensors would push one protobuf past ``session.LARGE_MODEL_BYTES``."""
-    return session.tensor_bytes(model) >= session.LARGE_MODEL_BYTES
+    """True when the model's tensors would push one protobuf past ``external.LARGE_MODEL_BYTES``."""
+    return external.tensor_bytes(model) >= external.LARGE_MODEL_BYTES
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
@@ -151,7 +151,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
         staged = Path(tmp) / path.name
         if is_large(model):
             data_name = external_data_name(path)
-            session.save_for_ort(model, tmp, name=path.name, data_name=data_name)
+            external.save_for_ort(model, tmp, name=path.name, data_name=data_name)
             os.replace(Path(tmp) / data_name, path.with_name(data_name))
         else:
             with open(staged, "wb") as f:

@@ -1,7 +1,11 @@
-"""Small predicates and helpers over gs nodes and graphs that every pass needs."""
+"""Small predicates and helpers over gs nodes and graphs that every pass needs, and over the
+models built from them to be run."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import onnx
 import onnx_graphsurgeon as gs
 
 DEFAULT_DOMAINS = (None, "", "ai.onnx")
@@ -70,3 +74,14 @@ def _graphs(graph: gs.Graph):
     for node in graph.nodes:
         for body in subgraphs(node):
             yield from _graphs(body)
+
+
+def expose_tensors(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs ``names`` (graph inputs are skipped)."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    present = {o.name for o in exposed.graph.output} | {i.name for i in exposed.graph.input}
+    for name in dict.fromkeys(names):
+        if name not in present:
+            exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return exposed

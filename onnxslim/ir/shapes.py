@@ -12,6 +12,10 @@ Gather, Slice, Concat, (Un)Squeeze, Cast, Identity and integer Add/Sub/Mul, elem
 an element is an int where every element it depends on is known, else unknown. ``Shape(x)`` of
 ``x: [batch, seq, 384]`` is ``[?, ?, 384]``; gathered at 2 it is the constant 384, gathered at 0
 it stays dynamic. The tensors whose every element is known are returned with their values.
+
+``inferred_dims`` and ``refresh_shapes`` serve the passes that change tensor widths
+(prune-channels): shape inference on the exported model itself, strict when it can be, and
+the check that the graph's outputs keep their shapes after the rewrite.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
+from onnxslim.ir.io import to_model
 from onnxslim.ir.weights import constant_value
 
 logger = logging.getLogger(__name__)
@@ -340,3 +345,50 @@ def _elementwise(op: str, a, b):
     ea, eb = (ea * n if len(ea) == 1 else ea), (eb * n if len(eb) == 1 else eb)
     fn = {"Add": lambda x, y: x + y, "Sub": lambda x, y: x - y, "Mul": lambda x, y: x * y}[op]
     return [fn(x, y) if _is_int(x) and _is_int(y) else None for x, y in zip(ea, eb)], dtype, sa and sb
+
+
+def inferred_dims(model: onnx.ModelProto, strict: bool = False) -> dict[str, list[Dim]]:
+    """Tensor name -> dims (int, symbolic name, or None) from ONNX shape inference on the model
+    itself, declared shapes included (the channel analysis reads them as they are)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict)
+    out: dict[str, list[Dim]] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return out
+
+
+def strict_inference_ok(model: onnx.ModelProto) -> bool:
+    """True when ONNX shape inference accepts ``model`` in strict mode."""
+    try:
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except onnx.shape_inference.InferenceError:
+        return False
+    return True
+
+
+def refresh_shapes(graph: gs.Graph, template: onnx.ModelProto, strict: bool = True) -> None:
+    """After a rewrite that changes tensor widths: drop stale intermediate shapes, re-infer
+    (strictly unless told), and check every output keeps its shape.
+
+    Raises:
+        RuntimeError: inference fails, or an output's shape changed (a bug in the rewrite).
+    """
+    keep = {id(t) for t in [*graph.inputs, *graph.outputs]}
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Variable) and id(t) not in keep:
+            t.shape = None
+    try:
+        shapes = inferred_dims(to_model(graph, template), strict=strict)
+    except onnx.shape_inference.InferenceError as exc:
+        raise RuntimeError(f"strict shape inference failed after the rewrite: {exc}") from exc
+    for out in graph.outputs:
+        new = shapes.get(out.name)
+        if out.shape is not None and new is not None and len(new) == len(out.shape):
+            changed = [(a, b) for a, b in zip(out.shape, new) if isinstance(a, int) and isinstance(b, int) and a != b]
+            if changed or len(new) != len(out.shape):
+                raise RuntimeError(f"output {out.name!r} changed shape {out.shape} -> {new}")
+    for name, t in graph.tensors().items():
+        if isinstance(t, gs.Variable) and id(t) not in keep and name in shapes:
+            t.shape = shapes[name]

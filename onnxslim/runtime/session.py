@@ -5,8 +5,8 @@ quantized graphs execute the real integer kernels; ``optimize=False`` (``ORT_DIS
 the extra check of exact passes and the level used to expose intermediate tensors.
 
 A protobuf message cannot be serialized past 2 GiB, so a model whose tensors add up to
-``LARGE_MODEL_BYTES`` or more is written to a temporary directory with external data and loaded
-by path. The caller's ``ModelProto`` is left as it was.
+``ir.external.LARGE_MODEL_BYTES`` or more is written to a temporary directory with external data
+(``ir.external.save_for_ort``) and loaded by path. The caller's ``ModelProto`` is left as it was.
 """
 
 from __future__ import annotations
@@ -23,20 +23,11 @@ import onnx
 import onnxruntime as ort
 
 from onnxslim.errors import DataError, UsageError
-from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes, write_model
+from onnxslim.ir import external
+from onnxslim.ir.external import save_for_ort, tensor_bytes
 
 logger = logging.getLogger(__name__)
 
-#: Models whose tensors hold at least this many bytes go through a file with external data.
-#: Below protobuf's 2 GiB limit with 64 MiB of headroom for the graph structure itself.
-#: Tests monkeypatch it to exercise the large-model path with tiny models.
-LARGE_MODEL_BYTES = 2**31 - 2**26
-
-#: Tensors smaller than this stay inside the .onnx file when a model is externalized.
-_EXTERNAL_MIN_BYTES = 1024
-#: External data offsets are page aligned so ORT may memory-map them.
-_EXTERNAL_ALIGN = 4096
-_EXTERNAL_FILE = "weights.bin"
 #: ORT severity 4 = fatal only: its warnings are noise for users, and its errors reach us as
 #: exceptions (logged, they would print a second, coloured copy on stderr).
 _LOG_SEVERITY = 4
@@ -109,7 +100,7 @@ def make_session(
     providers = _provider_chain(provider)
     if not isinstance(model, onnx.ModelProto):
         session = ort.InferenceSession(os.fspath(model), options, providers=providers)
-    elif tensor_bytes(model) < LARGE_MODEL_BYTES:
+    elif tensor_bytes(model) < external.LARGE_MODEL_BYTES:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     else:
         session = _session_from_external(model, options, providers)
@@ -142,11 +133,11 @@ def optimized_node_count(
         )
         options.add_session_config_entry(
             "session.optimized_model_external_initializers_min_size_in_bytes",
-            str(_EXTERNAL_MIN_BYTES),
+            str(external.EXTERNAL_MIN_BYTES),
         )
         source = model
         if isinstance(model, onnx.ModelProto):
-            source = save_for_ort(model, tmp, force_external=tensor_bytes(model) >= LARGE_MODEL_BYTES)
+            source = save_for_ort(model, tmp, force_external=tensor_bytes(model) >= external.LARGE_MODEL_BYTES)
         ort.InferenceSession(os.fspath(source), options, providers=_provider_chain(provider))
         return len(onnx.load(out_path, load_external_data=False).graph.node)
 
@@ -177,53 +168,6 @@ def bind(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> Call
         return lambda: session.run(None, feeds)
     values = {n: _to_ortvalue(np.ascontiguousarray(a)) for n, a in feeds.items()}
     return lambda: [_ortvalue_to_numpy(v) for v in session.run_with_ort_values(None, values)]
-
-
-def tensor_bytes(model: onnx.ModelProto) -> int:
-    """Bytes held by the model's tensors (initializers, Constant values, subgraphs).
-
-    Read from each tensor's dims and type: ``ModelProto.ByteSize()`` serializes the message
-    under the upb protobuf backend (and fails past 2 GiB), and ``len(raw_data)`` copies it.
-    """
-    return sum(tensor_nbytes(t) for t in iter_tensors(model.graph))
-
-
-def tensor_nbytes(tensor: onnx.TensorProto) -> int:
-    """Bytes of the tensor's values inside the protobuf (0 when they are external)."""
-    if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return 0
-    return value_nbytes(tensor)
-
-
-def save_for_ort(model: onnx.ModelProto, directory: str, force_external: bool = True,
-                 name: str = "model.onnx", data_name: str = _EXTERNAL_FILE) -> str:
-    """Write ``model`` into ``directory`` for ORT to load by path; return the .onnx path.
-
-    With ``force_external`` every raw tensor of at least 1 KiB is streamed, one at a time, into
-    ``data_name`` beside it (offsets page aligned, so ORT may memory-map them), and the .onnx file
-    is a skeleton of the model referencing them: the caller's proto is never modified, and no
-    second copy of the weights is made.
-    """
-    path = os.path.join(directory, name)
-    if not force_external:
-        with open(path, "wb") as f:
-            write_model(model, f)
-        return path
-    with open(os.path.join(directory, data_name), "wb") as data:
-        def move_out(tensor: onnx.TensorProto) -> onnx.TensorProto | None:
-            if not tensor.HasField("raw_data") or tensor_nbytes(tensor) < _EXTERNAL_MIN_BYTES:
-                return None
-            end = data.seek(0, os.SEEK_END)
-            offset = end + (-end % _EXTERNAL_ALIGN)
-            data.seek(offset)
-            length = data.write(tensor.raw_data)
-            return external_reference(tensor, data_name, offset, length)
-
-        shell = skeleton(model, move_out)
-    with open(path, "wb") as f:
-        f.write(shell.SerializeToString())
-    logger.debug("saved %s with external data %s", path, data_name)
-    return path
 
 
 def _session_from_external(model, options, providers) -> ort.InferenceSession:

@@ -16,18 +16,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prune_nets
-from onnxslim.passes.prune_channels import infer_shapes
 
 from onnxslim.analysis.channel_deps import analyze
 from onnxslim.analysis.channel_layout import Segment, kept_positions, slice_layout
 from onnxslim.analysis.channel_importance import choose_keep, kept_count
 from onnxslim.ir.io import to_graph
+from onnxslim.ir.shapes import inferred_dims
 
 HEAD = '<ir_version: 8, opset_import: ["" : 17]>'
 
 
 def plan_of(model):
-    return analyze(to_graph(model).toposort(), infer_shapes(model))
+    return analyze(to_graph(model).toposort(), inferred_dims(model))
 
 
 def w(rng, *shape):
@@ -39,7 +39,7 @@ def check_soft_equals_hard(model, rng, drop_every=2):
     def keep_fn(plan):
         return {g.id: np.arange(0, g.size, drop_every) for g in plan.prunable() if g.size > 1}
 
-    hard, soft, plan, keep = prune_nets.hard_and_soft(model, lambda g: analyze(g.toposort(), infer_shapes(model)), keep_fn)
+    hard, soft, plan, keep = prune_nets.hard_and_soft(model, lambda g: analyze(g.toposort(), inferred_dims(model)), keep_fn)
     onnx.checker.check_model(hard, full_check=True)
     onnx.shape_inference.infer_shapes(hard, strict_mode=True)
     name = model.graph.input[0].name
@@ -326,7 +326,7 @@ def test_shared_weight_is_copied_not_edited(rng):
     weights = {"W": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1), "Wy2": w(rng, 4, 8, 1, 1)}
     model = helpers.model_from_text(text, weights)
     g = to_graph(model).toposort()
-    plan = analyze(g, infer_shapes(model))
+    plan = analyze(g, inferred_dims(model))
     from onnxslim.analysis.channel_apply import apply_plan
     first = plan.prunable()[0]
     original = next(t for t in g.tensors().values() if t.name == "W").values.copy()

@@ -232,12 +232,12 @@ def test_verify_of_models_with_different_inputs_is_exit_2(model_path, tmp_path):
 
 
 def test_interrupt_exits_130(monkeypatch, capsys):
-    from onnxslim import cli
+    from onnxslim import api, cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.api, "inspect", interrupted)
+    monkeypatch.setattr(api, "inspect", interrupted)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["inspect", "models/mlp.onnx"])
     assert exit_info.value.code == 130 and "interrupted" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import FOLDING_ATOL, FOLDING_RTOL, assert_parity, model_from_text, op_types, run_pass
+from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.passes.fold_bn import FoldBatchNorm
 
@@ -30,7 +30,7 @@ def test_fold_bn_into_conv(rng):
     assert result.modified and result.stats["folded"] == 1
     assert op_types(out) == ["Conv"]
     feeds = {"x": rng.normal(size=(2, 3, 8, 8)).astype(np.float32)}
-    assert_parity(model, out, feeds, FOLDING_ATOL, FOLDING_RTOL)
+    assert_parity(model, out, feeds)
     _, again = run_pass(FoldBatchNorm(), out)
     assert not again.modified
 
@@ -56,4 +56,4 @@ g (float[N,5] x) => (float[N,3] y) {
     out, result = run_pass(FoldBatchNorm(), model)
     assert result.modified
     assert [t for t in op_types(out) if t != "Constant"] == ["Gemm"]  # the old weight waits for dce
-    assert_parity(model, out, {"x": rng.normal(size=(4, 5)).astype(np.float32)}, FOLDING_ATOL, FOLDING_RTOL)
+    assert_parity(model, out, {"x": rng.normal(size=(4, 5)).astype(np.float32)})

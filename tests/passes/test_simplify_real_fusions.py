@@ -5,7 +5,6 @@ fuses back to 13 LayerNormalization and 6 Gelu, within `exact` of the original o
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import onnx
@@ -17,15 +16,6 @@ from onnxslim.passes.fuse_layernorm import FuseLayerNorm
 
 fetch = models_module("fetch")
 realdata = models_module("realdata")
-
-
-def _minilm() -> onnx.ModelProto:
-    try:
-        return onnx.load(str(fetch.fetch("minilm")))
-    except fetch.FetchError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            raise
-        pytest.skip(f"cannot fetch minilm: {exc}")
 
 
 def _decompose_layernorms(model: onnx.ModelProto) -> int:
@@ -60,8 +50,9 @@ def _decompose_layernorms(model: onnx.ModelProto) -> int:
     return count
 
 
-def test_minilm_decomposed_fuses_back_within_exact():
-    original = _minilm()
+@pytest.mark.slow
+def test_minilm_decomposed_fuses_back_within_exact(fetched):
+    original = onnx.load(str(fetched("minilm")))
     spelled = onnx.ModelProto()
     spelled.CopyFrom(original)
     assert _decompose_layernorms(spelled) == 13

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import jsonschema
 import numpy as np
@@ -353,21 +352,11 @@ def test_transformer_matmuls_split_with_batched_activations(repo):
 
 # --- real models (fetched) ----------------------------------------------------------------------
 
-def _fetched(name: str):
-    fetch = models_module("fetch")
-    try:
-        return fetch.fetch(name)
-    except fetch.FetchError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            raise
-        pytest.skip(f"cannot fetch {name}: {exc}")
-
-
 @pytest.mark.slow
-def test_ppocr_det_constant_node_weights_and_dynamic_dims():
+def test_ppocr_det_constant_node_weights_and_dynamic_dims(fetched):
     """PP-OCRv4 det: weights in Constant nodes, every dim dynamic, many 1x1 convolutions."""
     realdata = models_module("realdata")
-    model = onnx.load(str(_fetched("ppocr_det")))
+    model = onnx.load(str(fetched("ppocr_det")))
     name = model.graph.input[0].name
     calib = [{name: realdata.text_page(160, 160, seed=seed)} for seed in (0, 1)]
     test = realdata.text_page(160, 160, seed=3)
@@ -380,9 +369,9 @@ def test_ppocr_det_constant_node_weights_and_dynamic_dims():
 
 
 @pytest.mark.slow
-def test_minilm_projections_split_and_keep_retrieval():
+def test_minilm_projections_split_and_keep_retrieval(fetched):
     fetch, realdata = models_module("fetch"), models_module("realdata")
-    model = onnx.load(str(_fetched("minilm")))
+    model = onnx.load(str(fetched("minilm")))
     vocab = str(fetch.minilm_vocab())
     sentences = realdata.sentences()
     calib = [realdata.tokenize(sentences[i:i + 20], vocab) for i in range(0, 40, 20)]

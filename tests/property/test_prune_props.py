@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 import prune_nets
-from onnxslim.passes.prune_channels import infer_shapes
 
 from onnxslim.analysis.channel_deps import analyze
+from onnxslim.ir.shapes import inferred_dims
 from onnxslim.ir.stats import model_stats
 
 KINDS = ["conv", "residual", "concat", "depthwise", "multiplier", "grouped", "bnconv", "scale"]
@@ -30,7 +30,7 @@ BLOCKS = st.lists(st.sampled_from(KINDS), min_size=1, max_size=4)
 
 
 def _analyze(model):
-    shapes = infer_shapes(model)
+    shapes = inferred_dims(model)
     return lambda graph: analyze(graph.toposort(), shapes)
 
 

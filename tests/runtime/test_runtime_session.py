@@ -10,15 +10,9 @@ import onnxruntime as ort
 import pytest
 
 from onnxslim.errors import UsageError
-from onnxslim.runtime import session as session_mod
-from onnxslim.runtime.session import (
-    make_session,
-    optimized_node_count,
-    resolve_providers,
-    run,
-    save_for_ort,
-    tensor_bytes,
-)
+from onnxslim.ir import external
+from onnxslim.ir.external import save_for_ort, tensor_bytes
+from onnxslim.runtime.session import make_session, optimized_node_count, resolve_providers, run
 
 
 def test_resolve_providers_maps_and_dedupes():
@@ -82,7 +76,7 @@ def test_large_model_goes_through_external_data(chain, monkeypatch):
     before = model.SerializeToString()
     x = np.random.default_rng(0).standard_normal((3, 600)).astype(np.float32)
     expected = run(make_session(model), {"X": x})[0]
-    monkeypatch.setattr(session_mod, "LARGE_MODEL_BYTES", 1)
+    monkeypatch.setattr(external, "LARGE_MODEL_BYTES", 1)
     serialize = type(model).SerializeToString
     sizes = []
 
@@ -116,7 +110,7 @@ def test_optimized_node_count(build, monkeypatch):
     )
     count = optimized_node_count(model)
     assert isinstance(count, int) and 1 <= count < len(model.graph.node)
-    monkeypatch.setattr(session_mod, "LARGE_MODEL_BYTES", 0)
+    monkeypatch.setattr(external, "LARGE_MODEL_BYTES", 0)
     assert optimized_node_count(model) == count
 
 
