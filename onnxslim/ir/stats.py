@@ -21,6 +21,7 @@ larger tensor from ``_ZIP_SAMPLES`` evenly spaced samples of ``_ZIP_SAMPLE_BYTES
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import subprocess
 import sys
@@ -33,9 +34,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxslim.ir import refs
 from onnxslim.ir.io import STUB_MIN_BYTES, sparse_to_dense, weightless, write_weightless
 from onnxslim.ir.weightless import iter_tensors, value_nbytes
-from onnxslim.runtime.session import optimized_node_count, tensor_bytes
+from onnxslim.runtime.session import optimized_node_count
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _QPARAM_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
@@ -119,6 +121,8 @@ def _constants(graph: onnx.GraphProto) -> dict[str, Any]:
 
 def _array(tensor: onnx.TensorProto) -> np.ndarray:
     """The tensor's values; a raw float/int tensor is viewed in its bytes, not converted."""
+    if refs.is_reference(tensor):
+        return refs.read_array(tensor)
     if tensor.HasField("raw_data") and tensor.data_type in _RAW_VIEWS:
         return np.frombuffer(tensor.raw_data, dtype=_RAW_VIEWS[tensor.data_type])
     return numpy_helper.to_array(tensor)
@@ -268,14 +272,34 @@ def ort_node_count(model: onnx.ModelProto) -> tuple[int | None, str | None]:
     A model whose tensors pass ``ISOLATE_BYTES`` is counted in a child process: ORT's copy of
     its (stub) weights is then never part of this process's memory.
     """
-    with tempfile.TemporaryDirectory(prefix="onnxslim-nodes-") as tmp:
-        path = write_weightless(model, tmp, fill=_ORT_STUB_FILL)
-        if tensor_bytes(model) > ISOLATE_BYTES:
-            return _count_in_child(path)
-        try:
-            return optimized_node_count(path), None
-        except Exception as exc:  # noqa: BLE001 - any ORT refusal: the count is skipped, with why
-            return None, _skipped(str(exc) or type(exc).__name__)
+    return count_later(model).result()
+
+
+def count_later(model: onnx.ModelProto) -> concurrent.futures.Future:
+    """``ort_node_count(model)`` as a future: the weightless copy is written now, ORT counts in a
+    background thread (a child process for a large model) while the caller goes on."""
+    tmp = tempfile.TemporaryDirectory(prefix="onnxslim-nodes-")
+    try:
+        path = write_weightless(model, tmp.name, fill=_ORT_STUB_FILL)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    isolate = _all_bytes(model) > ISOLATE_BYTES
+
+    def count() -> tuple[int | None, str | None]:
+        with tmp:
+            if isolate:
+                return _count_in_child(path)
+            try:
+                return optimized_node_count(path), None
+            except Exception as exc:  # noqa: BLE001 - any ORT refusal: the count is skipped, with why
+                return None, _skipped(str(exc) or type(exc).__name__)
+
+    return _COUNTER.submit(count)
+
+
+#: One thread for the ORT counts: they overlap the caller's work, not each other.
+_COUNTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxslim-nodes")
 
 
 def _count_in_child(path: str) -> tuple[int | None, str | None]:
@@ -300,7 +324,7 @@ def compressed_bytes(data: bytes) -> int:
 
 def model_compressed_bytes(model: onnx.ModelProto, stub: onnx.ModelProto | None = None) -> tuple[int, bool]:
     """The model's zip size and whether it is estimated (tensors over ``ZIP_EXACT_BYTES``)."""
-    if tensor_bytes(model) <= ZIP_EXACT_BYTES:
+    if _all_bytes(model) <= ZIP_EXACT_BYTES and not refs.has_references(model):
         return compressed_bytes(model.SerializeToString()), False
     stub = stub if stub is not None else weightless(model)
     total = compressed_bytes(stub.SerializeToString())
@@ -311,9 +335,22 @@ def model_compressed_bytes(model: onnx.ModelProto, stub: onnx.ModelProto | None 
 
 
 def _estimated_deflate(tensor: onnx.TensorProto) -> int:
-    data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
-    if len(data) <= _ZIP_SAMPLES * _ZIP_SAMPLE_BYTES:
-        return compressed_bytes(data)
-    step = (len(data) - _ZIP_SAMPLE_BYTES) // (_ZIP_SAMPLES - 1)
-    packed = sum(compressed_bytes(data[i * step: i * step + _ZIP_SAMPLE_BYTES]) for i in range(_ZIP_SAMPLES))
-    return round(len(data) * packed / (_ZIP_SAMPLES * _ZIP_SAMPLE_BYTES))
+    """Deflated size of the tensor's bytes from evenly spaced samples (a referenced tensor's
+    samples are read from its file, nothing else of it)."""
+    if refs.is_reference(tensor):
+        size = refs.location(tensor)[2]
+        read = lambda start, n: refs.read_sample(tensor, start, n)  # noqa: E731
+    else:
+        data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+        size = len(data)
+        read = lambda start, n: data[start: start + n]  # noqa: E731
+    if size <= _ZIP_SAMPLES * _ZIP_SAMPLE_BYTES:
+        return compressed_bytes(read(0, size))
+    step = (size - _ZIP_SAMPLE_BYTES) // (_ZIP_SAMPLES - 1)
+    packed = sum(compressed_bytes(read(i * step, _ZIP_SAMPLE_BYTES)) for i in range(_ZIP_SAMPLES))
+    return round(size * packed / (_ZIP_SAMPLES * _ZIP_SAMPLE_BYTES))
+
+
+def _all_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of every tensor of ``model``, referenced ones included (they are its weights)."""
+    return sum(value_nbytes(t) for t in iter_tensors(model.graph))
