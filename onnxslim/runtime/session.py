@@ -107,7 +107,7 @@ def make_session(
     providers = _provider_chain(provider)
     if not isinstance(model, onnx.ModelProto):
         session = ort.InferenceSession(os.fspath(model), options, providers=providers)
-    elif tensor_bytes(model) < LARGE_MODEL_BYTES:
+    elif tensor_bytes(model) < LARGE_MODEL_BYTES and not _has_references(model):
         session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     else:
         session = _session_from_external(model, options, providers)
@@ -205,6 +205,14 @@ def save_for_ort(model: onnx.ModelProto, directory: str, force_external: bool = 
 
     path = write_model(model, os.path.join(directory, name), data_name if force_external else None)
     return os.fspath(path)
+
+
+def _has_references(model: onnx.ModelProto) -> bool:
+    """Weights ``ir.refs`` left in their files (ORT refuses their absolute paths): the model goes
+    through a file, its weights streamed into it, never read into this process."""
+    from onnxslim.ir.refs import has_references
+
+    return has_references(model)
 
 
 def _session_from_external(model, options, providers) -> ort.InferenceSession:
