@@ -9,10 +9,12 @@ output atomically, only when parity holds (or ``force``). It never prints; it re
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,10 @@ from onnxslim.core.context import PassContext, Tracker, untracked
 from onnxslim.core.manager import PassManager
 from onnxslim.core.pipeline import Pipeline, parse
 from onnxslim.errors import UsageError
-from onnxslim.ir.io import check, file_bytes, load_model, save_model, to_graph, weightless, writable
 from onnxslim.ir.external import tensor_bytes
+from onnxslim.ir.io import file_bytes, load_model, staged, to_graph, weightless, writable, write_graph
 from onnxslim.ir.nodes import copy_graph
+from onnxslim.ir.refs import has_references
 from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.data import DataSource
@@ -34,7 +37,7 @@ from onnxslim.runtime.feeds import bind_shapes, input_specs
 from onnxslim.runtime.metric import Metric
 from onnxslim import run_inputs
 from onnxslim.runtime.parity import Tolerance, compare_models
-from onnxslim.runtime.node_count import ort_node_count
+from onnxslim.runtime.node_count import count_later
 from onnxslim.runtime.session import resolve_providers
 
 logger = logging.getLogger(__name__)
@@ -117,33 +120,47 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     manager.check_requirements()
     graph = to_graph(model)
     doc = reporting.header(str(pipeline), providers)
+    input_nodes = None if options.dry_run else count_later(model)  # ORT counts while the passes run
     if options.dry_run:
         plan = _plan(manager, graph)
         doc.update(dry_run=True, plan=plan, warnings=ctx.warnings)
         return Outcome(doc, 0, None, plan)
     graph = manager.run(graph)
-    result = ctx.export(graph)
-    check(result)
     first_feeds = next(iter(parity_data)) if parity_data is not None else inputs.unchecked_feeds()
-    doc["input"] = describe(model, first_feeds, path=source)
-    doc["output"] = describe(result, first_feeds, path=target)
+    doc["input"] = describe(model, first_feeds, path=source, nodes=input_nodes)
+    doc["output"] = {}
     doc["passes"] = [r.to_dict() for r in manager.records]
-    held = True
-    doc["parity"], doc["latency"] = {}, {}
-    if parity_data is not None:
-        held = _compare(doc, model, result, parity_data, tolerance, providers, options, say, tracker)
-    elif options.verify:
-        reason = str(inputs.error)
-        doc["parity"] = {"measured": False, "reason": reason}
-        ctx.warn(f"parity not measured: {reason}")
-    doc["warnings"] = ctx.warnings
-    exit_code = 0 if held else 1  # --force writes a failing result but still says it failed
-    if held or options.force:
-        save_model(result, target)
-        doc["output"]["bytes"] = file_bytes(target)
-        return Outcome(doc, exit_code, target)
+    with staged(target) as stage:
+        # The result is written once, streamed; what is checked, measured and compared is that file.
+        write_graph(graph, ctx.template, stage.path, stage.data_name)
+        del graph
+        gc.collect()  # its tensors form cycles: its weights are freed now, before the sessions load
+        result = load_model(stage.path)
+        output_nodes = count_later(result)  # while the parity runs
+        held = True
+        doc["parity"], doc["latency"] = {}, {}
+        if parity_data is not None:
+            held = _compare(doc, runnable(model, source), stage.path, parity_data, tolerance, providers, options,
+                            say, tracker)
+        elif options.verify:
+            reason = str(inputs.error)
+            doc["parity"] = {"measured": False, "reason": reason}
+            ctx.warn(f"parity not measured: {reason}")
+        doc["output"] = {**describe(result, first_feeds, path=stage.path, nodes=output_nodes), "path": str(target)}
+        doc["warnings"] = ctx.warnings
+        exit_code = 0 if held else 1  # --force writes a failing result but still says it failed
+        if held or options.force:
+            stage.commit()
+            doc["output"]["bytes"] = file_bytes(target)
+            return Outcome(doc, exit_code, target)
     doc["output"]["path"] = None
     return Outcome(doc, exit_code, None)
+
+
+def runnable(model: onnx.ModelProto, path: Path) -> onnx.ModelProto | Path:
+    """What ONNX Runtime gets for a loaded model: its file when its weights are referenced (ORT
+    reads them there, no copy of them is built here), else the model (as loaded: upgraded)."""
+    return path if has_references(model) else model
 
 
 def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
@@ -164,12 +181,13 @@ def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
     doc["input"] = describe(reference, first, path=Path(reference_path))
     doc["output"] = describe(candidate, first, path=Path(candidate_path))
     doc["passes"] = []
-    held = _compare(doc, reference, candidate, data, tolerance, providers, options, say, tracker)
+    held = _compare(doc, runnable(reference, Path(reference_path)), runnable(candidate, Path(candidate_path)), data,
+                    tolerance, providers, options, say, tracker)
     doc["warnings"] = []
     return Outcome(doc, 0 if held else 1, None)
 
 
-def _compare(doc: dict[str, Any], reference: onnx.ModelProto, candidate: onnx.ModelProto,
+def _compare(doc: dict[str, Any], reference: onnx.ModelProto | Path, candidate: onnx.ModelProto | Path,
              data: Iterable[dict[str, np.ndarray]], tolerance: Tolerance, providers: list[str],
              options: RunOptions, say: Progress, tracker: Tracker) -> bool:
     """Fill the report's parity (on every batch of ``data``), metric and latency; True when it holds.
@@ -219,19 +237,22 @@ def inspect(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | 
     return doc
 
 
-def describe(model: onnx.ModelProto, feeds: dict[str, Any] | None, path: Path | None) -> dict[str, Any]:
+def describe(model: onnx.ModelProto, feeds: dict[str, Any] | None, path: Path | None,
+             nodes: Future | None = None) -> dict[str, Any]:
     """Costs of one model: bytes, params, FLOPs and node counts (raw and as ORT runs it).
 
     ``feeds`` (arrays, or shapes, by input name) give the shapes FLOPs are counted at. Nothing
     runs the model: shapes come from shape inference on its weightless copy, which is also what
-    ORT loads to count nodes after its optimizations (skipped, with a note, when ORT refuses).
+    ORT loads to count nodes after its optimizations (skipped, with a note, when ORT refuses);
+    ``nodes`` is that count when it was started earlier (``runtime.node_count.count_later``).
     """
+    nodes = nodes if nodes is not None else count_later(model)
     stats = model_stats(model)
     stub = weightless(model)
     size = file_bytes(path) if path is not None and path.exists() else tensor_bytes(model) + stub.ByteSize()
     packed, estimated = model_compressed_bytes(model, stub)
     costs = flops_report(model, feeds, stub)
-    nodes_optimized, why = ort_node_count(model)
+    nodes_optimized, why = nodes.result()
     notes = costs["notes"] + ([why] if why else [])
     if estimated:
         notes.append("zip bytes: estimated from samples of each tensor (see README, Definitions)")
@@ -284,7 +305,7 @@ def _tolerance(pipeline: Pipeline, text: str | None) -> Tolerance:
     return tolerance
 
 
-def _latency(models: list[onnx.ModelProto], feeds: dict[str, np.ndarray], providers: list[str],
+def _latency(models: list[onnx.ModelProto | Path], feeds: dict[str, np.ndarray], providers: list[str],
              options: RunOptions) -> dict[str, Any]:
     threads = options.threads or os.cpu_count() or 1
     out: dict[str, Any] = {}

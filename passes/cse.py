@@ -27,6 +27,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.registry import register_pass
 from onnxslim.ir.nodes import is_onnx_op, subgraphs
+from onnxslim.ir.refs import FileValues
 from onnxslim.passes.remove_identity import alias_blocker, bypass, drop_detached, swap_input
 
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
@@ -161,5 +162,8 @@ def _shape_key(constant: gs.Constant) -> tuple:
 
 
 def _sample_key(constant: gs.Constant) -> bytes:
+    size = int(np.prod(constant.shape))
+    if isinstance(constant._values, FileValues):  # a weight not read yet is sampled in its file
+        return constant._values.strided(max(1, size // 256)).tobytes()
     flat = np.asarray(constant.values).reshape(-1)
     return flat[:: max(1, flat.size // 256)].tobytes()

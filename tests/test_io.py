@@ -290,3 +290,30 @@ def test_a_dry_run_keeps_sequence_types(tmp_path):
     assert outcome.exit_code == 0, outcome.report
     assert any(line.startswith("cse: would change") for line in outcome.report["plan"])
     assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("with_data_file", [False, True])
+def test_a_model_loaded_by_reference_is_optimized_exactly_and_left_untouched(tmp_path, monkeypatch, with_data_file):
+    """The large-model flow (ir.refs) on a small model: weights read from the input file on demand,
+    the output streamed, verified from its staged file; the input's bytes never change."""
+    import sys
+    from pathlib import Path
+
+    from onnxslim.ir import refs
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from large_models import dense_stack
+
+    monkeypatch.setattr(refs, "REFERENCE_MIN_BYTES", 1)
+    if with_data_file:
+        monkeypatch.setattr(external, "LARGE_MODEL_BYTES", 1000)
+    src = dense_stack(tmp_path / "m.onnx", layers=3, width=64, external=with_data_file)
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    loaded = ir_io.load_model(src)
+    assert refs.has_references(loaded)
+    out = api.optimize(src, tmp_path / "out.onnx")
+    assert out.exit_code == 0 and out.report["parity"]["outputs"]
+    assert {p: p.read_bytes() for p in files} == files
+    assert (tmp_path / "out.onnx.data").exists() == with_data_file
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnxslim-")]
+    assert len(onnx.load(str(tmp_path / "out.onnx")).graph.node) < len(loaded.graph.node)

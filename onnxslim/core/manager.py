@@ -9,6 +9,7 @@ that breaks it is rolled back, the first diverging node is named, and the pipeli
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -120,6 +121,7 @@ class PassManager:
         self.records.append(record)
         if not result.modified:
             return graph, False
+        gc.collect()  # gs tensors form cycles: the weights a pass replaced go now, not at some later collection
         if read_before:
             drop_orphaned_constants(graph, read_before)
         graph.toposort(recurse_functions=False, mode="nodes")  # functions pass through untouched

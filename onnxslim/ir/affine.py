@@ -78,7 +78,10 @@ def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarra
     shape = [1] * weight.ndim
     shape[output_axis(producer)] = -1
     # a shift alone (an Add) leaves the weight as it is: no pass over it
-    new_weight = None if np.all(scale == 1) else weight.astype(np.float64) * scale.reshape(shape)
+    new_weight = None
+    if not np.all(scale == 1):
+        new_weight = weight.astype(np.float64)
+        new_weight *= scale.reshape(shape)  # in place: one float64 copy of the weight, not two
     # the bias keeps its own shape, or becomes one per channel
     _set_weight_and_bias(graph, producer, new_weight, bias * scale + shift, suffix)
     producer.outputs[0] = out

@@ -13,7 +13,7 @@ import os
 
 import onnx
 
-from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, value_nbytes, write_model
+from onnxslim.ir.weightless import iter_tensors, value_nbytes
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ LARGE_MODEL_BYTES = 2**31 - 2**26
 #: Tensors smaller than this stay inside the .onnx file when a model is externalized.
 EXTERNAL_MIN_BYTES = 1024
 #: External data offsets are page aligned so ORT may memory-map them.
-_EXTERNAL_ALIGN = 4096
+EXTERNAL_ALIGN = 4096
 _EXTERNAL_FILE = "weights.bin"
 
 
@@ -49,28 +49,12 @@ def save_for_ort(model: onnx.ModelProto, directory: str, force_external: bool = 
                  name: str = "model.onnx", data_name: str = _EXTERNAL_FILE) -> str:
     """Write ``model`` into ``directory`` for ORT to load by path; return the .onnx path.
 
-    With ``force_external`` every raw tensor of at least 1 KiB is streamed, one at a time, into
-    ``data_name`` beside it (offsets page aligned, so ORT may memory-map them), and the .onnx file
-    is a skeleton of the model referencing them: the caller's proto is never modified, and no
-    second copy of the weights is made.
+    With ``force_external`` its tensors of ``EXTERNAL_MIN_BYTES`` or more go to ``data_name``
+    beside it, streamed one at a time by ``ir.io.write_model`` (the one writer of models): the
+    caller's proto is never modified, and no second copy of the weights is made.
     """
-    path = os.path.join(directory, name)
-    if not force_external:
-        with open(path, "wb") as f:
-            write_model(model, f)
-        return path
-    with open(os.path.join(directory, data_name), "wb") as data:
-        def move_out(tensor: onnx.TensorProto) -> onnx.TensorProto | None:
-            if not tensor.HasField("raw_data") or tensor_nbytes(tensor) < EXTERNAL_MIN_BYTES:
-                return None
-            end = data.seek(0, os.SEEK_END)
-            offset = end + (-end % _EXTERNAL_ALIGN)
-            data.seek(offset)
-            length = data.write(tensor.raw_data)
-            return external_reference(tensor, data_name, offset, length)
+    from onnxslim.ir.io import write_model  # ir.io reads this module's thresholds at import
 
-        shell = skeleton(model, move_out)
-    with open(path, "wb") as f:
-        f.write(shell.SerializeToString())
-    logger.debug("saved %s with external data %s", path, data_name)
-    return path
+    path = write_model(model, os.path.join(directory, name), data_name if force_external else None)
+    logger.debug("saved %s%s", path, f" with external data {data_name}" if force_external else "")
+    return os.fspath(path)

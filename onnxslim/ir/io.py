@@ -16,25 +16,26 @@ destroy the input's weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import google.protobuf.message
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
+from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from onnxslim.errors import ModelLoadError, UsageError
-from onnxslim.ir import external
+from onnxslim.ir import external, refs
 from onnxslim.ir.nodes import subgraphs as node_subgraphs
-from onnxslim.ir.weightless import external_reference, iter_tensors, skeleton, subgraphs, value_nbytes, write_model
+from onnxslim.ir.weightless import _copy_field, _varint, external_reference, iter_tensors, skeleton, subgraphs, value_nbytes
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +50,19 @@ _MODEL_FIELDS = ("ir_version", "producer_name", "producer_version", "domain", "m
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read and check a model with its external data; raise ``ModelLoadError`` on anything wrong."""
+    """Read and check a model with its external data; raise ``ModelLoadError`` on anything wrong.
+
+    A model of ``refs.REFERENCE_MIN_BYTES`` or more is loaded by reference (``ir.refs``): its
+    large float weights stay in their files until a pass reads them.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if not path.is_file():
         raise ModelLoadError(f"{path}: not a file")
+    by_reference = path.stat().st_size >= refs.REFERENCE_MIN_BYTES
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = refs.load_inline(path) if by_reference else onnx.load(str(path), load_external_data=False)
     except (google.protobuf.message.DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(f"{path}: not an ONNX model, or truncated ({_first_line(exc)})") from None
     if model.ir_version == 0 or not model.HasField("graph") or not model.graph.output:
@@ -65,9 +71,13 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     missing = [p for p in sources if not p.is_file()]
     if missing:
         raise ModelLoadError(f"{path}: its external data file {missing[0]} does not exist")
+    by_reference = by_reference or sum(value_nbytes(t) for t in iter_tensors(model.graph)) >= refs.REFERENCE_MIN_BYTES
     try:
-        onnx.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        if by_reference:
+            refs.reference_external(model, path.parent)
+        else:
+            onnx.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError, KeyError, onnx.checker.ValidationError) as exc:
         raise ModelLoadError(f"{path}: cannot read its external data ({_first_line(exc)})") from None
     _SOURCES.update(p.resolve() for p in sources)
     model = upgrade_legacy(model, path)
@@ -122,8 +132,7 @@ def write_weightless(model: onnx.ModelProto, directory: str | os.PathLike, fill:
         else:
             data.truncate(longest)
     path = os.path.join(directory, "model.onnx")
-    with open(path, "wb") as f:
-        f.write(stub.SerializeToString())
+    Path(path).write_bytes(stub.SerializeToString())
     return path
 
 
@@ -135,12 +144,33 @@ def _external_files(model: onnx.ModelProto, base: Path) -> list[Path]:
 
 
 def is_large(model: onnx.ModelProto) -> bool:
-    """True when the model's tensors would push one protobuf past ``external.LARGE_MODEL_BYTES``."""
-    return external.tensor_bytes(model) >= external.LARGE_MODEL_BYTES
+    """True when the model's tensors would push one protobuf past ``external.LARGE_MODEL_BYTES``
+    (referenced weights count: written, they are the model's)."""
+    return sum(value_nbytes(t) for t in iter_tensors(model.graph)) >= external.LARGE_MODEL_BYTES
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (temp file + rename), with external data if large."""
+class Staged:
+    """An output written into a temporary folder beside its target; ``commit`` moves it there.
+
+    ``path`` is the staged .onnx: sessions and statistics read it before it is committed, and
+    its external data already has its final name (``data_name``), so both files move as they are.
+    """
+
+    def __init__(self, target: Path, folder: str) -> None:
+        self.target = target
+        self.data_name = external_data_name(target)
+        self.path = Path(folder) / target.name
+
+    def commit(self) -> None:
+        data = self.path.with_name(self.data_name)
+        if data.exists():
+            os.replace(data, self.target.with_name(self.data_name))
+        os.replace(self.path, self.target)
+
+
+@contextlib.contextmanager
+def staged(path: str | os.PathLike) -> Iterator[Staged]:
+    """A ``Staged`` output for ``path``; whatever was not committed is deleted on exit."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -148,15 +178,161 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     if not writable(parent):
         raise UsageError(f"{path}: output directory {parent} is not writable")
     with tempfile.TemporaryDirectory(dir=parent, prefix=".onnxslim-") as tmp:
-        staged = Path(tmp) / path.name
-        if is_large(model):
-            data_name = external_data_name(path)
-            external.save_for_ort(model, tmp, name=path.name, data_name=data_name)
-            os.replace(Path(tmp) / data_name, path.with_name(data_name))
-        else:
-            with open(staged, "wb") as f:
-                write_model(model, f)
-        os.replace(staged, path)
+        yield Staged(path, tmp)
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write ``model`` to ``path`` atomically (temp file + rename), with external data if large."""
+    with staged(path) as stage:
+        write_model(model, stage.path, stage.data_name if is_large(model) else None)
+        stage.commit()
+
+
+def write_model(model: onnx.ModelProto, path: str | os.PathLike, data_name: str | None = None) -> Path:
+    """Write ``model`` to ``path``; with ``data_name``, its tensors of ``EXTERNAL_MIN_BYTES`` or
+    more go to that file beside it. Each weight is written once, read from wherever it is (the
+    proto, or the file a reference names): no second copy of the weights is made."""
+    path = Path(path)
+    if data_name is None:
+        with open(path, "wb") as f:
+            _write_inline(model, f, _proto_body)
+        return path
+    with open(path.with_name(data_name), "wb") as data:
+        def move_out(tensor: onnx.TensorProto) -> onnx.TensorProto | None:
+            body = _proto_body(tensor)
+            if body is None or body[0] < EXTERNAL_MIN_BYTES:
+                return None
+            return external_reference(tensor, data_name, *_append(data, body))
+
+        shell = skeleton(model, move_out)
+    path.write_bytes(shell.SerializeToString())
+    return path
+
+
+def write_graph(graph: gs.Graph, template: onnx.ModelProto, path: str | os.PathLike,
+                data_name: str | None = None) -> Path:
+    """Export ``graph`` (as ``to_model``) to ``path`` streaming each weight once: from its array, or
+    from the file a not-yet-read reference names. External data (``data_name``) when the graph's
+    constants reach ``external.LARGE_MODEL_BYTES``. The graph is left as it was."""
+    path = Path(path)
+    constants = list(_constants_of(graph))
+    to_file = sum(_nbytes(c) for c in constants) >= external.LARGE_MODEL_BYTES
+    if not to_file:  # only initializers stream inline: gs exports the other constants itself
+        top = {id(t) for t in graph.tensors().values()}
+        constants = [c for c in constants if id(c) in top]
+    swapped: list[tuple[gs.Constant, Any]] = []
+    bodies: dict[str, Body] = {}
+    data = open(path.with_name(data_name), "wb") if to_file else None
+    try:
+        for constant in constants:
+            body, data_type = _graph_body(constant)
+            if body is None or body[0] < EXTERNAL_MIN_BYTES:
+                continue
+            tensor = onnx.TensorProto(name=constant.name, data_type=data_type, dims=constant.shape)
+            if data is not None:
+                tensor = external_reference(tensor, data_name, *_append(data, body))
+            else:
+                tensor = external_reference(tensor, _PENDING, len(bodies), body[0])
+                bodies[str(len(bodies))] = body
+            swapped.append((constant, constant._values))
+            constant._values = LazyValues(tensor)
+        model = _export(graph, template)
+    finally:
+        if data is not None:
+            data.close()
+        for constant, values in swapped:
+            constant._values = values
+    if to_file:
+        path.write_bytes(model.SerializeToString())
+    else:
+        with open(path, "wb") as f:
+            _write_inline(model, f, lambda t: bodies[_pending(t)] if _pending(t) is not None else _proto_body(t))
+    return path
+
+
+#: (length, write(file)): a tensor's bytes, written without holding a second copy of them
+Body = tuple[int, Callable[[BinaryIO], Any]]
+EXTERNAL_MIN_BYTES = external.EXTERNAL_MIN_BYTES
+_EXTERNAL_ALIGN = external.EXTERNAL_ALIGN
+_PENDING = "<pending>"
+
+
+def _proto_body(tensor: onnx.TensorProto) -> Body | None:
+    """The bytes of a raw or referenced tensor; None for a tensor in typed fields (kept as it is)."""
+    if refs.is_reference(tensor):
+        return refs.location(tensor)[2], lambda f: refs.copy_reference(tensor, f)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data"):
+        return None
+    return value_nbytes(tensor), lambda f: f.write(tensor.raw_data)
+
+
+def _graph_body(constant: gs.Constant) -> tuple[Body | None, int | None]:
+    values = constant._values
+    if isinstance(values, SparseValues) or values is None:
+        return None, None
+    if isinstance(values, LazyValues):
+        return _proto_body(values.tensor), values.tensor.data_type
+    data_type = _onnx_type(constant)
+    array = values if isinstance(values, np.ndarray) else None
+    if (array is None or data_type in (None, onnx.TensorProto.STRING) or array.dtype.byteorder == ">"
+            or dtype_to_onnx(constant.export_dtype) != data_type):
+        return None, None  # gs converts it on export
+    return (array.nbytes, lambda f: f.write(memoryview(np.ascontiguousarray(array)).cast("B"))), data_type
+
+
+def _append(data: BinaryIO, body: Body) -> tuple[int, int]:
+    """Write ``body`` at the next aligned offset of ``data``; (offset, length)."""
+    end = data.seek(0, os.SEEK_END)
+    offset = end + (-end % _EXTERNAL_ALIGN)
+    data.seek(offset)
+    body[1](data)
+    return offset, body[0]
+
+
+def _pending(tensor: onnx.TensorProto) -> str | None:
+    info = {e.key: e.value for e in tensor.external_data}
+    return info.get("offset") if info.get("location") == _PENDING else None
+
+
+def _write_inline(model: onnx.ModelProto, file: BinaryIO, body_of: Callable[[onnx.TensorProto], Body | None]) -> None:
+    """Serialize ``model`` into ``file`` with one initializer's bytes in memory at a time.
+
+    ``SerializeToString`` would hold the whole model a second time as one byte string. The
+    output is the same message: the graph's initializers follow its other fields (a parser
+    appends repeated fields in the order they come); an initializer with a body (``body_of``) is
+    written as its fields without values, then its raw_data streamed from the body.
+    """
+    shell = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(shell, field, value)
+    graph = onnx.GraphProto()
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(graph, field, value)
+    graph_head = graph.SerializeToString()
+    parts = []
+    for tensor in model.graph.initializer:
+        body = body_of(tensor)
+        if body is None:
+            parts.append((tensor.SerializeToString(), None))
+            continue
+        head = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                                doc_string=tensor.doc_string)
+        parts.append((head.SerializeToString() + _RAW_DATA_TAG + _varint(body[0]), body))
+    sizes = [len(head) + (body[0] if body else 0) for head, body in parts]
+    graph_size = len(graph_head) + sum(1 + len(_varint(n)) + n for n in sizes)
+    file.write(shell.SerializeToString())
+    file.write(_GRAPH_TAG + _varint(graph_size) + graph_head)
+    for (head, body), size in zip(parts, sizes):
+        file.write(_INITIALIZER_TAG + _varint(size) + head)
+        if body is not None:
+            body[1](file)
+
+
+_GRAPH_TAG = bytes([7 << 3 | 2])  # ModelProto.graph = 7, length-delimited
+_INITIALIZER_TAG = bytes([5 << 3 | 2])  # GraphProto.initializer = 5
+_RAW_DATA_TAG = bytes([9 << 3 | 2])  # TensorProto.raw_data = 9
 
 
 def writable(directory: str | os.PathLike) -> bool:
@@ -181,6 +357,10 @@ def external_data_name(path: Path) -> str:
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
     graph = gs.import_onnx(_densify_sparse(model))
+    for constant in _constants_of(graph):  # a referenced weight is read when a pass asks for it
+        values = constant._values
+        if type(values) is LazyValues and refs.is_reference(values.tensor):
+            constant._values = constant.file_values = refs.FileValues(values.tensor)
     # gs takes a graph output's type from a value_info entry of the same name even when that
     # entry has no shape, dropping the output's declared shape (and the checker then rejects it).
     for tensor, declared in zip(graph.outputs, model.graph.output):
@@ -244,7 +424,14 @@ def sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
 
 
 def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
-    """Export ``graph``, keeping the model-level fields of ``template`` that gs drops."""
+    """Export ``graph``, keeping the model-level fields of ``template`` that gs drops: a model
+    that holds its weights (referenced ones are read), as ONNX Runtime takes it in memory."""
+    model = _export(graph, template)
+    refs.materialize(model)
+    return model
+
+
+def _export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     model = gs.export_onnx(graph, do_type_check=False)
     for name in _MODEL_FIELDS:
         setattr(model, name, getattr(template, name))
@@ -298,7 +485,7 @@ def export_weightless(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelP
             tensor = onnx.TensorProto(name=constant.name, data_type=data_type, dims=constant.shape)
             swapped.append((constant, constant._values))
             constant._values = LazyValues(external_reference(tensor, _STUB_FILE, 0, value_nbytes(tensor)))
-        return to_model(graph, template)
+        return _export(graph, template)
     finally:
         for constant, values in swapped:
             constant._values = values

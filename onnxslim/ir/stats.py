@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxslim.ir.external import tensor_bytes
+from onnxslim.ir import refs
 from onnxslim.ir.io import STUB_MIN_BYTES, sparse_to_dense, weightless
 from onnxslim.ir.weightless import iter_tensors, subgraphs, value_nbytes
 
@@ -99,6 +99,8 @@ def _constants(graph: onnx.GraphProto) -> dict[str, Any]:
 
 def _array(tensor: onnx.TensorProto) -> np.ndarray:
     """The tensor's values; a raw float/int tensor is viewed in its bytes, not converted."""
+    if refs.is_reference(tensor):
+        return refs.read_array(tensor)
     if tensor.HasField("raw_data") and tensor.data_type in _RAW_VIEWS:
         return np.frombuffer(tensor.raw_data, dtype=_RAW_VIEWS[tensor.data_type])
     return numpy_helper.to_array(tensor)
@@ -248,7 +250,7 @@ def compressed_bytes(data: bytes) -> int:
 
 def model_compressed_bytes(model: onnx.ModelProto, stub: onnx.ModelProto | None = None) -> tuple[int, bool]:
     """The model's zip size and whether it is estimated (tensors over ``ZIP_EXACT_BYTES``)."""
-    if tensor_bytes(model) <= ZIP_EXACT_BYTES:
+    if all_tensor_bytes(model) <= ZIP_EXACT_BYTES and not refs.has_references(model):
         return compressed_bytes(model.SerializeToString()), False
     stub = stub if stub is not None else weightless(model)
     total = compressed_bytes(stub.SerializeToString())
@@ -259,9 +261,22 @@ def model_compressed_bytes(model: onnx.ModelProto, stub: onnx.ModelProto | None 
 
 
 def _estimated_deflate(tensor: onnx.TensorProto) -> int:
-    data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
-    if len(data) <= _ZIP_SAMPLES * _ZIP_SAMPLE_BYTES:
-        return compressed_bytes(data)
-    step = (len(data) - _ZIP_SAMPLE_BYTES) // (_ZIP_SAMPLES - 1)
-    packed = sum(compressed_bytes(data[i * step: i * step + _ZIP_SAMPLE_BYTES]) for i in range(_ZIP_SAMPLES))
-    return round(len(data) * packed / (_ZIP_SAMPLES * _ZIP_SAMPLE_BYTES))
+    """Deflated size of the tensor's bytes from evenly spaced samples (a referenced tensor's
+    samples are read from its file, nothing else of it)."""
+    if refs.is_reference(tensor):
+        size = refs.location(tensor)[2]
+        read = lambda start, n: refs.read_sample(tensor, start, n)  # noqa: E731
+    else:
+        data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+        size = len(data)
+        read = lambda start, n: data[start: start + n]  # noqa: E731
+    if size <= _ZIP_SAMPLES * _ZIP_SAMPLE_BYTES:
+        return compressed_bytes(read(0, size))
+    step = (size - _ZIP_SAMPLE_BYTES) // (_ZIP_SAMPLES - 1)
+    packed = sum(compressed_bytes(read(i * step, _ZIP_SAMPLE_BYTES)) for i in range(_ZIP_SAMPLES))
+    return round(size * packed / (_ZIP_SAMPLES * _ZIP_SAMPLE_BYTES))
+
+
+def all_tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of every tensor of ``model``, referenced ones included (they are its weights)."""
+    return sum(value_nbytes(t) for t in iter_tensors(model.graph))

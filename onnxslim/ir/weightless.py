@@ -3,16 +3,14 @@
 ``skeleton(model, replace)`` copies everything but the tensors for which ``replace`` returns a
 substitute (an external-data reference): the copy costs the graph's structure, never the
 weights. Two uses: the *weightless* copy (references into a stub file, values never read) on
-which the checker, shape inference and ORT's node count run, and the writer of external data,
-which streams each tensor into the data file and references it there, so a model is saved
+which the checker, shape inference and ORT's node count run, and ``ir.io``'s writer of external
+data, which streams each tensor into the data file and references it there, so a model is saved
 without a second copy of its weights in memory. The caller's model is never modified.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
-
 import numpy as np
 import onnx
 
@@ -38,48 +36,6 @@ def external_reference(tensor: onnx.TensorProto, location: str, offset: int, len
         entry = ref.external_data.add()
         entry.key, entry.value = key, value
     return ref
-
-
-def write_model(model: onnx.ModelProto, file: BinaryIO) -> None:
-    """Serialize ``model`` into ``file`` with one initializer in memory at a time.
-
-    ``SerializeToString`` would hold the whole model a second time as one byte string. The
-    output is the same message: the graph's initializers follow its other fields (a parser
-    appends repeated fields in the order they come), each written as its own serialization.
-    """
-    shell = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            _copy_field(shell, field, value)
-    graph = onnx.GraphProto()
-    for field, value in model.graph.ListFields():
-        if field.name != "initializer":
-            _copy_field(graph, field, value)
-    graph_head = graph.SerializeToString()
-    sizes = [_serialized_size(t) for t in model.graph.initializer]
-    graph_size = len(graph_head) + sum(1 + len(_varint(n)) + n for n in sizes)
-    file.write(shell.SerializeToString())
-    file.write(_GRAPH_TAG + _varint(graph_size) + graph_head)
-    for tensor, size in zip(model.graph.initializer, sizes):
-        file.write(_INITIALIZER_TAG + _varint(size))
-        file.write(tensor.SerializeToString())
-
-
-_GRAPH_TAG = bytes([7 << 3 | 2])  # ModelProto.graph = 7, length-delimited
-_INITIALIZER_TAG = bytes([5 << 3 | 2])  # GraphProto.initializer = 5
-_RAW_DATA_TAG_BYTES = 1  # TensorProto.raw_data = 9: a one-byte tag
-
-
-def _serialized_size(tensor: onnx.TensorProto) -> int:
-    """Length of ``tensor.SerializeToString()``, without serializing its raw data."""
-    if not tensor.HasField("raw_data"):
-        return len(tensor.SerializeToString())
-    head = onnx.TensorProto()
-    for field, value in tensor.ListFields():
-        if field.name != "raw_data":
-            _copy_field(head, field, value)
-    raw = len(tensor.raw_data)
-    return len(head.SerializeToString()) + _RAW_DATA_TAG_BYTES + len(_varint(raw)) + raw
 
 
 def _varint(value: int) -> bytes:

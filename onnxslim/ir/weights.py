@@ -62,7 +62,20 @@ def replace_input(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray
     old = node.inputs[index]
     new = gs.Constant(unique_name(graph, f"{old.name}_{suffix}"), np.ascontiguousarray(values))
     node.inputs[index] = new
+    release(old)
     return new
+
+
+def release(constant: gs.Tensor) -> None:
+    """Drop the values read from a weight's file (``ir.refs``) once no node reads the weight.
+
+    gs tensors and their input/output lists form reference cycles: a replaced weight would stay
+    in memory until the next garbage collection, so a pass replacing every weight would hold the
+    model twice. Its reference stays: a late reader reads it from the file again.
+    """
+    reference = getattr(constant, "file_values", None)
+    if reference is not None and not constant.outputs and not constant.inputs:
+        constant._values = reference
 
 
 def unique_name(graph: gs.Graph, base: str) -> str:

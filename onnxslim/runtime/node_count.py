@@ -7,14 +7,15 @@ fill 0x3F3F3F3F is 0.747 in float32, not the 0 or 1 that ORT's no-op elimination
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 import sys
 import tempfile
 
 import onnx
 
-from onnxslim.ir.external import tensor_bytes
 from onnxslim.ir.io import write_weightless
+from onnxslim.ir.stats import all_tensor_bytes
 from onnxslim.runtime.session import optimized_node_count
 
 #: Models with more tensor bytes than this get ORT's node count in a child process.
@@ -29,14 +30,34 @@ def ort_node_count(model: onnx.ModelProto) -> tuple[int | None, str | None]:
     A model whose tensors pass ``ISOLATE_BYTES`` is counted in a child process: ORT's copy of
     its (stub) weights is then never part of this process's memory.
     """
-    with tempfile.TemporaryDirectory(prefix="onnxslim-nodes-") as tmp:
-        path = write_weightless(model, tmp, fill=_ORT_STUB_FILL)
-        if tensor_bytes(model) > ISOLATE_BYTES:
-            return _count_in_child(path)
-        try:
-            return optimized_node_count(path), None
-        except Exception as exc:  # noqa: BLE001 - any ORT refusal: the count is skipped, with why
-            return None, _skipped(str(exc) or type(exc).__name__)
+    return count_later(model).result()
+
+
+def count_later(model: onnx.ModelProto) -> concurrent.futures.Future:
+    """``ort_node_count(model)`` as a future: the weightless copy is written now, ORT counts in a
+    background thread (a child process for a large model) while the caller goes on."""
+    tmp = tempfile.TemporaryDirectory(prefix="onnxslim-nodes-")
+    try:
+        path = write_weightless(model, tmp.name, fill=_ORT_STUB_FILL)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    isolate = all_tensor_bytes(model) > ISOLATE_BYTES
+
+    def count() -> tuple[int | None, str | None]:
+        with tmp:
+            if isolate:
+                return _count_in_child(path)
+            try:
+                return optimized_node_count(path), None
+            except Exception as exc:  # noqa: BLE001 - any ORT refusal: the count is skipped, with why
+                return None, _skipped(str(exc) or type(exc).__name__)
+
+    return _COUNTER.submit(count)
+
+
+#: One thread for the ORT counts: they overlap the caller's work, not each other.
+_COUNTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxslim-nodes")
 
 
 def _count_in_child(path: str) -> tuple[int | None, str | None]:

@@ -25,6 +25,7 @@ import onnxruntime as ort
 from onnxslim.errors import DataError, UsageError
 from onnxslim.ir import external
 from onnxslim.ir.external import save_for_ort, tensor_bytes
+from onnxslim.ir.refs import has_references
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def make_session(
     providers = _provider_chain(provider)
     if not isinstance(model, onnx.ModelProto):
         session = ort.InferenceSession(os.fspath(model), options, providers=providers)
-    elif tensor_bytes(model) < external.LARGE_MODEL_BYTES:
+    elif tensor_bytes(model) < external.LARGE_MODEL_BYTES and not has_references(model):  # ORT refuses refs' absolute paths
         session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     else:
         session = _session_from_external(model, options, providers)
