@@ -25,13 +25,12 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxslim.core.context import LatencyStats, PassContext
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant.cpu import saturation_risk
 from onnxslim.quant.placement import Plan, node_key
 from onnxslim.quant.qdq import WeightChoice, materialize
 from onnxslim.quant.qparams import QParams
-from onnxslim.runtime.bench import measure_latency
-from onnxslim.runtime.session import make_session
 
 #: real-kernel vs simulated relative difference above which a layer counts as saturating
 SATURATION_GAP = 0.01
@@ -50,16 +49,33 @@ MIN_GAIN_SHARE = 0.003
 EPILOGUE = ("HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh", "Relu", "Clip", "Gelu")
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerTiming:
+    """One layer timed on one sample: float against Q → int8 layer → DQ (real kernels)."""
+
+    float: LatencyStats
+    int8: LatencyStats
+
+    @property
+    def float_ms(self) -> float:
+        return self.float.median_ms
+
+    @property
+    def int8_ms(self) -> float:
+        return self.int8.median_ms
+
+
 @dataclasses.dataclass
 class LayerProbe:
+    """What the real kernels showed of one quantized layer."""
+
     node: str
     op: str
-    macs: int          # per sample
-    error: float       # relative output error with the real kernels
-    simulated_error: float
-    saturated: bool
-    float_ms: float | None = None
-    int8_ms: float | None = None
+    macs: int                   # per sample
+    error: float                # relative output error with the real kernels
+    simulated_error: float      # the same with Q/DQ simulated in float (ORT's optimizations off)
+    saturated: bool             # the real kernels disagree with the simulation (AVX2 int16 sums)
+    timing: LayerTiming | None = None  # only for layers between float ops (see ``island``)
 
 
 def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
@@ -108,8 +124,8 @@ def _prefixed(graph: gs.Graph, prefix: str) -> gs.Graph:
     return graph
 
 
-def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], feeds: dict[str, np.ndarray],
-                 act: dict[str, QParams], opset: int, provider: str, threads: int | None,
+def probe_layers(ctx: PassContext, layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]],
+                 feeds: dict[str, np.ndarray], act: dict[str, QParams], opset: int,
                  keys: list[str] | None = None) -> dict[str, LayerProbe]:
     """Measure every layer of ``layers`` (node, absorbed Relu/Clip, weight choice) at once.
 
@@ -138,10 +154,8 @@ def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], fee
         pairs.append(pair)
     combined = gs.Graph(nodes=nodes, inputs=inputs, outputs=outputs, opset=max(opset, 13))
     model = _export(combined)
-    real = make_session(model, provider, threads, optimize=True).run(None, feed)
-    real = {o.name: v for o, v in zip(outputs, real)}
-    q_names = [q for _, q in pairs]
-    sim = dict(zip(q_names, make_session(model, provider, threads, optimize=False).run(q_names, feed)))
+    real = ctx.run(model, feed)
+    sim = ctx.run(model, feed, optimize=False, outputs=[q for _, q in pairs])
     probes = {}
     keys = keys if keys is not None else [node_key(n) for n, _, _ in layers]
     for key, (node, _, _), (f_name, q_name) in zip(keys, layers, pairs):
@@ -161,21 +175,21 @@ def _norm(v: np.ndarray) -> float:
     return float(np.sqrt(max(float(np.dot(v, v)), 0.0)))
 
 
-def time_layer(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None, feeds: dict[str, np.ndarray],
-               act: dict[str, QParams], choice: WeightChoice, opset: int, provider: str,
-               threads: int | None) -> tuple[float, float]:
-    """(float ms, int8 ms) of one layer on one sample: float layer against Q → int8 layer → DQ, real
-    kernels, both followed by ``epilogue`` (the layer's lone unary activation) when given, since
-    float fuses it into the layer and int8 runs it apart."""
+def time_layer(ctx: PassContext, node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
+               feeds: dict[str, np.ndarray], act: dict[str, QParams], choice: WeightChoice,
+               opset: int) -> LayerTiming:
+    """One layer on one sample: float layer against Q → int8 layer → DQ, real kernels, both followed
+    by ``epilogue`` (the layer's lone unary activation) when given, since float fuses it into the
+    layer and int8 runs it apart."""
     float_graph = extract(node, absorbed, opset)
     qgraph = _quantized_copy(node, absorbed, float_graph, act, choice)
     for g in (float_graph, qgraph):
         if epilogue is not None:
             _append(g, epilogue)
-    one = {t.name: feeds[t.name][:1] for t in float_graph.inputs}
-    f_stats, q_stats = measure_latency([_export(float_graph), _export(qgraph)], one, provider, threads or 1,
+    layer_feeds = {t.name: feeds[t.name] for t in float_graph.inputs}
+    float_stats, int8_stats = ctx.time([_export(float_graph), _export(qgraph)], layer_feeds, rows=1,
                                        warmup=2, repeat=20, max_seconds=0.2)
-    return f_stats.median_ms, q_stats.median_ms
+    return LayerTiming(float_stats, int8_stats)
 
 
 def signature(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
@@ -217,17 +231,36 @@ def _export(graph: gs.Graph) -> onnx.ModelProto:
     return model
 
 
-def probe_plan(work: gs.Graph, p: Plan, act: dict[str, QParams], values: dict[str, np.ndarray], o, provider: str,
-               threads: int | None, act_type: str) -> tuple[dict[str, LayerProbe], dict[str, WeightChoice]]:
-    """Every layer of plan ``p`` probed with the real kernels (``o``: the pass's options).
+@dataclasses.dataclass
+class Probes:
+    """Every layer of a quantize plan probed with the real kernels, and its settled weight format."""
+
+    layers: dict[str, LayerProbe]          # node key -> its measurements
+    weight_choices: dict[str, WeightChoice]
+
+    @property
+    def slow(self) -> set[str]:
+        """Layers whose int8 probe is clearly slower than float (see ``SLOWER`` and ``MIN_GAIN_SHARE``)."""
+        timed = [p for p in self.layers.values() if p.timing is not None]
+        floor = MIN_GAIN_SHARE * sum(p.timing.float_ms for p in timed)
+        return {p.node for p in timed if p.timing.int8_ms > SLOWER * p.timing.float_ms
+                and p.timing.int8_ms - p.timing.float_ms >= floor}
+
+
+def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams], kept: dict[str, np.ndarray],
+               options, act_type: str) -> Probes:
+    """Every layer of plan ``p`` probed with the real kernels on the first ``options.probe_samples``
+    rows ``kept`` by calibration (``options``: the quantize pass's).
 
     7-bit weights where the int16 pair sums saturate; depthwise convs per tensor where that costs
-    no accuracy; with ``o.speed == "auto"`` on CPU, float and int8 timings of the layers between
-    float ops (see ``island``).
+    no accuracy; with ``options.speed == "auto"`` on CPU, float and int8 timings of the layers
+    between float ops (see ``island``).
     """
-    risk = o.saturation == "all" or (o.saturation == "auto" and saturation_risk(provider, act_type))
+    o = options
+    provider = ctx.target_provider
+    risk = o.saturation == "all" or (o.saturation == "auto" and saturation_risk(provider, act_type, ctx.cpu))
     nodes = {node_key(n): n for n in work.nodes}
-    feeds = {k: v[: o.probe_samples] for k, v in values.items()}
+    feeds = {k: v[: o.probe_samples] for k, v in kept.items()}
     choices = {k: WeightChoice(o.per_channel, o.saturation == "all") for k in p.compute}
 
     def layers(keys):
@@ -238,21 +271,20 @@ def probe_plan(work: gs.Graph, p: Plan, act: dict[str, QParams], values: dict[st
     depthwise = [k for k in p.compute if o.per_channel and _is_depthwise(nodes[k])]
     entries = layers(p.compute) + [(nodes[k], absorbed_by(nodes[k], p), WeightChoice(False, choices[k].bits7))
                                     for k in depthwise]
-    probes = probe_layers(entries, feeds, act, work.opset, provider, threads,
-                          list(p.compute) + [f"{k}\0pt" for k in depthwise])
+    probes = probe_layers(ctx, entries, feeds, act, work.opset, list(p.compute) + [f"{k}\0pt" for k in depthwise])
     for k in depthwise:
-        pt = probes.pop(f"{k}\0pt")
-        if not pt.saturated and pt.error <= PER_TENSOR_SLACK * probes[k].error:
-            choices[k], probes[k] = WeightChoice(False, choices[k].bits7), pt
+        per_tensor = probes.pop(f"{k}\0pt")
+        if not per_tensor.saturated and per_tensor.error <= PER_TENSOR_SLACK * probes[k].error:
+            choices[k], probes[k] = WeightChoice(False, choices[k].bits7), per_tensor
     redo = [k for k in p.compute if probes[k].saturated and risk and not choices[k].bits7]
     for k in redo:
         choices[k] = WeightChoice(choices[k].per_channel, True)
     if redo:
-        again = probe_layers(layers(redo), feeds, act, work.opset, provider, threads)
+        again = probe_layers(ctx, layers(redo), feeds, act, work.opset)
         for k in redo:
             probes[k] = dataclasses.replace(again[k], saturated=True)
     if o.speed == "auto" and provider == "CPUExecutionProvider":
-        timings: dict[tuple, tuple[float, float]] = {}
+        timings: dict[tuple, LayerTiming] = {}
         for key in p.compute:
             node = nodes[key]
             absorbed = absorbed_by(node, p)
@@ -261,17 +293,9 @@ def probe_plan(work: gs.Graph, p: Plan, act: dict[str, QParams], values: dict[st
                 continue
             sig = signature(node, absorbed, epilogue, feeds)
             if sig not in timings:  # same kind and shapes, same time: repeated blocks are timed once
-                timings[sig] = time_layer(node, absorbed, epilogue, feeds, act, choices[key], work.opset,
-                                          provider, threads)
-            probes[key].float_ms, probes[key].int8_ms = timings[sig]
-    return probes, choices
-
-
-def slow_layers(probes) -> set[str]:
-    """Layers whose int8 probe is clearly slower than float (see ``SLOWER`` and ``MIN_GAIN_SHARE``)."""
-    timed = [p for p in probes.values() if p.int8_ms is not None]
-    floor = MIN_GAIN_SHARE * sum(p.float_ms for p in timed)
-    return {p.node for p in timed if p.int8_ms > SLOWER * p.float_ms and p.int8_ms - p.float_ms >= floor}
+                timings[sig] = time_layer(ctx, node, absorbed, epilogue, feeds, act, choices[key], work.opset)
+            probes[key].timing = timings[sig]
+    return Probes(probes, choices)
 
 
 def island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:
