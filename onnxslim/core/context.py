@@ -212,7 +212,7 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
-def _rows(feeds: Mapping[str, np.ndarray]) -> int | None:
+def _rows(feeds: dict[str, np.ndarray]) -> int | None:
     first = next(iter(feeds.values()), None)
     return int(first.shape[0]) if first is not None and np.ndim(first) else None
 

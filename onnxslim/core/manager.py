@@ -118,8 +118,8 @@ class PassManager:
         if ran_first:
             result.notes.insert(0, f"ran {', '.join(ran_first)} first (inserted): {spec.name} requires a clean graph")
         record = self._record(spec, result, seconds)
-        record.inserted = inserted
         record.latency_decisions = [d.to_dict() for d in self.ctx.decisions[decided_before:]]
+        record.inserted = inserted
         self.records.append(record)
         if not result.modified:
             return graph, False
