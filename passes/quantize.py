@@ -63,7 +63,6 @@ from onnxslim.quant.mixed import Calibration, CheckData, MixedPrecision, Outcome
 from onnxslim.quant.placement import Plan, mark_ranks, node_key, plan
 from onnxslim.quant.probe import SLOWER, Probes, probe_plan
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables, weight_only_ok
-from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
 from onnxslim.runtime.parity import Tolerance
 
@@ -241,7 +240,8 @@ class Quantize(Pass):
         missing = [n for n in base.tensors if n not in stats or (bins and stats[n].hist is None)]
         if missing:
             stats.update(calibration.scan(activations(ctx, work, missing, data), missing, bins=bins).stats)
-        return Calibration(base, _act_params(base, stats, options, act_type), kept, smoothed, channel_absmax)
+        params = calibration.activation_qparams(base, stats, options.method, options.percentile, act_type)
+        return Calibration(base, params, kept, smoothed, channel_absmax)
 
     def _stats(self, ctx: PassContext, mixed: Outcome, probes: Probes, act_type: str, smoothed,
                seconds_calibration: float, start: float) -> dict:
@@ -352,26 +352,6 @@ def _record_speed_choices(ctx: PassContext, probes: Probes) -> None:
             ctx.decide(f"quantize: layer {key} ({probe.op}) in int8 or float, one sample (float when int8 is more "
                        f"than {SLOWER}x slower and the gain is not negligible)",
                        {"float": probe.timing.float, "int8": probe.timing.int8}, "float" if key in slow else "int8")
-
-
-def _act_params(p: Plan, stats, options: QuantizeOptions, act_type: str) -> dict[str, QParams]:
-    """Per-tensor ranges from the method, merged over each shared group (Concat, pass-through)."""
-    own = {}
-    for name in p.tensors:
-        st = stats[name]
-        own[name] = calibration.clipped_range(st, calibration.threshold(st, options.method, options.percentile))
-    ranges: dict[str, tuple[float, float]] = {}
-    for name, (lo, hi) in own.items():
-        old = ranges.get(p.group(name), (0.0, 0.0))
-        ranges[p.group(name)] = (min(old[0], lo), max(old[1], hi))
-    symmetric = act_type == "int8"
-    by_group = {g: activation_params(lo, hi, "uint8", symmetric) for g, (lo, hi) in ranges.items()}
-    params = {name: by_group[p.group(name)] for name in p.tensors}
-    for name in p.zero_clip:
-        # an absorbed Relu is exact only with zero point 0: leave a group that holds negatives
-        if ranges[p.group(name)][0] < 0:
-            params[name] = activation_params(0.0, own[name][1], "uint8", symmetric)
-    return params
 
 
 def _upgraded(graph: gs.Graph, ctx: PassContext) -> gs.Graph:

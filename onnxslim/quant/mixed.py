@@ -119,18 +119,18 @@ class MixedPrecision:
               rows: int | None = None) -> Candidate:
         """The graph with the ``excluded_count`` most harmful layers (and the slow ones) in float,
         checked on the first ``rows`` check samples (None: all)."""
-        o = self.options
+        options = self.options
         exclude = {p.node for p in self.ranked[:excluded_count]} | self.slow
-        chosen = plan(self.work, set(o.exclude) | exclude, o.activation_matmul, self.activation_type == "uint8")
+        chosen = plan(self.work, set(options.exclude) | exclude, options.activation_matmul, self.activation_type == "uint8")
         g = self.work.copy()
         # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
         smooth.undo(g, set(weight_only_layers) | set(dynamic_layers), self.calibration.smoothed)
         # weight-only compute is float: 8-bit weights (7 bits only avoid integer-kernel saturation)
         materialize(g, chosen, self.calibration.activation_params, self.probes.weight_choices,
-                    {key: WeightChoice(o.per_channel) for key in weight_only_layers}, self.quantized, fold_all)
+                    {key: WeightChoice(options.per_channel) for key in weight_only_layers}, self.quantized, fold_all)
         float_channels = self._dynamic(g, dynamic_layers) if dynamic_layers else {}
         fold_rescale(g)
-        if o.tables:
+        if options.tables:
             quantize_tables(g, self.quantized)
         result = self.ctx.run(g, {name: v[:rows] for name, v in self.check.feeds.items()})
         reference = self.check.reference
@@ -155,11 +155,11 @@ class MixedPrecision:
         return float_channels
 
     def search(self, budget: float) -> Outcome:
-        o = self.options
+        options = self.options
         excluded_count, best = 0, self.build(0)
-        if o.target_cosine is not None and best.cosine < o.target_cosine:
-            excluded_count, best = self._exclusion(o.target_cosine)
-        if o.dynamic and self.ctx.target_provider == "CPUExecutionProvider" and best.cosine >= budget:
+        if options.target_cosine is not None and best.cosine < options.target_cosine:
+            excluded_count, best = self._exclusion(options.target_cosine)
+        if options.dynamic and self.ctx.target_provider == "CPUExecutionProvider" and best.cosine >= budget:
             nodes = {n.name: n for n in self.work.nodes}
             order = sorted((p for p in self.ranked[:excluded_count] if dynamic.dynamic_ok(nodes[p.node])),
                            key=lambda p: p.error)
@@ -168,7 +168,7 @@ class MixedPrecision:
         dynamic_layers = frozenset(best.dynamic)
         if best.cosine >= budget:
             errors = weight_only.errors(self.work, sorted(best.excluded - dynamic_layers), self.calibration.kept,
-                                        self.calibration.smoothed, o.per_channel, self.ctx.run)
+                                        self.calibration.smoothed, options.per_channel, self.ctx.run)
             best = _all_then_half(best, sorted(errors, key=errors.get), budget,
                                   lambda keys: self.build(excluded_count, keys, dynamic_layers))
         excluded = [p for p in self.ranked[:excluded_count] if p.node not in dynamic_layers]
@@ -189,8 +189,8 @@ class MixedPrecision:
         The count is searched on the first ``SEARCH_ROWS`` check samples, then checked on all of
         them; where that check fails, the search goes on above it on all of them.
         """
-        o = self.options
-        limit = max(1, int(o.max_excluded * len(self.ranked)))
+        options = self.options
+        limit = max(1, int(options.max_excluded * len(self.ranked)))
         lo = 0
         if self.check.rows > SEARCH_ROWS:
             k, _ = self._count(target, 0, limit, SEARCH_ROWS)
@@ -201,7 +201,7 @@ class MixedPrecision:
         k, best = (lo, best) if lo >= limit else self._count(target, lo, limit, None)
         if best.cosine < target:
             self.ctx.warn(f"quantize: output cosine {best.cosine:.4f} stays under target_cosine={target} with "
-                          f"{limit} layers in float (max_excluded={o.max_excluded})")
+                          f"{limit} layers in float (max_excluded={options.max_excluded})")
         return k, best
 
     def _count(self, target: float, lo: int, limit: int, rows: int | None) -> tuple[int, Candidate]:

@@ -256,19 +256,18 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams
     no accuracy; with ``options.speed == "auto"`` on CPU, float and int8 timings of the layers
     between float ops (see ``island``).
     """
-    o = options
     provider = ctx.target_provider
-    risk = o.saturation == "all" or (o.saturation == "auto" and saturation_risk(provider, act_type, ctx.cpu))
+    risk = options.saturation == "all" or (options.saturation == "auto" and saturation_risk(provider, act_type, ctx.cpu))
     nodes = {node_key(n): n for n in work.nodes}
-    feeds = {k: v[: o.probe_samples] for k, v in kept.items()}
-    choices = {k: WeightChoice(o.per_channel, o.saturation == "all") for k in p.compute}
+    feeds = {k: v[: options.probe_samples] for k, v in kept.items()}
+    choices = {k: WeightChoice(options.per_channel, options.saturation == "all") for k in p.compute}
 
     def layers(keys):
         return [(nodes[k], absorbed_by(nodes[k], p), choices[k]) for k in keys]
 
     # depthwise convs are also probed per tensor: 8 bytes of scales per 9 weights saved where that
     # costs no accuracy
-    depthwise = [k for k in p.compute if o.per_channel and _is_depthwise(nodes[k])]
+    depthwise = [k for k in p.compute if options.per_channel and _is_depthwise(nodes[k])]
     entries = layers(p.compute) + [(nodes[k], absorbed_by(nodes[k], p), WeightChoice(False, choices[k].bits7))
                                     for k in depthwise]
     probes = probe_layers(ctx, entries, feeds, act, work.opset, list(p.compute) + [f"{k}\0pt" for k in depthwise])
@@ -283,7 +282,7 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams
         again = probe_layers(ctx, layers(redo), feeds, act, work.opset)
         for k in redo:
             probes[k] = dataclasses.replace(again[k], saturated=True)
-    if o.speed == "auto" and provider == "CPUExecutionProvider":
+    if options.speed == "auto" and provider == "CPUExecutionProvider":
         timings: dict[tuple, LayerTiming] = {}
         for key in p.compute:
             node = nodes[key]
