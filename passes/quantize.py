@@ -227,7 +227,8 @@ class Quantize(Pass):
         scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), rows_to_keep, bins)
         stats, kept = scan.stats, scan.kept
         channel_absmax = {x: np.maximum(np.abs(lo), np.abs(hi)) for x, (lo, hi) in scan.channels.items()}
-        smoothed = smooth.apply(work, groups, scan.channels, options.smooth) if groups and options.smooth is not None else {}
+        smoothed = (smooth.apply(work, groups, scan.channels, options.smooth)
+                    if groups and options.smooth is not None else {})
         if smoothed:
             for x, record in smoothed.items():
                 lo, hi = scan.channels[x]

@@ -1,7 +1,8 @@
 """Latency gate: is the split faster than the layer it replaces, on the target provider?
 
-Each candidate is timed as two tiny models side by side (``PassContext.time``, interleaved): the original node alone, and the two split nodes, both fed random values at
-the layer's real input shape, with the context's provider and threads. Timings of equal
+Each candidate is timed as two tiny models side by side (``PassContext.time``, interleaved):
+the original node alone, and the two split nodes, both fed random values at the layer's real
+input shape, with the context's provider and threads (None: ORT's default pool). Timings of equal
 configurations (op, attributes, weight shape, rank, input shape) are measured once and reused.
 
 The outcome depends on the machine and its load, so a choice made here is not reproducible

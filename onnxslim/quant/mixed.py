@@ -121,7 +121,8 @@ class MixedPrecision:
         checked on the first ``rows`` check samples (None: all)."""
         options = self.options
         exclude = {p.node for p in self.ranked[:excluded_count]} | self.slow
-        chosen = plan(self.work, set(options.exclude) | exclude, options.activation_matmul, self.activation_type == "uint8")
+        chosen = plan(self.work, set(options.exclude) | exclude, options.activation_matmul,
+                      self.activation_type == "uint8")
         g = self.work.copy()
         # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
         smooth.undo(g, set(weight_only_layers) | set(dynamic_layers), self.calibration.smoothed)

@@ -103,15 +103,16 @@ def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
     return gs.Graph(nodes=nodes, inputs=inputs, outputs=[final], opset=max(opset, 13))
 
 
-def _quantized_copy(node: gs.Node, absorbed: gs.Node | None, float_graph: gs.Graph, act: dict[str, QParams],
+def _quantized_copy(node: gs.Node, absorbed: gs.Node | None, float_graph: gs.Graph,
+                    activation_params: dict[str, QParams],
                     choice: WeightChoice) -> gs.Graph:
     """The one-layer graph quantized exactly as the full model will be."""
     qgraph = float_graph.copy()
     out_name = float_graph.outputs[0].name
     plan = Plan(compute=[node_key(node)], absorbed=[node_key(absorbed)] if absorbed is not None else [])
-    plan.tensors = [t.name for t in float_graph.inputs] + ([out_name] if out_name in act else [])
+    plan.tensors = [t.name for t in float_graph.inputs] + ([out_name] if out_name in activation_params else [])
     plan.redirect_all = {out_name}
-    materialize(qgraph, plan, act, {node_key(node): choice})
+    materialize(qgraph, plan, activation_params, {node_key(node): choice})
     return qgraph
 
 
@@ -125,7 +126,7 @@ def _prefixed(graph: gs.Graph, prefix: str) -> gs.Graph:
 
 
 def probe_layers(ctx: PassContext, layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]],
-                 feeds: dict[str, np.ndarray], act: dict[str, QParams], opset: int,
+                 feeds: dict[str, np.ndarray], activation_params: dict[str, QParams], opset: int,
                  keys: list[str] | None = None) -> dict[str, LayerProbe]:
     """Measure every layer of ``layers`` (node, absorbed Relu/Clip, weight choice) at once.
 
@@ -140,7 +141,7 @@ def probe_layers(ctx: PassContext, layers: list[tuple[gs.Node, gs.Node | None, W
     nodes, inputs, outputs, feed, pairs = [], [], [], {}, []
     for i, (node, absorbed, choice) in enumerate(layers):
         float_graph = extract(node, absorbed, opset)
-        qgraph = _quantized_copy(node, absorbed, float_graph, act, choice)
+        qgraph = _quantized_copy(node, absorbed, float_graph, activation_params, choice)
         names = [t.name for t in float_graph.inputs]
         pair = []
         for tag, g in (("f", float_graph), ("q", qgraph)):
@@ -176,13 +177,13 @@ def _norm(v: np.ndarray) -> float:
 
 
 def time_layer(ctx: PassContext, node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
-               feeds: dict[str, np.ndarray], act: dict[str, QParams], choice: WeightChoice,
+               feeds: dict[str, np.ndarray], activation_params: dict[str, QParams], choice: WeightChoice,
                opset: int) -> LayerTiming:
     """One layer on one sample: float layer against Q → int8 layer → DQ, real kernels, both followed
     by ``epilogue`` (the layer's lone unary activation) when given, since float fuses it into the
     layer and int8 runs it apart."""
     float_graph = extract(node, absorbed, opset)
-    qgraph = _quantized_copy(node, absorbed, float_graph, act, choice)
+    qgraph = _quantized_copy(node, absorbed, float_graph, activation_params, choice)
     for g in (float_graph, qgraph):
         if epilogue is not None:
             _append(g, epilogue)
@@ -201,12 +202,13 @@ def signature(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
             (epilogue.op, repr(sorted(epilogue.attrs.items()))) if epilogue is not None else None)
 
 
-def _append(graph: gs.Graph, act: gs.Node) -> None:
-    """Put a copy of the unary activation ``act`` behind the graph's output."""
+def _append(graph: gs.Graph, activation: gs.Node) -> None:
+    """Put a copy of the unary activation ``activation`` behind the graph's output."""
     out = graph.outputs[0]
-    extra = [gs.Constant(t.name, np.array(constant_value(t))) if t.name else gs.Variable("") for t in act.inputs[1:]]
-    new = gs.Variable(act.outputs[0].name, dtype=np.float32)
-    graph.nodes.append(gs.Node(act.op, act.name, dict(act.attrs), [out, *extra], [new]))
+    extra = [gs.Constant(t.name, np.array(constant_value(t))) if t.name else gs.Variable("")
+             for t in activation.inputs[1:]]
+    new = gs.Variable(activation.outputs[0].name, dtype=np.float32)
+    graph.nodes.append(gs.Node(activation.op, activation.name, dict(activation.attrs), [out, *extra], [new]))
     graph.outputs = [new]
 
 
@@ -247,8 +249,8 @@ class Probes:
                 and p.timing.int8_ms - p.timing.float_ms >= floor}
 
 
-def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams], kept: dict[str, np.ndarray],
-               options, act_type: str) -> Probes:
+def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, activation_params: dict[str, QParams],
+               kept: dict[str, np.ndarray], options, act_type: str) -> Probes:
     """Every layer of plan ``p`` probed with the real kernels on the first ``options.probe_samples``
     rows ``kept`` by calibration (``options``: the quantize pass's).
 
@@ -257,7 +259,8 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams
     between float ops (see ``island``).
     """
     provider = ctx.target_provider
-    risk = options.saturation == "all" or (options.saturation == "auto" and saturation_risk(provider, act_type, ctx.cpu))
+    risk = options.saturation == "all" or (options.saturation == "auto"
+                                             and saturation_risk(provider, act_type, ctx.cpu))
     nodes = {node_key(n): n for n in work.nodes}
     feeds = {k: v[: options.probe_samples] for k, v in kept.items()}
     choices = {k: WeightChoice(options.per_channel, options.saturation == "all") for k in p.compute}
@@ -270,7 +273,8 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams
     depthwise = [k for k in p.compute if options.per_channel and _is_depthwise(nodes[k])]
     entries = layers(p.compute) + [(nodes[k], absorbed_by(nodes[k], p), WeightChoice(False, choices[k].bits7))
                                     for k in depthwise]
-    probes = probe_layers(ctx, entries, feeds, act, work.opset, list(p.compute) + [f"{k}\0pt" for k in depthwise])
+    probes = probe_layers(ctx, entries, feeds, activation_params, work.opset,
+                          list(p.compute) + [f"{k}\0pt" for k in depthwise])
     for k in depthwise:
         per_tensor = probes.pop(f"{k}\0pt")
         if not per_tensor.saturated and per_tensor.error <= PER_TENSOR_SLACK * probes[k].error:
@@ -279,7 +283,7 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams
     for k in redo:
         choices[k] = WeightChoice(choices[k].per_channel, True)
     if redo:
-        again = probe_layers(ctx, layers(redo), feeds, act, work.opset)
+        again = probe_layers(ctx, layers(redo), feeds, activation_params, work.opset)
         for k in redo:
             probes[k] = dataclasses.replace(again[k], saturated=True)
     if options.speed == "auto" and provider == "CPUExecutionProvider":
@@ -292,7 +296,8 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, act: dict[str, QParams
                 continue
             sig = signature(node, absorbed, epilogue, feeds)
             if sig not in timings:  # same kind and shapes, same time: repeated blocks are timed once
-                timings[sig] = time_layer(ctx, node, absorbed, epilogue, feeds, act, choices[key], work.opset)
+                timings[sig] = time_layer(ctx, node, absorbed, epilogue, feeds, activation_params, choices[key],
+                                          work.opset)
             probes[key].timing = timings[sig]
     return Probes(probes, choices)
 
@@ -314,9 +319,9 @@ def island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.N
     if any(node_key(n) in readers for n in out.outputs):
         return False, None
     if len(out.outputs) == 1 and out.outputs[0].op in EPILOGUE:
-        act = out.outputs[0]
-        if not any(node_key(n) in readers for n in act.outputs[0].outputs):
-            return True, act
+        activation = out.outputs[0]
+        if not any(node_key(n) in readers for n in activation.outputs[0].outputs):
+            return True, activation
     return True, None
 
 
