@@ -32,7 +32,6 @@ from onnxslim.core.registry import register_pass
 from onnxslim.ir.nodes import is_onnx_op, subgraphs
 from onnxslim.ir.shapes import computed_shapes, shape_values
 from onnxslim.ir.weights import constant_value
-from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +177,7 @@ def _evaluate(graph: gs.Graph, cone: set[int], boundary: list[gs.Tensor], ctx: P
         ir_version=ctx.template.ir_version,
     )
     try:
-        session = make_session(model, "CPUExecutionProvider", optimize=False)
-        names = [o.name for o in session.get_outputs()]
-        values.update(zip(names, session.run(names, {})))
+        values.update(ctx.session(model, optimize=False, on_target=False).run({}))
     except Exception as exc:  # noqa: BLE001 - an op ORT cannot run on constants is simply not folded
         logger.info("fold-constants: could not evaluate the constant subgraph: %s", exc)
     return values

@@ -7,23 +7,31 @@ symmetric (zero point 0) for TensorRT or with ``activation_type=int8``. Placemen
 ORT's integer kernels (``onnxslim.quant.placement``); statistics are streamed
 (``onnxslim.quant.calibration``).
 
-Steps: plan → calibrate (one ORT run per batch of at most 8 rows, exposing every tensor to
-quantize; SmoothQuant's channel ranges, the histograms of the histogram methods and the rows the
-later checks need are taken from the same run; a second run only for the histograms of smoothed
-inputs) → probe every quantized layer with the real kernels, all
-layers side by side in one model (its error, and AVX2 int16 saturation, which gets that layer
-7-bit weights); time each layer between float ops once per kind and shape → mixed precision
-(``onnxslim.quant.mixed``): while the model's output cosine on a few calibration samples (real
-kernels) is under ``target_cosine``, keep the layers with the largest measured error in float;
-then the float MatMuls run dynamic int8 (``onnxslim.quant.dynamic``: the activation range taken
-per run, for inputs no single calibrated range serves) and the float layers left store int8
-weights (weight-only; ``onnxslim.quant.qdq``), each only if the budget still holds → fold the
-MatMul/Gemm weight-only weights too if their DequantizeLinear form measures slower → time fp32
-against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``, through ``PassContext.latency``). Never slower
-by default: when int8 measures slower, every weight is stored int8 and folded instead (Cast and Mul,
-which ORT folds into float weights at load: int8's file size, fp32's graph and speed), if that holds
-the budget (else fp32 is kept), with a warning and ``stats.fallback``; ``require_speedup=true`` fails
-instead (``ParityError``: exit 1, nothing written, as any failed verification).
+Steps:
+
+1. Plan: which nodes and tensors to quantize (``onnxslim.quant.placement``).
+2. Calibrate: one ORT run per batch of at most 8 rows, exposing every tensor to quantize; the same
+   run gives SmoothQuant's channel ranges, the histograms of the histogram methods and the rows
+   the later checks need. A second run only for the histograms of smoothed inputs.
+3. Probe every quantized layer with the real kernels, all layers side by side in one model
+   (``onnxslim.quant.probe``): its error, and AVX2 int16 saturation, which gets that layer 7-bit
+   weights. On CPU, time each layer between float ops once per kind and shape.
+4. Mixed precision (``onnxslim.quant.mixed``): while the model's output cosine on a few
+   calibration samples (real kernels) is under ``target_cosine``, keep the layers with the
+   largest measured error in float. Then the float MatMuls run dynamic int8
+   (``onnxslim.quant.dynamic``: the activation range taken per run, for inputs no single
+   calibrated range serves), and the float layers left store int8 weights (weight-only;
+   ``onnxslim.quant.qdq``), each only if the budget still holds.
+5. Fold the MatMul/Gemm weight-only weights too if their DequantizeLinear form measures slower.
+6. Time fp32 against int8 (batch 1, at most ``SPEED_CHECK_SECONDS``, through ``PassContext.time``).
+   Never slower by default: when int8 measures slower, every weight is stored int8 and folded
+   instead (Cast and Mul, which ORT folds into float weights at load: int8's file size, fp32's
+   graph and speed), if that holds the budget (else fp32 is kept), with a warning and
+   ``stats.fallback``; ``require_speedup=true`` fails instead (``ParityError``: exit 1, nothing
+   written, as any failed verification).
+
+Every choice made from a timing (steps 3, 5 and 6) is recorded by the context (``ctx.decide``)
+and listed in the report under the pass's ``latency_decisions``.
 
 Stats: ``seconds_calibration``, ``seconds_quantize`` (everything up to the quantized graph),
 ``seconds_speed_check`` (the final timing) and ``seconds_total``; ``weight_only`` lists the
@@ -50,12 +58,11 @@ from onnxslim.core.registry import register_pass
 from onnxslim.errors import ParityError, UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant import calibration, cpu, fp16, smooth
-from onnxslim.quant.mixed import MixedPrecision, Outcome, cosine_similarity
+from onnxslim.quant import calibration, fp16, smooth
+from onnxslim.quant.mixed import Calibration, CheckData, MixedPrecision, Outcome, cosine_similarity
 from onnxslim.quant.placement import Plan, mark_ranks, node_key, plan
-from onnxslim.quant.probe import SLOWER, probe_plan, slow_layers
+from onnxslim.quant.probe import SLOWER, Probes, probe_plan
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables, weight_only_ok
-from onnxslim.quant.qparams import QParams, activation_params
 from onnxslim.quant.samples import LimitedSamples, activations
 from onnxslim.runtime.parity import Tolerance
 
@@ -136,123 +143,137 @@ class Quantize(Pass):
         return Tolerance(cosine=0.985 if target is None else min(0.985, target - 0.01), top1=0.97, per_output=True)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        o = self.options
+        options = self.options
         start = time.perf_counter()
         work = _upgraded(graph, ctx)
-        fp16_constants = fp16.to_float32(work) if fp16.has_fp16(work) else None
+        if fp16.has_fp16(work):
+            fp16.to_float32(work)
         _name_nodes(work)
-        act_type = o.activation_type if o.activation_type != "auto" else (
+        act_type = options.activation_type if options.activation_type != "auto" else (
             "int8" if ctx.target_provider == "TensorrtExecutionProvider" else "uint8")
-        base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
-        declines = [Decline(w, r) for w, r in base.declines]
+        base = self._plan(work, act_type)
+        declines = [Decline(where, reason) for where, reason in base.declines]
         if not base.compute:
             return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
         if len(work.nodes) and any(n.op == "BatchNormalization" for n in work.nodes):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
-        data = LimitedSamples(ctx.require_calibration(self.name), o.calibration_samples, batch=ctx.fixed_batch)
-        base, act, kept, smoothed, channel_absmax = self._calibrate(work, base, ctx, data, act_type)
-        if mark_ranks(work, base, kept):  # a 1-D MatMul input only the data showed
-            base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
-            declines = [Decline(w, r) for w, r in base.declines]
-            if not base.compute:
+        data = LimitedSamples(ctx.require_calibration(self.name), options.calibration_samples, batch=ctx.fixed_batch)
+        calibrated = self._calibrate(work, base, ctx, data, act_type)
+        if mark_ranks(work, calibrated.plan, calibrated.kept):  # a 1-D MatMul input only the data showed
+            calibrated.plan = self._plan(work, act_type)
+            declines = [Decline(where, reason) for where, reason in calibrated.plan.declines]
+            if not calibrated.plan.compute:
                 return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
-        t_calib = time.perf_counter() - start
-        check_feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
-        reference = {t.name: kept[t.name] for t in work.outputs}
-        probes, choices = probe_plan(work, base, act, kept, o, ctx.target_provider, ctx.threads, act_type)
-        budget = o.target_cosine if o.target_cosine is not None else self.tolerance().cosine
-        mixed = MixedPrecision(work, o, act, choices, probes, slow_layers(probes), smoothed, act_type, ctx,
-                               check_feeds, reference, kept, channel_absmax).search(budget)
-        candidate, weight_only, dynamic_layers = mixed.graph, mixed.weight_only, mixed.dynamic
-        stats_out = self._stats(mixed, probes, choices, act_type, smoothed, t_calib, start)
-        stats_out["seconds_quantize"] = round(time.perf_counter() - start, 3)
+        seconds_calibration = time.perf_counter() - start
+        kept = calibrated.kept
+        check = CheckData(feeds={t.name: kept[t.name] for t in work.inputs if t.name in kept},
+                          reference={t.name: kept[t.name] for t in work.outputs})
+        probes = probe_plan(ctx, work, calibrated.plan, calibrated.activation_params, kept, options, act_type)
+        _record_speed_choices(ctx, probes)
+        budget = options.target_cosine if options.target_cosine is not None else self.tolerance().cosine
+        mixed = MixedPrecision(work, options, act_type, calibrated, probes, check, ctx).search(budget)
+        candidate = mixed.graph
+        stats = self._stats(ctx, mixed, probes, act_type, calibrated.smoothed, seconds_calibration, start)
+        stats["seconds_quantize"] = round(time.perf_counter() - start, 3)
         notes: list[str] = []
-        t_check = time.perf_counter()
+        speed_check_start = time.perf_counter()
         # a DequantizeLinear weight runs as ORT's MatMulNBits (int8 in memory too), which on small
         # layers is slower than the float GEMM (the digits transformer: 0.64x of fp32); the folded
         # form is float at run time
-        if o.check_speed and mixed.refold is not None:
+        if options.check_speed and mixed.refold is not None:
             folded = mixed.refold()
-            if self._slower_than_folded(ctx, candidate, folded.graph, check_feeds, notes):
+            if self._slower_than_folded(ctx, candidate, folded.graph, check.feeds, notes):
                 candidate = folded.graph
-                stats_out["weight_only_folded"] = list(weight_only)
-        if weight_only:
-            notes.append(f"{len(weight_only)} float layer(s) store int8 weights (weight-only): "
-                         + ", ".join(weight_only))
-        if dynamic_layers:
-            notes.append(f"{len(dynamic_layers)} layer(s) run dynamic int8 (activation range per run): "
-                         + ", ".join(dynamic_layers))
-        if o.check_speed:
-            faster = self._speed(ctx, work, candidate, check_feeds, stats_out, notes)
-            stats_out["seconds_speed_check"] = round(time.perf_counter() - t_check, 3)
+                stats["weight_only_folded"] = list(mixed.weight_only)
+        if mixed.weight_only:
+            notes.append(f"{len(mixed.weight_only)} float layer(s) store int8 weights (weight-only): "
+                         + ", ".join(mixed.weight_only))
+        if mixed.dynamic:
+            notes.append(f"{len(mixed.dynamic)} layer(s) run dynamic int8 (activation range per run): "
+                         + ", ".join(mixed.dynamic))
+        if options.check_speed:
+            faster = self._speed(ctx, work, candidate, check.feeds, stats, notes)
+            stats["seconds_speed_check"] = round(time.perf_counter() - speed_check_start, 3)
             if not faster:  # never slower by default: int8 storage, fp32's graph once loaded
-                candidate = self._weight_only_fallback(graph, ctx, check_feeds, reference, budget, stats_out)
+                candidate = self._weight_only_fallback(graph, ctx, check, budget, stats)
                 if candidate is None:
-                    return PassResult(False, stats_out, declines, notes)
+                    return PassResult(False, stats, declines, notes)
         _transplant(graph, candidate)
-        stats_out["seconds_total"] = round(time.perf_counter() - start, 3)
-        return PassResult(True, stats_out, declines, notes)
+        stats["seconds_total"] = round(time.perf_counter() - start, 3)
+        return PassResult(True, stats, declines, notes)
 
-    def _calibrate(self, work: gs.Graph, base: Plan, ctx, data, act_type):
+    def _plan(self, work: gs.Graph, act_type: str) -> Plan:
+        options = self.options
+        return plan(work, set(options.exclude), options.activation_matmul, absorb_relu=act_type == "uint8")
+
+    def _calibrate(self, work: gs.Graph, base: Plan, ctx: PassContext, data: LimitedSamples,
+                   act_type: str) -> Calibration:
         """One streaming pass: ranges, the channel maxima of MatMul/Gemm inputs (for SmoothQuant and
         the outlier channels of dynamic layers), and the first rows kept for the checks.
 
         Smoothing X' = X · diag(1/s) is applied after the pass; the ranges and kept rows of X' follow
         from X's per-channel ones, so the data runs through the model once (twice for histograms).
         """
-        o = self.options
+        options = self.options
         groups = smooth.candidates(work, base)
         nodes = {node_key(n): n for n in work.nodes}
-        keep = {t.name: o.check_samples for t in (*work.inputs, *work.outputs)}
+        rows_to_keep = {t.name: options.check_samples for t in (*work.inputs, *work.outputs)}
         for key in base.compute:
             for t in nodes[key].inputs:
                 if t.name and not isinstance(t, gs.Constant) and constant_value(t) is None:
-                    keep[t.name] = max(keep.get(t.name, 0), o.probe_samples)
-        exposed = list(dict.fromkeys([*base.tensors, *groups, *keep]))
-        bins = o.bins if o.method != "minmax" else None
-        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), keep, bins)
+                    rows_to_keep[t.name] = max(rows_to_keep.get(t.name, 0), options.probe_samples)
+        exposed = list(dict.fromkeys([*base.tensors, *groups, *rows_to_keep]))
+        bins = options.bins if options.method != "minmax" else None
+        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), rows_to_keep, bins)
         stats, kept = scan.stats, scan.kept
         channel_absmax = {x: np.maximum(np.abs(lo), np.abs(hi)) for x, (lo, hi) in scan.channels.items()}
-        smoothed = smooth.apply(work, groups, scan.channels, o.smooth) if groups and o.smooth is not None else {}
+        smoothed = (smooth.apply(work, groups, scan.channels, options.smooth)
+                    if groups and options.smooth is not None else {})
         if smoothed:
             for x, record in smoothed.items():
                 lo, hi = scan.channels[x]
-                y, inv = record.output, record.inv
-                stats[y] = calibration.TensorStats(float(np.min(lo * inv)), float(np.max(hi * inv)))
+                stats[record.output] = calibration.TensorStats(float(np.min(lo * record.inv)),
+                                                               float(np.max(hi * record.inv)))
                 if x in kept:
-                    kept[y] = kept[x] * inv
-            base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
+                    kept[record.output] = kept[x] * record.inv
+            base = self._plan(work, act_type)
         # a smoothed input's histogram is not its source's: the per-channel scales came after the data
         missing = [n for n in base.tensors if n not in stats or (bins and stats[n].hist is None)]
         if missing:
             stats.update(calibration.scan(activations(ctx, work, missing, data), missing, bins=bins).stats)
-        return base, _act_params(base, stats, o, act_type), kept, smoothed, channel_absmax
+        params = calibration.activation_qparams(base, stats, options.method, options.percentile, act_type)
+        return Calibration(base, params, kept, smoothed, channel_absmax)
 
-    def _stats(self, mixed: Outcome, probes, choices, act_type, smoothed, t_calib, start):
+    def _stats(self, ctx: PassContext, mixed: Outcome, probes: Probes, act_type: str, smoothed,
+               seconds_calibration: float, start: float) -> dict:
         chosen = mixed.plan
-        total = sum(p.macs for p in probes.values())
+        layers = probes.layers
+        total = sum(p.macs for p in layers.values())
+
         def int8_share(key: str) -> float:
             # a dynamic layer's outlier input channels run in float: their share of its MACs is not int8
             channels, k = mixed.float_channels.get(key, ((), 1))
             return 1 - len(channels) / k
 
-        int8 = sum(probes[k].macs * int8_share(k) for k in set(chosen.compute) | set(mixed.dynamic) if k in probes)
+        int8 = sum(layers[k].macs * int8_share(k) for k in set(chosen.compute) | set(mixed.dynamic) if k in layers)
+        slow = probes.slow
+        weight_choices = probes.weight_choices
         return {
             "method": self.options.method,
             "activation_type": act_type,
             "weights": "int8 per-channel" if self.options.per_channel else "int8 per-tensor",
-            "cpu": cpu.describe(),
+            "cpu": ctx.cpu.describe(),
             "quantized_nodes": len(chosen.compute),
             "quantized_tensors": len(chosen.tensors),
             "int8_mac_fraction": round(int8 / total, 4) if total else 0.0,
-            "saturation_safe_layers": sorted(k for k, c in choices.items() if c.bits7),
-            "per_tensor_depthwise": sorted(k for k, c in choices.items() if self.options.per_channel
+            "saturation_safe_layers": sorted(k for k, c in weight_choices.items() if c.bits7),
+            "per_tensor_depthwise": sorted(k for k, c in weight_choices.items() if self.options.per_channel
                                            and not c.per_channel),
             "excluded": [{"node": p.node, "op": p.op, "layer_error": round(p.error, 5), "macs": p.macs}
                          for p in mixed.excluded],
-            "excluded_for_speed": [{"node": p.node, "op": p.op, "float_ms": round(p.float_ms, 4),
-                                    "int8_ms": round(p.int8_ms, 4), "macs": p.macs} for p in probes.values()
-                                   if p.node not in chosen.compute and p.node in slow_layers(probes)],
+            "excluded_for_speed": [{"node": p.node, "op": p.op, "float_ms": round(p.timing.float_ms, 4),
+                                    "int8_ms": round(p.timing.int8_ms, 4), "macs": p.macs}
+                                   for p in layers.values() if p.node not in chosen.compute and p.node in slow],
             "weight_only": mixed.weight_only,
             "dynamic": mixed.dynamic,
             "dynamic_float_channels": {k: channels for k, (channels, _) in mixed.float_channels.items()},
@@ -261,23 +282,27 @@ class Quantize(Pass):
                                   and n.inputs[0].name.endswith("_q")),
             "smoothed_inputs": list(smoothed),
             "output_cosine_calibration": round(float(mixed.cosine), 6),
-            "seconds_calibration": round(t_calib, 3),
+            "seconds_calibration": round(seconds_calibration, 3),
             "seconds_total": round(time.perf_counter() - start, 3),
         }
 
     @staticmethod
-    def _slower_than_folded(ctx, candidate: gs.Graph, folded: gs.Graph, feeds, notes) -> bool:
+    def _slower_than_folded(ctx: PassContext, candidate: gs.Graph, folded: gs.Graph, feeds, notes) -> bool:
         """Whether the DequantizeLinear weight-only graph measures more than SLOWER times the folded one."""
-        feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
-        a, b = ctx.latency([ctx.export(candidate), ctx.export(folded)], feeds, warmup=2, repeat=30,
-                           max_seconds=SPEED_CHECK_SECONDS)
-        if a.median_ms <= SLOWER * b.median_ms:
+        dequantized, folded_stats = ctx.time([candidate, folded], feeds, rows=LATENCY_ROWS, warmup=2, repeat=30,
+                                             max_seconds=SPEED_CHECK_SECONDS)
+        slower = dequantized.median_ms > SLOWER * folded_stats.median_ms
+        ctx.decide(f"quantize: weight-only layers as DequantizeLinear or folded (folded when more than {SLOWER}x "
+                   "slower)", {"dequantize": dequantized, "folded": folded_stats}, "folded" if slower else "dequantize")
+        if not slower:
             return False
         notes.append(f"weight-only folded (int8 in the file, float once loaded): DequantizeLinear weights "
-                     f"measured slower ({a.median_ms:.3f} ms vs {b.median_ms:.3f} ms folded, batch {a.batch})")
+                     f"measured slower ({dequantized.median_ms:.3f} ms vs {folded_stats.median_ms:.3f} ms folded, "
+                     f"batch {dequantized.batch})")
         return True
 
-    def _weight_only_fallback(self, graph: gs.Graph, ctx, feeds, reference, budget: float, stats) -> gs.Graph | None:
+    def _weight_only_fallback(self, graph: gs.Graph, ctx: PassContext, check: CheckData, budget: float,
+                              stats: dict) -> gs.Graph | None:
         """Every weight stored as int8 and folded (Cast, Mul: ORT folds them into float weights at load),
         from the unsmoothed input graph; None (fp32 kept) when even that misses the budget."""
         fallback = _upgraded(graph, ctx)
@@ -285,8 +310,8 @@ class Quantize(Pass):
         materialize(fallback, Plan(), {}, {}, keys, fold_all=True)
         if self.options.tables:
             quantize_tables(fallback)
-        result = ctx.run(fallback, feeds)
-        cosine = min(cosine_similarity(reference[k], result[k]) for k in reference)
+        result = ctx.run(fallback, check.feeds)
+        cosine = min(cosine_similarity(check.reference[k], result[k]) for k in check.reference)
         stats["fallback"] = {"to": "weight_only" if cosine >= budget else "fp32", "layers": len(keys),
                              "output_cosine_calibration": round(cosine, 6)}
         if cosine < budget:
@@ -297,44 +322,37 @@ class Quantize(Pass):
                  f"fp32's graph and speed once loaded; require_speedup=true fails instead)")
         return fallback
 
-    def _speed(self, ctx, work, candidate, feeds, stats, notes) -> bool:
-        fp32, int8 = ctx.export(work), ctx.export(candidate)
-        feeds = {k: v[:max(LATENCY_ROWS, ctx.fixed_batch or 1)] for k, v in feeds.items()}
-        a, b = ctx.latency([fp32, int8], feeds, warmup=2, repeat=30, max_seconds=SPEED_CHECK_SECONDS)
-        stats["latency_ms"] = {"fp32": round(a.median_ms, 4), "int8": round(b.median_ms, 4),
-                               "speedup": round(a.median_ms / b.median_ms, 3) if b.median_ms else None,
+    def _speed(self, ctx: PassContext, work: gs.Graph, candidate: gs.Graph, feeds, stats: dict, notes) -> bool:
+        fp32, int8 = ctx.time([work, candidate], feeds, rows=LATENCY_ROWS, warmup=2, repeat=30,
+                              max_seconds=SPEED_CHECK_SECONDS)
+        stats["latency_ms"] = {"fp32": round(fp32.median_ms, 4), "int8": round(int8.median_ms, 4),
+                               "speedup": round(fp32.median_ms / int8.median_ms, 3) if int8.median_ms else None,
                                "provider": ctx.target_provider, "threads": ctx.threads or 1}
         if ctx.target_provider == "CUDAExecutionProvider":
             notes.append("CUDA runs most Q/DQ graphs unfused in float: int8 brings size, not speed")
-        if b.median_ms <= a.median_ms:
+        faster = int8.median_ms <= fp32.median_ms
+        fallback = "fp32 (require_speedup)" if self.options.require_speedup else "weight-only int8 or fp32"
+        ctx.decide("quantize: the int8 graph against fp32 (int8 kept when not slower)", {"fp32": fp32, "int8": int8},
+                   "int8" if faster else fallback)
+        if faster:
             return True
-        message = (f"quantize: int8 is SLOWER than fp32 here ({b.median_ms:.3f} ms vs {a.median_ms:.3f} ms, "
-                   f"{ctx.target_provider}, batch {b.batch}, {ctx.threads or 1} thread(s))")
+        message = (f"quantize: int8 is SLOWER than fp32 here ({int8.median_ms:.3f} ms vs {fp32.median_ms:.3f} ms, "
+                   f"{ctx.target_provider}, batch {int8.batch}, {ctx.threads or 1} thread(s))")
         if self.options.require_speedup:
             raise ParityError(message + "; nothing written (require_speedup=true)")
-        stats["int8_slower_ms"] = {"fp32": round(a.median_ms, 4), "int8": round(b.median_ms, 4)}
+        stats["int8_slower_ms"] = {"fp32": round(fp32.median_ms, 4), "int8": round(int8.median_ms, 4)}
         self._slower_message = message
         return False
 
 
-def _act_params(p: Plan, stats, o: QuantizeOptions, act_type: str) -> dict[str, QParams]:
-    """Per-tensor ranges from the method, merged over each shared group (Concat, pass-through)."""
-    own = {}
-    for name in p.tensors:
-        st = stats[name]
-        own[name] = calibration.clipped_range(st, calibration.threshold(st, o.method, o.percentile))
-    ranges: dict[str, tuple[float, float]] = {}
-    for name, (lo, hi) in own.items():
-        old = ranges.get(p.group(name), (0.0, 0.0))
-        ranges[p.group(name)] = (min(old[0], lo), max(old[1], hi))
-    symmetric = act_type == "int8"
-    by_group = {g: activation_params(lo, hi, "uint8", symmetric) for g, (lo, hi) in ranges.items()}
-    params = {name: by_group[p.group(name)] for name in p.tensors}
-    for name in p.zero_clip:
-        # an absorbed Relu is exact only with zero point 0: leave a group that holds negatives
-        if ranges[p.group(name)][0] < 0:
-            params[name] = activation_params(0.0, own[name][1], "uint8", symmetric)
-    return params
+def _record_speed_choices(ctx: PassContext, probes: Probes) -> None:
+    """Each layer timed between float ops: int8, or float for being slower (``Probes.slow``)."""
+    slow = probes.slow
+    for key, probe in probes.layers.items():
+        if probe.timing is not None:
+            ctx.decide(f"quantize: layer {key} ({probe.op}) in int8 or float, one sample (float when int8 is more "
+                       f"than {SLOWER}x slower and the gain is not negligible)",
+                       {"float": probe.timing.float, "int8": probe.timing.int8}, "float" if key in slow else "int8")
 
 
 def _upgraded(graph: gs.Graph, ctx: PassContext) -> gs.Graph:

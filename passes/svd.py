@@ -191,6 +191,9 @@ class LowRankSplit(Pass):
             shape = shapes[plan.layer.input.name]
             timing = gate.measure(plan.layer, plan.a, plan.b, shape)
             ok = timing.speedup > self.options.min_speedup
+            ctx.decide(f"svd: {plan.layer.name} as its rank-{plan.rank} split at input {list(shape)} "
+                       f"(kept when original/split > {self.options.min_speedup})",
+                       {"original": timing.original, "split": timing.split}, "split" if ok else "original")
             timings.append({"layer": plan.layer.name, "rank": plan.rank, "input_shape": list(shape),
                             "original_ms": round(timing.original_ms, 4), "split_ms": round(timing.split_ms, 4),
                             "kept": ok})
@@ -239,8 +242,7 @@ class _Probe:
             weights.append(a @ b)
             errors.append(float(curve[r]))
         feeds = next(iter(self.ctx.calibration))
-        losses = sensitivity.probe(self.ctx.export(self.graph), layers, weights, feeds,
-                                   self.ctx.target_provider, self.ctx.threads)
+        losses = sensitivity.probe(self.ctx, self.ctx.export(self.graph), layers, weights, feeds)
         self.losses = dict(zip([layer.name for layer in layers], losses))
         return [loss / e**2 if e > 0 else 0.0 for loss, e in zip(losses, errors)]
 

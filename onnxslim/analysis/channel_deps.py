@@ -41,6 +41,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.analysis.channel_layout import FIXED, Layout, Segment, aligned, segment_cuts, width
 from onnxslim.analysis.channel_plan import Group, Member, Plan, Source
+from onnxslim.analysis.channel_rules import ALL_OPERANDS, RULES, no_rule
 from onnxslim.ir.weights import constant_value
 
 
@@ -269,8 +270,6 @@ class Builder:
 
 def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Iterable[str] = ()) -> Plan:
     """Build the channel groups of ``graph`` (toposorted) without changing it."""
-    from onnxslim.analysis.channel_rules import ALL_OPERANDS, RULES, no_rule
-
     b = Builder(graph, shapes)
     excluded = set(exclude)
     for node in graph.nodes:

@@ -15,52 +15,26 @@ input for ``axes``, ``split``, ``pads``) are handled inside the rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.analysis.channel_deps import Builder
-from onnxslim.analysis.channel_layout import Layout, scaled, slice_layout, width
+# the rules that move or reshape the channel axis live in their own modules; importing them registers them
+from onnxslim.analysis import channel_rules_axes, channel_rules_shape  # noqa: F401
+from onnxslim.analysis.channel_layout import scaled, slice_layout, width
+from onnxslim.analysis.channel_rule_base import (  # noqa: F401 - RULES and no_rule are channel_deps' entry
+    RULES,
+    channel_rule,
+    check_shape_exprs,
+    extra_outputs_used,
+    freeze_all,
+    no_rule,
+    tracked_inputs,
+)
 
-Rule = Callable[[gs.Node, Builder], None]
-RULES: dict[str, Rule] = {}
-
-
-def channel_rule(*ops: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        for op in ops:
-            if op in RULES:
-                raise ValueError(f"two channel rules for {op}")
-            RULES[op] = fn
-        return fn
-    return register
-
-
-def tracked_inputs(node: gs.Node, b: Builder) -> list[tuple[gs.Tensor, int, Layout]]:
-    out = []
-    for t in node.inputs:
-        space = b.space(t)
-        if space:
-            out.append((t, space[0], space[1]))
-    return out
-
-
-def no_rule(node: gs.Node, b: Builder) -> None:
-    for _, _, layout in tracked_inputs(node, b):
-        b.freeze(layout, f"no channel rule for {node.op} {node.name!r}")
-    _check_shape_exprs(node, b)
-
-
-def _freeze_all(node: gs.Node, b: Builder, reason: str) -> None:
-    for _, _, layout in tracked_inputs(node, b):
-        b.freeze(layout, f"{node.op} {node.name!r}: {reason}")
-
-
-def _extra_outputs_used(node: gs.Node) -> bool:
-    return any(t.name and t.outputs for t in node.outputs[1:])
-
+if TYPE_CHECKING:
+    from onnxslim.analysis.channel_deps import Builder
 
 # ---- pass-through ops -------------------------------------------------------------------------
 UNARY = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu", "Celu",
@@ -80,9 +54,9 @@ def _unary(node: gs.Node, b: Builder) -> None:
     for t in others:  # Clip bounds or Dropout ratio that carry channels: not a pass-through
         b.freeze(b.space(t)[1], f"{node.op} {node.name!r} reads channels on a parameter input")
     if space is None:
-        _check_shape_exprs(node, b)
+        check_shape_exprs(node, b)
         return
-    if _extra_outputs_used(node):
+    if extra_outputs_used(node):
         b.freeze(space[1], f"{node.op} {node.name!r}: its second output is used")
         return
     b.set_space(node.outputs[0], *space)
@@ -98,7 +72,7 @@ def _pool(node: gs.Node, b: Builder) -> None:
         return
     if space[0] != 1:
         b.freeze(space[1], f"{node.op} {node.name!r} pools the channel axis")
-    elif _extra_outputs_used(node):
+    elif extra_outputs_used(node):
         b.freeze(space[1], f"{node.op} {node.name!r}: its indices output encodes channel offsets")
     else:
         b.set_space(node.outputs[0], *space)
@@ -110,7 +84,7 @@ def _norm(node: gs.Node, b: Builder) -> None:
     if space is None:
         return
     axis, layout = space
-    if axis != 1 or _extra_outputs_used(node):
+    if axis != 1 or extra_outputs_used(node):
         b.freeze(layout, f"{node.op} {node.name!r}: channels not on axis 1, or training outputs used")
         return
     count = 5 if node.op == "BatchNormalization" else 3
@@ -130,16 +104,16 @@ ALL_OPERANDS = (*ELEMENTWISE, "Concat")
 def _elementwise(node: gs.Node, b: Builder) -> None:
     tracked = tracked_inputs(node, b)
     if not tracked:
-        _check_shape_exprs(node, b)
+        check_shape_exprs(node, b)
         return
     ranks = [b.rank(t) for t in node.inputs]
     if any(r is None for r in ranks):
-        _freeze_all(node, b, "an operand has unknown rank")
+        freeze_all(node, b, "an operand has unknown rank")
         return
     out_rank = max(ranks)
     axes = {out_rank - b.rank(t) + axis for t, axis, _ in tracked}
     if len(axes) != 1:
-        _freeze_all(node, b, "operands carry channels on different axes")
+        freeze_all(node, b, "operands carry channels on different axes")
         return
     out_axis = axes.pop()
     layout = tracked[0][2]
@@ -265,7 +239,7 @@ def _gemm(node: gs.Node, b: Builder) -> None:
     has_c = len(node.inputs) > 2 and node.inputs[2].name
     c = b.const(node.inputs[2]) if has_c else None
     if w is None or (has_c and c is None) or b.space(node.inputs[1]):
-        _freeze_all(node, b, "the weight or bias is not constant")
+        freeze_all(node, b, "the weight or bias is not constant")
         return
     if space:
         if trans_a or space[0] != 1:
@@ -290,7 +264,7 @@ def _matmul(node: gs.Node, b: Builder) -> None:
     w = b.const(weight)
     rank = b.rank(a)
     if w is None or w.ndim != 2 or b.space(weight) or rank is None:
-        _freeze_all(node, b, "the weight is not a constant matrix")
+        freeze_all(node, b, "the weight is not a constant matrix")
         return
     if space:
         if space[0] != rank - 1:
@@ -302,33 +276,3 @@ def _matmul(node: gs.Node, b: Builder) -> None:
     b.set_space(out, max(rank, 2) - 1, layout)
 
 
-def _check_shape_exprs(node: gs.Node, b: Builder, concat: bool = False) -> None:
-    """A shape expression reaching an op without a shape rule: freeze any channel count in it."""
-    exprs = [b.shape_exprs.get(t.name) for t in node.inputs]
-    if not any(e is not None for e in exprs):
-        return
-    if concat:
-        joined: list[Any] = []
-        for t, e in zip(node.inputs, exprs):
-            value = b.const(t)
-            if e is None and value is None:
-                break
-            joined.extend(e if e is not None else [int(v) for v in np.ravel(value)])
-        else:
-            b.shape_exprs[node.outputs[0].name] = joined
-            return
-    for e in exprs:
-        if e is not None:
-            _freeze_channel_refs(node, b, e)
-
-
-def _freeze_channel_refs(node: gs.Node, b: Builder, entries: list[Any]) -> None:
-    for e in entries:
-        if isinstance(e, tuple):
-            space = b.spaces.get(e[0])
-            if space and space[0] == e[1]:
-                b.freeze(space[1], f"the channel count flows through Shape into {node.op} {node.name!r}")
-
-
-# the rules that move or reshape the channel axis live in their own modules; importing them registers them
-from onnxslim.analysis import channel_rules_axes, channel_rules_shape  # noqa: F401

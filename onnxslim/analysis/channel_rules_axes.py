@@ -8,19 +8,23 @@ leave the channel axis alone. Flatten, Reshape and shape expressions are in ``ch
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.analysis.channel_deps import Builder
 from onnxslim.analysis.channel_layout import FIXED, Segment, slice_layout, width
-from onnxslim.analysis.channel_rules import (
-    _check_shape_exprs,
-    _extra_outputs_used,
-    _freeze_all,
+from onnxslim.analysis.channel_rule_base import (
     channel_rule,
+    check_shape_exprs,
+    extra_outputs_used,
+    freeze_all,
+    slice_shape_expr,
     tracked_inputs,
 )
-from onnxslim.analysis.channel_rules_shape import _slice_shape_expr
+
+if TYPE_CHECKING:
+    from onnxslim.analysis.channel_deps import Builder
 
 
 # ---- axis moves -------------------------------------------------------------------------------
@@ -54,7 +58,7 @@ def _squeeze(node: gs.Node, b: Builder) -> None:
         b.shape_exprs[node.outputs[0].name] = expr
         return
     if space is None:
-        return _check_shape_exprs(node, b)
+        return check_shape_exprs(node, b)
     rank, axes = b.rank(node.inputs[0]), _axes(node, b)
     if rank is None or axes is None or (node.op == "Squeeze" and not axes):
         b.freeze(space[1], f"{node.op} {node.name!r}: axes or rank unknown")
@@ -104,7 +108,7 @@ def _layer_norm(node: gs.Node, b: Builder) -> None:
     axis = int(node.attrs.get("axis", -1)) % rank if rank else None
     if axis is None or space[0] >= axis:
         b.freeze(space[1], f"LayerNormalization {node.name!r} normalizes across channels")
-    elif _extra_outputs_used(node):
+    elif extra_outputs_used(node):
         b.freeze(space[1], f"LayerNormalization {node.name!r}: its statistics outputs are used")
     else:
         b.set_space(node.outputs[0], *space)
@@ -133,12 +137,12 @@ def _opset(b: Builder) -> int:
 def _concat(node: gs.Node, b: Builder) -> None:
     tracked = tracked_inputs(node, b)
     if not tracked:
-        return _check_shape_exprs(node, b, concat=True)
+        return check_shape_exprs(node, b, concat=True)
     rank = b.rank(node.outputs[0]) or b.rank(tracked[0][0])
     axis = int(node.attrs["axis"]) % rank
     where = f"Concat {node.name!r}"
     if any(a != tracked[0][1] for _, a, _ in tracked):
-        _freeze_all(node, b, "inputs carry channels on different axes")
+        freeze_all(node, b, "inputs carry channels on different axes")
         return
     if axis != tracked[0][1]:
         layout = tracked[0][2]
@@ -156,7 +160,7 @@ def _concat(node: gs.Node, b: Builder) -> None:
             continue
         dims = b.shape(t)
         if dims is None or not isinstance(dims[axis], int):
-            _freeze_all(node, b, f"input {t.name!r} has an unknown size on the channel axis")
+            freeze_all(node, b, f"input {t.name!r} has an unknown size on the channel axis")
             return
         segments.append(Segment(FIXED, int(dims[axis])))
     b.set_space(node.outputs[0], axis, tuple(segments))
@@ -200,7 +204,7 @@ def _split(node: gs.Node, b: Builder) -> None:
 def _slice(node: gs.Node, b: Builder) -> None:
     space = b.space(node.inputs[0])
     if space is None:
-        return _slice_shape_expr(node, b)
+        return slice_shape_expr(node, b)
     values = [b.const(t) if t.name else None for t in node.inputs[1:5]]
     rank = b.rank(node.inputs[0])
     if any(v is None for v in values[:2]) or (len(values) > 2 and values[2] is None and node.inputs[3].name):

@@ -9,19 +9,21 @@ still understood; a channel count that flows anywhere else freezes its group.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.analysis.channel_deps import Builder
 from onnxslim.analysis.channel_layout import scaled
-from onnxslim.analysis.channel_rules import (
-    _check_shape_exprs,
-    _freeze_channel_refs,
+from onnxslim.analysis.channel_rule_base import (
     channel_rule,
+    check_shape_exprs,
+    freeze_channel_refs,
     no_rule,
 )
+
+if TYPE_CHECKING:
+    from onnxslim.analysis.channel_deps import Builder
 
 
 @channel_rule("Flatten")
@@ -45,9 +47,9 @@ def _reshape(node: gs.Node, b: Builder) -> None:
     entries = _shape_entries(target, b)
     if space is None:
         if entries is None:
-            _check_shape_exprs(node, b)
+            check_shape_exprs(node, b)
         else:
-            _freeze_channel_refs(node, b, entries)
+            freeze_channel_refs(node, b, entries)
         return
     axis, layout = space
     where = f"Reshape {node.name!r}"
@@ -62,7 +64,7 @@ def _reshape(node: gs.Node, b: Builder) -> None:
         return
     entry = entries[axis]
     foreign = [e for i, e in enumerate(entries) if isinstance(e, tuple) and (e[0], e[1]) != (x.name, axis)]
-    _freeze_channel_refs(node, b, foreign)
+    freeze_channel_refs(node, b, foreign)
     if out[axis:] == tail:
         new = layout
     elif out[axis] == math.prod(tail) and all(d == 1 for d in out[axis + 1:]):
@@ -120,20 +122,6 @@ def _shape(node: gs.Node, b: Builder) -> None:
     b.shape_exprs[node.outputs[0].name] = [(x.name, i, dims[i]) for i in range(start, end)]
 
 
-def _slice_shape_expr(node: gs.Node, b: Builder) -> None:
-    expr = b.shape_exprs.get(node.inputs[0].name)
-    if expr is None:
-        return _check_shape_exprs(node, b)
-    values = [b.const(t) if t.name else None for t in node.inputs[1:5]]
-    if any(v is None for v in values[:2]) or any(v is None for v, t in zip(values[2:], node.inputs[3:5]) if t.name):
-        return _check_shape_exprs(node, b)
-    steps = values[3] if len(values) > 3 and values[3] is not None else [1]
-    if int(np.ravel(steps)[0]) != 1:
-        return _check_shape_exprs(node, b)
-    start, end = int(np.ravel(values[0])[0]), int(np.ravel(values[1])[0])
-    b.shape_exprs[node.outputs[0].name] = expr[slice(start, min(end, len(expr)) if end >= 0 else end)]
-
-
 @channel_rule("Gather")
 def _gather(node: gs.Node, b: Builder) -> None:
     expr = b.shape_exprs.get(node.inputs[0].name)
@@ -141,7 +129,7 @@ def _gather(node: gs.Node, b: Builder) -> None:
     if b.space(node.inputs[0]) or b.space(node.inputs[1]):
         return no_rule(node, b)
     if expr is None or idx is None or int(node.attrs.get("axis", 0)) != 0:
-        return _check_shape_exprs(node, b)
+        return check_shape_exprs(node, b)
     b.shape_exprs[node.outputs[0].name] = [expr[int(i)] for i in np.ravel(idx)]
 
 

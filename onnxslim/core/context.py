@@ -1,16 +1,24 @@
 """What a pass may ask of the outside world, owned by the pass manager.
 
-Passes never open files or sessions themselves. A pass that needs activation statistics asks
-``ctx.activations(graph, names)``, which exports the current graph, exposes those tensors as
-outputs and streams the calibration data through ONNX Runtime batch by batch, so the memory
-a pass uses is its own reduction, never the whole set of activations.
+Passes never open files, sessions or timers themselves: the context is their one door to ONNX
+Runtime. It owns the provider, the threads, the fixed-batch rule (a model whose first input
+declares a fixed batch B is fed B rows at a time) and the record of every choice made from
+measured latency, which the report carries pass by pass.
+
+* ``ctx.session(model)`` opens a model once to run it many times; ``ctx.run(graph, feeds)`` runs
+  it once; ``ctx.activations(graph, names)`` exports the current graph, exposes those tensors as
+  outputs and streams the calibration data through it batch by batch, so the memory a pass uses
+  is its own reduction, never the whole set of activations.
+* ``ctx.time(models, feeds)`` times models interleaved; ``ctx.decide(...)`` records what a timing
+  chose (``ctx.decisions``).
+* ``ctx.cpu`` is the host CPU's features (VNNI and the like).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +29,7 @@ from onnxslim.errors import UsageError
 from onnxslim.ir.io import to_model
 from onnxslim.ir.nodes import expose_tensors
 from onnxslim.runtime.bench import LatencyStats, measure_latency
+from onnxslim.runtime.cpu import CpuFeatures, host_cpu
 from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -28,9 +37,28 @@ logger = logging.getLogger(__name__)
 
 Tracker = Callable[[Iterable[Any], str, "int | None"], Iterable[Any]]
 
+#: ``ctx.time``'s default threads: the context's, else 1. The svd latency gate passes the context's
+#: own (None: ORT's default pool), as it always has.
+CONTEXT_THREADS = object()
+
 
 def untracked(items: Iterable[Any], label: str, total: int | None) -> Iterable[Any]:
     return items
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyDecision:
+    """One choice a pass made from measured latency: what was timed, the medians, what was chosen."""
+
+    what: str
+    timed_ms: dict[str, float]
+    chosen: str
+    batch: int | None
+    threads: int | None
+    provider: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -45,6 +73,8 @@ class PassContext:
         seed: seed for any sampling a pass does.
         warnings: messages for the user, collected into the report.
         tracker: wraps a long iteration to show progress (the CLI draws a bar; the library none).
+        cpu: the host CPU's features (tests give another CPU).
+        decisions: every choice made from measured latency, in order (see ``decide``).
     """
 
     template: onnx.ModelProto
@@ -54,6 +84,8 @@ class PassContext:
     seed: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
     tracker: Tracker = untracked
+    cpu: CpuFeatures = dataclasses.field(default_factory=host_cpu)
+    decisions: list[LatencyDecision] = dataclasses.field(default_factory=list)
 
     def track(self, items: Iterable[Any], label: str, total: int | None = None) -> Iterable[Any]:
         """``items``, with progress shown while they are consumed."""
@@ -78,6 +110,25 @@ class PassContext:
     def export(self, graph: gs.Graph) -> onnx.ModelProto:
         return to_model(graph, self.template)
 
+    def session(self, model: onnx.ModelProto | gs.Graph, optimize: bool = True, on_target: bool = True) -> Session:
+        """``model`` (a graph is exported first) opened on the target provider and the context's threads.
+
+        ``optimize``: ORT's deployed level (real integer kernels), else ``ORT_DISABLE_ALL`` (every
+        tensor survives). ``on_target=False``: the CPU provider with ORT's default threads, for values
+        computed ahead of time (constant folding), which no deployment target may change.
+        """
+        model = self.export(model) if isinstance(model, gs.Graph) else model
+        if on_target:
+            session = make_session(model, self.target_provider, self.threads, optimize=optimize)
+        else:
+            session = make_session(model, "CPUExecutionProvider", optimize=optimize)
+        return Session(session, fixed_batch(model))
+
+    def run(self, model: onnx.ModelProto | gs.Graph, feeds: Mapping[str, np.ndarray], optimize: bool = True,
+            outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The outputs of ``model`` on ``feeds`` (see ``session`` and ``Session.run``)."""
+        return self.session(model, optimize).run(feeds, outputs)
+
     def activations(
         self, graph: gs.Graph, names: Sequence[str], optimize: bool = False,
         data: Iterable[dict[str, np.ndarray]] | None = None,
@@ -88,28 +139,31 @@ class PassContext:
         with ORT's optimizations off by default, so every named tensor survives.
         """
         data = data if data is not None else self.require_calibration("this pass")
-        model = expose_tensors(self.export(graph), names)
-        session = make_session(model, self.target_provider, self.threads, optimize=optimize)
-        outputs = [o.name for o in session.get_outputs()]
+        session = self.session(expose_tensors(self.export(graph), names), optimize=optimize)
         for feeds in self.track(data, "calibration batches"):
-            feeds, values = run_by_batch(session, outputs, feeds, self.fixed_batch)
-            values.update(feeds)
+            values = session.run(feeds)
+            values.update(session.rows_run(feeds))
             yield values
 
-    def latency(self, models: Sequence[onnx.ModelProto], feeds: dict[str, np.ndarray],
-                **options: Any) -> list[LatencyStats]:
-        """Time ``models`` interleaved on the target provider (``runtime.bench.measure_latency``;
-        ``threads`` defaults to this context's, else 1). Tests inject timings by overriding this."""
-        options.setdefault("threads", self.threads or 1)
-        return measure_latency(models, feeds, self.target_provider, **options)
+    def time(self, models: Sequence[onnx.ModelProto | gs.Graph], feeds: Mapping[str, np.ndarray],
+             rows: int | None = None, threads: Any = CONTEXT_THREADS, **options: Any) -> list[LatencyStats]:
+        """Time ``models`` interleaved on the target provider (``runtime.bench.measure_latency``).
 
-    def run(self, graph: gs.Graph, feeds: dict[str, np.ndarray], optimize: bool = True) -> dict[str, np.ndarray]:
-        """The graph's outputs on ``feeds``; a model with a fixed batch B runs B rows at a time
-        (the rows past the last multiple of B are not run)."""
-        model = self.export(graph)
-        session = make_session(model, self.target_provider, self.threads, optimize=optimize)
-        names = [o.name for o in session.get_outputs()]
-        return run_by_batch(session, names, feeds, self.fixed_batch)[1]
+        ``rows``: feed the first ``rows`` rows, or the first model's fixed batch if larger (None:
+        the feeds as given). ``threads`` defaults to the context's, else 1. Tests inject timings by
+        overriding this.
+        """
+        models = [self.export(m) if isinstance(m, gs.Graph) else m for m in models]
+        if rows is not None:
+            feeds = {k: v[:max(rows, fixed_batch(models[0]) or 1)] for k, v in feeds.items()}
+        threads = (self.threads or 1) if threads is CONTEXT_THREADS else threads
+        return measure_latency(models, feeds, self.target_provider, threads, **options)
+
+    def decide(self, what: str, timed: Mapping[str, LatencyStats], chosen: str) -> None:
+        """Record a choice made from the timings ``timed`` (option -> its latency)."""
+        first = next(iter(timed.values()))
+        self.decisions.append(LatencyDecision(what, {k: round(s.median_ms, 4) for k, s in timed.items()}, chosen,
+                                              first.batch, first.threads, first.provider))
 
     @property
     def fixed_batch(self) -> int | None:
@@ -118,28 +172,45 @@ class PassContext:
         return fixed_batch(self.template)
 
 
+class Session:
+    """A model opened by the context; a model whose first input fixes the batch B runs B rows at a time."""
+
+    def __init__(self, session, batch: int | None) -> None:
+        self._session = session
+        self.batch = batch
+        self.inputs = [i.name for i in session.get_inputs()]
+        self.outputs = [o.name for o in session.get_outputs()]
+        self.output_types = {o.name: o.type for o in session.get_outputs()}
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The outputs ``outputs`` (None: all) on ``feeds``: as they are, or, when they hold more rows
+        than the fixed batch, a batch at a time with the outputs concatenated on axis 0 (a trailing
+        part of fewer rows is dropped: the model cannot take it)."""
+        names = list(outputs) if outputs is not None else self.outputs
+        n = _rows(feeds)
+        if self.batch is None or n is None or n <= self.batch:
+            return dict(zip(names, self._session.run(names, dict(feeds))))
+        b = self.batch
+        parts = [self._session.run(names, {k: v[i:i + b] if _rows({k: v}) == n else v for k, v in feeds.items()})
+                 for i in range(0, n - n % b, b)]
+        return {name: np.concatenate([p[j] for p in parts]) if np.ndim(parts[0][j]) else parts[0][j]
+                for j, name in enumerate(names)}
+
+    def rows_run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``feeds`` as ``run`` feeds them: without the trailing rows past the last whole batch."""
+        n = _rows(feeds)
+        if self.batch is None or n is None or n <= self.batch:
+            return dict(feeds)
+        stop = n - n % self.batch
+        return {k: v[:stop] if _rows({k: v}) == n else v for k, v in feeds.items()}
+
+
 def fixed_batch(model: onnx.ModelProto) -> int | None:
     """Axis 0 of the model's first input when it is a fixed number (the batch it must be fed)."""
     initializers = {t.name for t in model.graph.initializer}
     first = next((i for i in model.graph.input if i.name not in initializers), None)
     dims = first.type.tensor_type.shape.dim if first is not None else ()
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
-
-
-def run_by_batch(session, names: Sequence[str], feeds: dict[str, np.ndarray],
-                 batch: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(the feeds run, the outputs ``names``): ``feeds`` as they are, or, when they hold more rows than
-    the fixed ``batch``, ``batch`` rows at a time with the outputs concatenated on axis 0 (a trailing
-    part of fewer rows is dropped: the model cannot take it)."""
-    n = _rows(feeds)
-    if batch is None or n is None or n <= batch:
-        return feeds, dict(zip(names, session.run(list(names), feeds)))
-    stop = n - n % batch
-    parts = [session.run(list(names), {k: v[i:i + batch] if _rows({k: v}) == n else v for k, v in feeds.items()})
-             for i in range(0, stop, batch)]
-    used = {k: v[:stop] if _rows({k: v}) == n else v for k, v in feeds.items()}
-    return used, {name: np.concatenate([p[j] for p in parts]) if np.ndim(parts[0][j]) else parts[0][j]
-                  for j, name in enumerate(names)}
 
 
 def _rows(feeds: dict[str, np.ndarray]) -> int | None:

@@ -51,6 +51,7 @@ class PassRecord:
     rolled_back: bool = False
     parity: dict[str, Any] | None = None
     inserted: bool = False  # run because a later pass requires it, not asked for in the pipeline
+    latency_decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # see ``ctx.decide``
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,6 +105,7 @@ class PassManager:
         before = self.ctx.export(graph) if self.parity_feeds else None
         size_before = graph_size(graph)
         quantized = [n.name for n in quantized_layers(graph)] if not the_pass.exact else []
+        decided_before = len(self.ctx.decisions)
         start = time.perf_counter()
         try:
             result = the_pass.run(graph, self.ctx)
@@ -117,6 +119,7 @@ class PassManager:
         if ran_first:
             result.notes.insert(0, f"ran {', '.join(ran_first)} first (inserted): {spec.name} requires a clean graph")
         record = self._record(spec, result, seconds)
+        record.latency_decisions = [d.to_dict() for d in self.ctx.decisions[decided_before:]]
         record.inserted = inserted
         self.records.append(record)
         if not result.modified:

@@ -1,8 +1,8 @@
 """Latency gate: is the split faster than the layer it replaces, on the target provider?
 
-Each candidate is timed as two tiny models side by side (``runtime.bench.measure_latency``,
-interleaved): the original node alone, and the two split nodes, both fed random values at
-the layer's real input shape, with the context's provider and threads. Timings of equal
+Each candidate is timed as two tiny models side by side (``PassContext.time``, interleaved):
+the original node alone, and the two split nodes, both fed random values at the layer's real
+input shape, with the context's provider and threads (None: ORT's default pool). Timings of equal
 configurations (op, attributes, weight shape, rank, input shape) are measured once and reused.
 
 The outcome depends on the machine and its load, so a choice made here is not reproducible
@@ -17,19 +17,28 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxslim.core.context import PassContext
+from onnxslim.core.context import LatencyStats, PassContext
 from onnxslim.ir.io import to_model
 from onnxslim.ir.weights import constant_value
 from onnxslim.lowrank.layers import Layer, match, split
-from onnxslim.runtime.bench import measure_latency
 
 WARMUP, REPEAT, MAX_SECONDS = 3, 25, 0.5
 
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    original_ms: float
-    split_ms: float
+    """The latency of the original layer and of its split."""
+
+    original: LatencyStats
+    split: LatencyStats
+
+    @property
+    def original_ms(self) -> float:
+        return self.original.median_ms
+
+    @property
+    def split_ms(self) -> float:
+        return self.split.median_ms
 
     @property
     def speedup(self) -> float:
@@ -50,9 +59,10 @@ class LatencyGate:
             original, candidate = tiny_models(layer, a, b, input_shape, self.ctx.template)
             rng = self.ctx.rng(len(self.cache))
             feeds = {"x": rng.standard_normal(input_shape).astype(layer.dtype)}
-            stats = measure_latency([original, candidate], feeds, self.ctx.target_provider, self.ctx.threads,
-                                    warmup=WARMUP, repeat=REPEAT, max_seconds=MAX_SECONDS)
-            self.cache[key] = Timing(stats[0].median_ms, stats[1].median_ms)
+            # the context's threads as they are: None times on ORT's default pool, as the layer will run
+            stats = self.ctx.time([original, candidate], feeds, threads=self.ctx.threads,
+                                  warmup=WARMUP, repeat=REPEAT, max_seconds=MAX_SECONDS)
+            self.cache[key] = Timing(stats[0], stats[1])
         return self.cache[key]
 
 

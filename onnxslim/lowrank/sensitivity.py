@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxslim.core.context import PassContext
 from onnxslim.lowrank.layers import Layer
-from onnxslim.runtime.session import make_session
 
 #: The probe truncates each layer to this share of its break-even rank.
 PROBE = 0.5
@@ -83,24 +83,24 @@ def _loss(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return float(np.mean(losses)) if losses else 0.0
 
 
-def probe(model: onnx.ModelProto, layers: Sequence[Layer], candidates: Sequence[np.ndarray],
-          feeds: dict[str, np.ndarray], provider: str, threads: int) -> list[float]:
-    """The output loss with each layer alone replaced by its candidate K×N weight."""
+def probe(ctx: PassContext, model: onnx.ModelProto, layers: Sequence[Layer], candidates: Sequence[np.ndarray],
+          feeds: dict[str, np.ndarray]) -> list[float]:
+    """The output loss with each layer alone replaced by its candidate K×N weight (one session of
+    ``ctx``)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     names = [layer.node.inputs[1].name for layer in layers]
     stored = _weights_as_inputs(model, names)
-    session = make_session(model, provider, threads, optimize=True)
-    inputs = {i.name for i in session.get_inputs()}
-    outputs = [o.name for o in session.get_outputs()
-               if o.type.startswith("tensor(float") or o.type == "tensor(double)"]
-    base = {k: v for k, v in feeds.items() if k in inputs}
+    session = ctx.session(model)
+    outputs = [name for name, kind in session.output_types.items()
+               if kind.startswith("tensor(float") or kind == "tensor(double)"]
+    base = {k: v for k, v in feeds.items() if k in session.inputs}
     base.update(stored)
-    reference = session.run(outputs, base)
+    reference = list(session.run(base, outputs).values())
     losses = []
     for layer, name, weight in zip(layers, names, candidates):
         run = dict(base)
         run[name] = stored_weight(layer, weight, stored[name].shape)
-        losses.append(_loss(session.run(outputs, run), reference))
+        losses.append(_loss(list(session.run(run, outputs).values()), reference))
     return losses
 
 

@@ -21,7 +21,6 @@ from onnxslim.core.context import PassContext, expose_tensors
 from onnxslim.lowrank.factor import Moments
 from onnxslim.lowrank.layers import Layer, rows
 from onnxslim.runtime.feeds import random_feeds
-from onnxslim.runtime.session import make_session
 
 
 def _key(layer: Layer) -> tuple[str, str]:
@@ -55,9 +54,8 @@ def probe_shapes(ctx: PassContext, graph: gs.Graph, layers: Sequence[Layer]) -> 
             return {n: tuple(int(d) for d in values[n].shape) for n in names}
     model = expose_tensors(ctx.export(graph), names)
     feeds = random_feeds(model, {}, ctx.seed)
-    session = make_session(model, ctx.target_provider, ctx.threads, optimize=False)
-    inputs = {i.name for i in session.get_inputs()}
+    session = ctx.session(model, optimize=False)
     fetch = [n for n in names if n not in feeds]
-    values = dict(zip(fetch, session.run(fetch, {k: v for k, v in feeds.items() if k in inputs})))
+    values = session.run({k: v for k, v in feeds.items() if k in session.inputs}, fetch)
     values.update(feeds)
     return {n: tuple(int(d) for d in values[n].shape) for n in names}

@@ -26,8 +26,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from onnxslim.quant.qparams import QParams, activation_params
+
+if TYPE_CHECKING:
+    from onnxslim.quant.placement import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +203,25 @@ def _kl_threshold(hist: np.ndarray, width: float, levels: int) -> float:
         if kl < best_kl:
             best, best_kl = i, kl
     return float(best * width)
+
+
+def activation_qparams(p: Plan, stats: dict[str, TensorStats], method: str, percentile: float,
+                       activation_type: str) -> dict[str, QParams]:
+    """Per-tensor ranges from the method, merged over each shared group of plan ``p`` (Concat,
+    pass-through); ``activation_type`` "int8" makes them symmetric."""
+    own = {}
+    for name in p.tensors:
+        st = stats[name]
+        own[name] = clipped_range(st, threshold(st, method, percentile))
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, (lo, hi) in own.items():
+        old = ranges.get(p.group(name), (0.0, 0.0))
+        ranges[p.group(name)] = (min(old[0], lo), max(old[1], hi))
+    symmetric = activation_type == "int8"
+    by_group = {g: activation_params(lo, hi, "uint8", symmetric) for g, (lo, hi) in ranges.items()}
+    params = {name: by_group[p.group(name)] for name in p.tensors}
+    for name in p.zero_clip:
+        # an absorbed Relu is exact only with zero point 0: leave a group that holds negatives
+        if ranges[p.group(name)][0] < 0:
+            params[name] = activation_params(0.0, own[name][1], "uint8", symmetric)
+    return params

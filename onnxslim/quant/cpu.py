@@ -11,46 +11,20 @@ With VNNI (``avx512_vnni`` or ``avx_vnni``) the products accumulate straight int
 * Without VNNI, weights of a layer that saturates get the 7-bit range [-64, 63]
   (``qparams.weight_params(bits7=True)``); ``quantize`` finds those layers with the real
   kernels (see ``passes/quantize.py``).
+
+The CPU itself is read in ``runtime/cpu.py`` and handed over by the pass context (``ctx.cpu``).
 """
 
 from __future__ import annotations
 
-import functools
-import platform
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onnxslim.runtime.cpu import CpuFeatures
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where unavailable)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def has_vnni(flags: frozenset[str] | None = None) -> bool:
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_vnni", "avx_vnni", "avx512vnni"} & flags)
-
-
-def is_x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
-
-
-def saturation_risk(provider: str, activation_type: str, flags: frozenset[str] | None = None) -> bool:
+def saturation_risk(provider: str, activation_type: str, cpu: CpuFeatures) -> bool:
     """True when uint8 x int8 products may saturate in int16 (x86 CPU without VNNI)."""
     if provider != "CPUExecutionProvider" or activation_type != "uint8":
         return False
-    if flags is None and not is_x86():
-        return False
-    return not has_vnni(flags)
-
-
-def describe(flags: frozenset[str] | None = None) -> str:
-    flags = cpu_flags() if flags is None else flags
-    simd = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
-    return f"{simd}, {'VNNI' if has_vnni(flags) else 'no VNNI'}"
+    return cpu.x86 and not cpu.vnni

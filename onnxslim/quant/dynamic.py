@@ -29,7 +29,6 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.ir.nodes import is_onnx_op
 from onnxslim.ir.weights import constant_value
-from onnxslim.quant.cpu import saturation_risk
 from onnxslim.quant.qdq import Names
 from onnxslim.quant.qparams import quantize, weight_params
 
@@ -64,17 +63,15 @@ def dynamic_ok(node: gs.Node) -> bool:
             and constant_value(node.inputs[0]) is None)
 
 
-def rewrite(graph: gs.Graph, node: gs.Node, names: Names | None = None, bits7: bool | None = None,
-            provider: str = "CPUExecutionProvider", outliers: np.ndarray | None = None) -> list[gs.Node]:
+def rewrite(graph: gs.Graph, node: gs.Node, names: Names | None = None, bits7: bool = False,
+            outliers: np.ndarray | None = None) -> list[gs.Node]:
     """Replace the float MatMul ``node`` by the dynamic int8 pattern; returns the new nodes.
 
-    ``bits7=None`` takes 7-bit weights exactly where this CPU's u8·s8 kernels can saturate.
+    ``bits7``: 7-bit weights, where the CPU's u8·s8 kernels can saturate (``cpu.saturation_risk``).
     ``outliers``: input channels kept in float (see ``outlier_channels``).
     """
     names = names or Names(graph)
     label = node.name or node.outputs[0].name
-    if bits7 is None:
-        bits7 = saturation_risk(provider, "uint8")
     weight = constant_value(node.inputs[1])
     base = node.inputs[1].name
     x, y = node.inputs[0], node.outputs[0]

@@ -20,12 +20,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.quant import dynamic, smooth, weight_only
+from onnxslim.quant.cpu import saturation_risk
 from onnxslim.quant.placement import Plan, plan
+from onnxslim.quant.probe import LayerProbe, Probes
 from onnxslim.quant.qdq import (
     Names,
     QuantizedWeights,
@@ -35,12 +38,39 @@ from onnxslim.quant.qdq import (
     materialize,
     quantize_tables,
 )
+from onnxslim.quant.qparams import QParams
+
+if TYPE_CHECKING:
+    from onnxslim.core.context import PassContext
 
 logger = logging.getLogger(__name__)
 
 #: check samples the exclusion search runs on before its count is checked on all of them: each
 #: candidate is a whole-model run (PP-OCRv4: 10 candidates, 0.6 s of each the run on 32 samples)
 SEARCH_ROWS = 8
+
+
+@dataclasses.dataclass
+class Calibration:
+    """What the quantize pass's streaming run over the calibration data gives the rest of it."""
+
+    plan: Plan                                   # the placement (planned again after smoothing)
+    activation_params: dict[str, QParams]        # per quantized activation tensor
+    kept: dict[str, np.ndarray]                  # the first rows of the tensors the checks and probes read
+    smoothed: dict[str, smooth.Smoothed]         # SmoothQuant: smoothed input -> its scales
+    channel_absmax: dict[str, np.ndarray]        # MatMul/Gemm input -> max |x| per input channel
+
+
+@dataclasses.dataclass
+class CheckData:
+    """The calibration samples every candidate graph is checked on, and fp32's outputs on them."""
+
+    feeds: dict[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.feeds.values()))) if self.feeds else 0
 
 
 @dataclasses.dataclass
@@ -60,7 +90,7 @@ class Candidate:
 class Outcome:
     graph: gs.Graph
     plan: Plan
-    excluded: list  # the probes of the layers left in float for their error
+    excluded: list[LayerProbe]  # the layers left in float for their error
     cosine: float
     weight_only: list[str]
     dynamic: list[str]
@@ -69,76 +99,90 @@ class Outcome:
 
 
 class MixedPrecision:
-    """The search over one calibrated, probed graph (see the module docstring)."""
+    """The search over one calibrated, probed graph (see the module docstring).
 
-    def __init__(self, work: gs.Graph, options, act, choices, probes, slow: set[str], smoothed, act_type: str,
-                 ctx, feeds, reference, kept: dict[str, np.ndarray], channel_absmax: dict[str, np.ndarray] | None = None):
-        self.channel_absmax = channel_absmax or {}
+    ``work`` is the graph as calibrated (smoothed), ``options`` the quantize pass's.
+    """
+
+    def __init__(self, work: gs.Graph, options, activation_type: str, calibration: Calibration, probes: Probes,
+                 check: CheckData, ctx: PassContext):
         self.quantized = QuantizedWeights()
         _load_constants(work)
-        self.work, self.o, self.act, self.choices = work, options, act, choices
-        self.slow, self.smoothed, self.act_type = slow, smoothed, act_type
-        self.ctx, self.feeds, self.reference, self.kept = ctx, feeds, reference, kept
-        self.probes = probes
-        self.ranked = sorted((p for p in probes.values() if p.node not in slow), key=lambda p: -p.error)
+        self.work, self.options, self.activation_type = work, options, activation_type
+        self.calibration, self.probes, self.check, self.ctx = calibration, probes, check, ctx
+        self.slow = probes.slow
+        #: the layers in order of their measured error, largest first (the slow ones stay float anyway)
+        self.ranked = sorted((p for p in probes.layers.values() if p.node not in self.slow), key=lambda p: -p.error)
 
-    def build(self, k: int, wo: frozenset[str] = frozenset(), dyn: frozenset[str] = frozenset(),
-              fold_all: bool = False, rows: int | None = None) -> Candidate:
-        """The graph with the ``k`` most harmful layers (and the slow ones) in float, checked on the
-        first ``rows`` check samples (None: all)."""
-        o = self.o
-        exclude = {p.node for p in self.ranked[:k]} | self.slow
-        p = plan(self.work, set(o.exclude) | exclude, o.activation_matmul, self.act_type == "uint8")
+    def build(self, excluded_count: int, weight_only_layers: frozenset[str] = frozenset(),
+              dynamic_layers: frozenset[str] = frozenset(), fold_all: bool = False,
+              rows: int | None = None) -> Candidate:
+        """The graph with the ``excluded_count`` most harmful layers (and the slow ones) in float,
+        checked on the first ``rows`` check samples (None: all)."""
+        options = self.options
+        exclude = {p.node for p in self.ranked[:excluded_count]} | self.slow
+        chosen = plan(self.work, set(options.exclude) | exclude, options.activation_matmul,
+                      self.activation_type == "uint8")
         g = self.work.copy()
         # smoothing scales taken from calibrated outliers would cost these layers' int8 weights precision
-        smooth.undo(g, set(wo) | set(dyn), self.smoothed)
+        smooth.undo(g, set(weight_only_layers) | set(dynamic_layers), self.calibration.smoothed)
         # weight-only compute is float: 8-bit weights (7 bits only avoid integer-kernel saturation)
-        materialize(g, p, self.act, self.choices, {key: WeightChoice(o.per_channel) for key in wo},
-                    self.quantized, fold_all)
-        float_channels: dict[str, tuple[list[int], int]] = {}
-        if dyn:
-            names = Names(g)
-            for node in [n for n in g.nodes if n.name in dyn]:
-                absmax = self.channel_absmax.get(node.inputs[0].name)
-                outliers = dynamic.outlier_channels(absmax) if absmax is not None else np.zeros(0, np.int64)
-                if len(outliers):
-                    float_channels[node.name] = (outliers.tolist(), len(absmax))
-                dynamic.rewrite(g, node, names, bits7=self.choices[node.name].bits7 or None,
-                                provider=self.ctx.target_provider, outliers=outliers)
+        materialize(g, chosen, self.calibration.activation_params, self.probes.weight_choices,
+                    {key: WeightChoice(options.per_channel) for key in weight_only_layers}, self.quantized, fold_all)
+        float_channels = self._dynamic(g, dynamic_layers) if dynamic_layers else {}
         fold_rescale(g)
-        if o.tables:
+        if options.tables:
             quantize_tables(g, self.quantized)
-        result = self.ctx.run(g, {name: v[:rows] for name, v in self.feeds.items()})
-        cosine = min(cosine_similarity(_rows_run(self.reference[k][:rows], result[k]), result[k])
-                     for k in self.reference)
+        result = self.ctx.run(g, {name: v[:rows] for name, v in self.check.feeds.items()})
+        reference = self.check.reference
+        cosine = min(cosine_similarity(_rows_run(reference[k][:rows], result[k]), result[k]) for k in reference)
         logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
-                     len(exclude), len(wo), len(dyn), cosine)
-        return Candidate(g, p, exclude, cosine, sorted(wo), sorted(dyn), float_channels)
+                     len(exclude), len(weight_only_layers), len(dynamic_layers), cosine)
+        return Candidate(g, chosen, exclude, cosine, sorted(weight_only_layers), sorted(dynamic_layers), float_channels)
+
+    def _dynamic(self, g: gs.Graph, dynamic_layers: frozenset[str]) -> dict[str, tuple[list[int], int]]:
+        """Rewrite ``dynamic_layers`` of ``g`` to dynamic int8; their outlier input channels kept float."""
+        float_channels: dict[str, tuple[list[int], int]] = {}
+        names = Names(g)
+        # 7-bit weights where this CPU's u8·s8 kernels can saturate, or where the probe saw it
+        risk = saturation_risk(self.ctx.target_provider, "uint8", self.ctx.cpu)
+        for node in [n for n in g.nodes if n.name in dynamic_layers]:
+            absmax = self.calibration.channel_absmax.get(node.inputs[0].name)
+            outliers = dynamic.outlier_channels(absmax) if absmax is not None else np.zeros(0, np.int64)
+            if len(outliers):
+                float_channels[node.name] = (outliers.tolist(), len(absmax))
+            dynamic.rewrite(g, node, names, bits7=self.probes.weight_choices[node.name].bits7 or risk,
+                            outliers=outliers)
+        return float_channels
 
     def search(self, budget: float) -> Outcome:
-        o = self.o
-        hi, best = 0, self.build(0)
-        if o.target_cosine is not None and best.cosine < o.target_cosine:
-            hi, best = self._exclusion(o.target_cosine)
-        if o.dynamic and self.ctx.target_provider == "CPUExecutionProvider" and best.cosine >= budget:
+        options = self.options
+        excluded_count, best = 0, self.build(0)
+        if options.target_cosine is not None and best.cosine < options.target_cosine:
+            excluded_count, best = self._exclusion(options.target_cosine)
+        if options.dynamic and self.ctx.target_provider == "CPUExecutionProvider" and best.cosine >= budget:
             nodes = {n.name: n for n in self.work.nodes}
-            order = sorted((p for p in self.ranked[:hi] if dynamic.dynamic_ok(nodes[p.node])), key=lambda p: p.error)
-            best = _all_then_half(best, [p.node for p in order], budget, lambda keys: self.build(hi, dyn=keys))
-        dyn = frozenset(best.dynamic)
+            order = sorted((p for p in self.ranked[:excluded_count] if dynamic.dynamic_ok(nodes[p.node])),
+                           key=lambda p: p.error)
+            best = _all_then_half(best, [p.node for p in order], budget,
+                                  lambda keys: self.build(excluded_count, dynamic_layers=keys))
+        dynamic_layers = frozenset(best.dynamic)
         if best.cosine >= budget:
-            errors = weight_only.errors(self.work, sorted(best.excluded - dyn), self.kept, self.smoothed,
-                                        o.per_channel, self.ctx.run)
+            errors = weight_only.errors(self.work, sorted(best.excluded - dynamic_layers), self.calibration.kept,
+                                        self.calibration.smoothed, options.per_channel, self.ctx.run)
             best = _all_then_half(best, sorted(errors, key=errors.get), budget,
-                                  lambda keys: self.build(hi, keys, dyn))
-        return Outcome(best.graph, best.plan, [p for p in self.ranked[:hi] if p.node not in dyn], best.cosine,
-                       best.weight_only, best.dynamic, best.float_channels, self._refold(hi, best, dyn))
+                                  lambda keys: self.build(excluded_count, keys, dynamic_layers))
+        excluded = [p for p in self.ranked[:excluded_count] if p.node not in dynamic_layers]
+        return Outcome(best.graph, best.plan, excluded, best.cosine, best.weight_only, best.dynamic,
+                       best.float_channels, self._refold(excluded_count, best, dynamic_layers))
 
-    def _refold(self, hi: int, best: Candidate, dyn: frozenset[str]) -> Callable[[], Candidate] | None:
+    def _refold(self, excluded_count: int, best: Candidate,
+                dynamic_layers: frozenset[str]) -> Callable[[], Candidate] | None:
         """Builds ``best`` with its DequantizeLinear weight-only layers folded; None if it has none."""
         nodes = {n.name: n for n in self.work.nodes}
         if all(folds(nodes[key]) for key in best.weight_only):
             return None
-        return lambda: self.build(hi, frozenset(best.weight_only), dyn, fold_all=True)
+        return lambda: self.build(excluded_count, frozenset(best.weight_only), dynamic_layers, fold_all=True)
 
     def _exclusion(self, target: float) -> tuple[int, Candidate]:
         """The fewest most-harmful layers in float that bring the output cosine to ``target``.
@@ -146,10 +190,10 @@ class MixedPrecision:
         The count is searched on the first ``SEARCH_ROWS`` check samples, then checked on all of
         them; where that check fails, the search goes on above it on all of them.
         """
-        o = self.o
-        limit = max(1, int(o.max_excluded * len(self.ranked)))
+        options = self.options
+        limit = max(1, int(options.max_excluded * len(self.ranked)))
         lo = 0
-        if _rows(self.feeds) > SEARCH_ROWS:
+        if self.check.rows > SEARCH_ROWS:
             k, _ = self._count(target, 0, limit, SEARCH_ROWS)
             best = self.build(k)
             if best.cosine >= target:
@@ -158,7 +202,7 @@ class MixedPrecision:
         k, best = (lo, best) if lo >= limit else self._count(target, lo, limit, None)
         if best.cosine < target:
             self.ctx.warn(f"quantize: output cosine {best.cosine:.4f} stays under target_cosine={target} with "
-                          f"{limit} layers in float (max_excluded={o.max_excluded})")
+                          f"{limit} layers in float (max_excluded={options.max_excluded})")
         return k, best
 
     def _count(self, target: float, lo: int, limit: int, rows: int | None) -> tuple[int, Candidate]:
@@ -186,10 +230,6 @@ class MixedPrecision:
 def _rows_run(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
     """The reference rows a result holds: a fixed-batch model runs whole batches only."""
     return reference[:len(result)] if np.ndim(reference) and np.ndim(result) else reference
-
-
-def _rows(feeds: dict[str, np.ndarray]) -> int:
-    return len(next(iter(feeds.values()))) if feeds else 0
 
 
 def _all_then_half(best: Candidate, keys: list[str], budget: float, build_with) -> Candidate:

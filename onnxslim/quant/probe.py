@@ -25,13 +25,12 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxslim.core.context import LatencyStats, PassContext
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant.cpu import saturation_risk
 from onnxslim.quant.placement import Plan, node_key
 from onnxslim.quant.qdq import WeightChoice, materialize
 from onnxslim.quant.qparams import QParams
-from onnxslim.runtime.bench import measure_latency
-from onnxslim.runtime.session import make_session
 
 #: real-kernel vs simulated relative difference above which a layer counts as saturating
 SATURATION_GAP = 0.01
@@ -50,16 +49,33 @@ MIN_GAIN_SHARE = 0.003
 EPILOGUE = ("HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh", "Relu", "Clip", "Gelu")
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerTiming:
+    """One layer timed on one sample: float against Q → int8 layer → DQ (real kernels)."""
+
+    float: LatencyStats
+    int8: LatencyStats
+
+    @property
+    def float_ms(self) -> float:
+        return self.float.median_ms
+
+    @property
+    def int8_ms(self) -> float:
+        return self.int8.median_ms
+
+
 @dataclasses.dataclass
 class LayerProbe:
+    """What the real kernels showed of one quantized layer."""
+
     node: str
     op: str
-    macs: int          # per sample
-    error: float       # relative output error with the real kernels
-    simulated_error: float
-    saturated: bool
-    float_ms: float | None = None
-    int8_ms: float | None = None
+    macs: int                   # per sample
+    error: float                # relative output error with the real kernels
+    simulated_error: float      # the same with Q/DQ simulated in float (ORT's optimizations off)
+    saturated: bool             # the real kernels disagree with the simulation (AVX2 int16 sums)
+    timing: LayerTiming | None = None  # only for layers between float ops (see ``island``)
 
 
 def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
@@ -87,15 +103,16 @@ def extract(node: gs.Node, absorbed: gs.Node | None, opset: int) -> gs.Graph:
     return gs.Graph(nodes=nodes, inputs=inputs, outputs=[final], opset=max(opset, 13))
 
 
-def _quantized_copy(node: gs.Node, absorbed: gs.Node | None, float_graph: gs.Graph, act: dict[str, QParams],
+def _quantized_copy(node: gs.Node, absorbed: gs.Node | None, float_graph: gs.Graph,
+                    activation_params: dict[str, QParams],
                     choice: WeightChoice) -> gs.Graph:
     """The one-layer graph quantized exactly as the full model will be."""
     qgraph = float_graph.copy()
     out_name = float_graph.outputs[0].name
     plan = Plan(compute=[node_key(node)], absorbed=[node_key(absorbed)] if absorbed is not None else [])
-    plan.tensors = [t.name for t in float_graph.inputs] + ([out_name] if out_name in act else [])
+    plan.tensors = [t.name for t in float_graph.inputs] + ([out_name] if out_name in activation_params else [])
     plan.redirect_all = {out_name}
-    materialize(qgraph, plan, act, {node_key(node): choice})
+    materialize(qgraph, plan, activation_params, {node_key(node): choice})
     return qgraph
 
 
@@ -108,8 +125,8 @@ def _prefixed(graph: gs.Graph, prefix: str) -> gs.Graph:
     return graph
 
 
-def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], feeds: dict[str, np.ndarray],
-                 act: dict[str, QParams], opset: int, provider: str, threads: int | None,
+def probe_layers(ctx: PassContext, layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]],
+                 feeds: dict[str, np.ndarray], activation_params: dict[str, QParams], opset: int,
                  keys: list[str] | None = None) -> dict[str, LayerProbe]:
     """Measure every layer of ``layers`` (node, absorbed Relu/Clip, weight choice) at once.
 
@@ -124,7 +141,7 @@ def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], fee
     nodes, inputs, outputs, feed, pairs = [], [], [], {}, []
     for i, (node, absorbed, choice) in enumerate(layers):
         float_graph = extract(node, absorbed, opset)
-        qgraph = _quantized_copy(node, absorbed, float_graph, act, choice)
+        qgraph = _quantized_copy(node, absorbed, float_graph, activation_params, choice)
         names = [t.name for t in float_graph.inputs]
         pair = []
         for tag, g in (("f", float_graph), ("q", qgraph)):
@@ -138,10 +155,8 @@ def probe_layers(layers: list[tuple[gs.Node, gs.Node | None, WeightChoice]], fee
         pairs.append(pair)
     combined = gs.Graph(nodes=nodes, inputs=inputs, outputs=outputs, opset=max(opset, 13))
     model = _export(combined)
-    real = make_session(model, provider, threads, optimize=True).run(None, feed)
-    real = {o.name: v for o, v in zip(outputs, real)}
-    q_names = [q for _, q in pairs]
-    sim = dict(zip(q_names, make_session(model, provider, threads, optimize=False).run(q_names, feed)))
+    real = ctx.run(model, feed)
+    sim = ctx.run(model, feed, optimize=False, outputs=[q for _, q in pairs])
     probes = {}
     keys = keys if keys is not None else [node_key(n) for n, _, _ in layers]
     for key, (node, _, _), (f_name, q_name) in zip(keys, layers, pairs):
@@ -161,21 +176,21 @@ def _norm(v: np.ndarray) -> float:
     return float(np.sqrt(max(float(np.dot(v, v)), 0.0)))
 
 
-def time_layer(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None, feeds: dict[str, np.ndarray],
-               act: dict[str, QParams], choice: WeightChoice, opset: int, provider: str,
-               threads: int | None) -> tuple[float, float]:
-    """(float ms, int8 ms) of one layer on one sample: float layer against Q → int8 layer → DQ, real
-    kernels, both followed by ``epilogue`` (the layer's lone unary activation) when given, since
-    float fuses it into the layer and int8 runs it apart."""
+def time_layer(ctx: PassContext, node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
+               feeds: dict[str, np.ndarray], activation_params: dict[str, QParams], choice: WeightChoice,
+               opset: int) -> LayerTiming:
+    """One layer on one sample: float layer against Q → int8 layer → DQ, real kernels, both followed
+    by ``epilogue`` (the layer's lone unary activation) when given, since float fuses it into the
+    layer and int8 runs it apart."""
     float_graph = extract(node, absorbed, opset)
-    qgraph = _quantized_copy(node, absorbed, float_graph, act, choice)
+    qgraph = _quantized_copy(node, absorbed, float_graph, activation_params, choice)
     for g in (float_graph, qgraph):
         if epilogue is not None:
             _append(g, epilogue)
-    one = {t.name: feeds[t.name][:1] for t in float_graph.inputs}
-    f_stats, q_stats = measure_latency([_export(float_graph), _export(qgraph)], one, provider, threads or 1,
+    layer_feeds = {t.name: feeds[t.name] for t in float_graph.inputs}
+    float_stats, int8_stats = ctx.time([_export(float_graph), _export(qgraph)], layer_feeds, rows=1,
                                        warmup=2, repeat=20, max_seconds=0.2)
-    return f_stats.median_ms, q_stats.median_ms
+    return LayerTiming(float_stats, int8_stats)
 
 
 def signature(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
@@ -187,12 +202,13 @@ def signature(node: gs.Node, absorbed: gs.Node | None, epilogue: gs.Node | None,
             (epilogue.op, repr(sorted(epilogue.attrs.items()))) if epilogue is not None else None)
 
 
-def _append(graph: gs.Graph, act: gs.Node) -> None:
-    """Put a copy of the unary activation ``act`` behind the graph's output."""
+def _append(graph: gs.Graph, activation: gs.Node) -> None:
+    """Put a copy of the unary activation ``activation`` behind the graph's output."""
     out = graph.outputs[0]
-    extra = [gs.Constant(t.name, np.array(constant_value(t))) if t.name else gs.Variable("") for t in act.inputs[1:]]
-    new = gs.Variable(act.outputs[0].name, dtype=np.float32)
-    graph.nodes.append(gs.Node(act.op, act.name, dict(act.attrs), [out, *extra], [new]))
+    extra = [gs.Constant(t.name, np.array(constant_value(t))) if t.name else gs.Variable("")
+             for t in activation.inputs[1:]]
+    new = gs.Variable(activation.outputs[0].name, dtype=np.float32)
+    graph.nodes.append(gs.Node(activation.op, activation.name, dict(activation.attrs), [out, *extra], [new]))
     graph.outputs = [new]
 
 
@@ -217,42 +233,61 @@ def _export(graph: gs.Graph) -> onnx.ModelProto:
     return model
 
 
-def probe_plan(work: gs.Graph, p: Plan, act: dict[str, QParams], values: dict[str, np.ndarray], o, provider: str,
-               threads: int | None, act_type: str) -> tuple[dict[str, LayerProbe], dict[str, WeightChoice]]:
-    """Every layer of plan ``p`` probed with the real kernels (``o``: the pass's options).
+@dataclasses.dataclass
+class Probes:
+    """Every layer of a quantize plan probed with the real kernels, and its settled weight format."""
+
+    layers: dict[str, LayerProbe]          # node key -> its measurements
+    weight_choices: dict[str, WeightChoice]
+
+    @property
+    def slow(self) -> set[str]:
+        """Layers whose int8 probe is clearly slower than float (see ``SLOWER`` and ``MIN_GAIN_SHARE``)."""
+        timed = [p for p in self.layers.values() if p.timing is not None]
+        floor = MIN_GAIN_SHARE * sum(p.timing.float_ms for p in timed)
+        return {p.node for p in timed if p.timing.int8_ms > SLOWER * p.timing.float_ms
+                and p.timing.int8_ms - p.timing.float_ms >= floor}
+
+
+def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, activation_params: dict[str, QParams],
+               kept: dict[str, np.ndarray], options, act_type: str) -> Probes:
+    """Every layer of plan ``p`` probed with the real kernels on the first ``options.probe_samples``
+    rows ``kept`` by calibration (``options``: the quantize pass's).
 
     7-bit weights where the int16 pair sums saturate; depthwise convs per tensor where that costs
-    no accuracy; with ``o.speed == "auto"`` on CPU, float and int8 timings of the layers between
-    float ops (see ``island``).
+    no accuracy; with ``options.speed == "auto"`` on CPU, float and int8 timings of the layers
+    between float ops (see ``island``).
     """
-    risk = o.saturation == "all" or (o.saturation == "auto" and saturation_risk(provider, act_type))
+    provider = ctx.target_provider
+    risk = options.saturation == "all" or (options.saturation == "auto"
+                                             and saturation_risk(provider, act_type, ctx.cpu))
     nodes = {node_key(n): n for n in work.nodes}
-    feeds = {k: v[: o.probe_samples] for k, v in values.items()}
-    choices = {k: WeightChoice(o.per_channel, o.saturation == "all") for k in p.compute}
+    feeds = {k: v[: options.probe_samples] for k, v in kept.items()}
+    choices = {k: WeightChoice(options.per_channel, options.saturation == "all") for k in p.compute}
 
     def layers(keys):
         return [(nodes[k], absorbed_by(nodes[k], p), choices[k]) for k in keys]
 
     # depthwise convs are also probed per tensor: 8 bytes of scales per 9 weights saved where that
     # costs no accuracy
-    depthwise = [k for k in p.compute if o.per_channel and _is_depthwise(nodes[k])]
+    depthwise = [k for k in p.compute if options.per_channel and _is_depthwise(nodes[k])]
     entries = layers(p.compute) + [(nodes[k], absorbed_by(nodes[k], p), WeightChoice(False, choices[k].bits7))
                                     for k in depthwise]
-    probes = probe_layers(entries, feeds, act, work.opset, provider, threads,
+    probes = probe_layers(ctx, entries, feeds, activation_params, work.opset,
                           list(p.compute) + [f"{k}\0pt" for k in depthwise])
     for k in depthwise:
-        pt = probes.pop(f"{k}\0pt")
-        if not pt.saturated and pt.error <= PER_TENSOR_SLACK * probes[k].error:
-            choices[k], probes[k] = WeightChoice(False, choices[k].bits7), pt
+        per_tensor = probes.pop(f"{k}\0pt")
+        if not per_tensor.saturated and per_tensor.error <= PER_TENSOR_SLACK * probes[k].error:
+            choices[k], probes[k] = WeightChoice(False, choices[k].bits7), per_tensor
     redo = [k for k in p.compute if probes[k].saturated and risk and not choices[k].bits7]
     for k in redo:
         choices[k] = WeightChoice(choices[k].per_channel, True)
     if redo:
-        again = probe_layers(layers(redo), feeds, act, work.opset, provider, threads)
+        again = probe_layers(ctx, layers(redo), feeds, activation_params, work.opset)
         for k in redo:
             probes[k] = dataclasses.replace(again[k], saturated=True)
-    if o.speed == "auto" and provider == "CPUExecutionProvider":
-        timings: dict[tuple, tuple[float, float]] = {}
+    if options.speed == "auto" and provider == "CPUExecutionProvider":
+        timings: dict[tuple, LayerTiming] = {}
         for key in p.compute:
             node = nodes[key]
             absorbed = absorbed_by(node, p)
@@ -261,17 +296,10 @@ def probe_plan(work: gs.Graph, p: Plan, act: dict[str, QParams], values: dict[st
                 continue
             sig = signature(node, absorbed, epilogue, feeds)
             if sig not in timings:  # same kind and shapes, same time: repeated blocks are timed once
-                timings[sig] = time_layer(node, absorbed, epilogue, feeds, act, choices[key], work.opset,
-                                          provider, threads)
-            probes[key].float_ms, probes[key].int8_ms = timings[sig]
-    return probes, choices
-
-
-def slow_layers(probes) -> set[str]:
-    """Layers whose int8 probe is clearly slower than float (see ``SLOWER`` and ``MIN_GAIN_SHARE``)."""
-    timed = [p for p in probes.values() if p.int8_ms is not None]
-    floor = MIN_GAIN_SHARE * sum(p.float_ms for p in timed)
-    return {p.node for p in timed if p.int8_ms > SLOWER * p.float_ms and p.int8_ms - p.float_ms >= floor}
+                timings[sig] = time_layer(ctx, node, absorbed, epilogue, feeds, activation_params, choices[key],
+                                          work.opset)
+            probes[key].timing = timings[sig]
+    return Probes(probes, choices)
 
 
 def island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:
@@ -291,9 +319,9 @@ def island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.N
     if any(node_key(n) in readers for n in out.outputs):
         return False, None
     if len(out.outputs) == 1 and out.outputs[0].op in EPILOGUE:
-        act = out.outputs[0]
-        if not any(node_key(n) in readers for n in act.outputs[0].outputs):
-            return True, act
+        activation = out.outputs[0]
+        if not any(node_key(n) in readers for n in activation.outputs[0].outputs):
+            return True, activation
     return True, None
 
 

@@ -17,6 +17,7 @@ from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.quant import calibration, cpu
+from onnxslim.runtime.cpu import CpuFeatures
 from onnxslim.quant.qparams import (
     activation_params,
     dequantize,
@@ -138,10 +139,12 @@ def test_scan_keeps_head_rows_and_channel_ranges(rng):
 
 
 def test_cpu_format_choice():
-    assert cpu.saturation_risk("CPUExecutionProvider", "uint8", frozenset({"avx2"}))
-    assert not cpu.saturation_risk("CPUExecutionProvider", "uint8", frozenset({"avx2", "avx512_vnni"}))
-    assert not cpu.saturation_risk("TensorrtExecutionProvider", "uint8", frozenset({"avx2"}))
-    assert "no VNNI" in cpu.describe(frozenset({"avx2"}))
+    avx2, vnni = CpuFeatures(frozenset({"avx2"})), CpuFeatures(frozenset({"avx2", "avx512_vnni"}))
+    assert cpu.saturation_risk("CPUExecutionProvider", "uint8", avx2)
+    assert not cpu.saturation_risk("CPUExecutionProvider", "uint8", vnni)
+    assert not cpu.saturation_risk("TensorrtExecutionProvider", "uint8", avx2)
+    assert not cpu.saturation_risk("CPUExecutionProvider", "uint8", CpuFeatures(frozenset(), x86=False))
+    assert avx2.describe() == "avx2, no VNNI" and vnni.describe() == "avx2, VNNI"
 
 
 # ---------------------------------------------------------------- placement per op
@@ -397,7 +400,7 @@ def test_weight_only_is_folded_when_its_dequantize_form_measures_slower(rng, mon
         ms = [2.0] + [1.0] * (len(models) - 1)
         return [LatencyStats(t, t, t, t, 30, 1, 1, "CPUExecutionProvider") for t in ms]
 
-    monkeypatch.setattr(PassContext, "latency", lambda self, models, feeds, **kw: timings(models, feeds))
+    monkeypatch.setattr(PassContext, "time", lambda self, models, feeds, **kw: timings(models, feeds))
     model, data = _outlier_model(rng), _outlier_data(rng)
     out, result, _ = _quantize(model, data, target_cosine=0.995, check_samples=32, check_speed=True, speed="off")
     excluded = [e["node"] for e in result.stats["excluded"]]
@@ -602,17 +605,19 @@ g (float[N,4,6,6] x) => (float[N,4,6,6] y) {
 
 
 def test_speed_exclusion_needs_a_clear_and_worthwhile_gain():
-    from onnxslim.quant.probe import slow_layers
-
-    from onnxslim.quant.probe import LayerProbe
+    from onnxslim.quant.probe import LayerProbe, LayerTiming, Probes
+    from onnxslim.runtime.bench import LatencyStats
 
     def probe(name, float_ms, int8_ms):
-        return LayerProbe(name, "Conv", 1, 0.01, 0.01, False, float_ms, int8_ms)
+        def stats(ms):
+            return LatencyStats(ms, ms, ms, ms, 20, 1, 1, "CPUExecutionProvider")
+        timing = LayerTiming(stats(float_ms), stats(int8_ms)) if float_ms is not None else None
+        return LayerProbe(name, "Conv", 1, 0.01, 0.01, False, timing)
 
-    probes = {p.node: p for p in [probe("big", 10.0, 9.0), probe("slow", 0.2, 0.5), probe("noise", 1.0, 1.04),
+    layers = {p.node: p for p in [probe("big", 10.0, 9.0), probe("slow", 0.2, 0.5), probe("noise", 1.0, 1.04),
                                    probe("tiny", 0.01, 0.02), probe("untimed", None, None)]}
     # "noise" is within timing noise; "tiny" is 2x slower but saves 0.01 ms of 11.2 ms timed
-    assert slow_layers(probes) == {"slow"}
+    assert Probes(layers, {}).slow == {"slow"}
 
 
 def test_embedding_tables_become_int8_rows(rng):
@@ -679,9 +684,9 @@ def test_exclusion_search_checks_its_subset_count_on_every_check_sample():
         return mixed.Candidate(None, None, set(), cosine, [], [], {})
 
     search = object.__new__(mixed.MixedPrecision)
-    search.o = types.SimpleNamespace(max_excluded=1.0)
+    search.options = types.SimpleNamespace(max_excluded=1.0)
     search.ranked = list(range(20))
-    search.feeds = {"x": np.zeros((32, 2), np.float32)}
+    search.check = mixed.CheckData({"x": np.zeros((32, 2), np.float32)}, {})
     search.ctx = types.SimpleNamespace(warn=lambda message: built.append(message))
     search.build = build
     k, best = search._exclusion(0.9951)
@@ -700,7 +705,7 @@ class _TimedContext(PassContext):
         super().__init__(*args, **kwargs)
         self.ratio = ratio
 
-    def latency(self, models, feeds, **options):
+    def time(self, models, feeds, **options):
         from onnxslim.runtime.bench import LatencyStats
 
         def stats(ms):
@@ -724,13 +729,16 @@ def test_int8_slower_than_fp32_falls_back_to_weight_only_storage(rng):
     assert {tuple(i.dims) for i in weights8} == {(8, 3, 3, 3), (10, 128)}  # int8 in the file
     assert out.ByteSize() < 0.5 * model.ByteSize()
     assert any("weight-only" in w for w in ctx.warnings)
+    (decision,) = ctx.decisions  # the context's record: what was timed, the numbers, what was chosen
+    assert decision.timed_ms == {"fp32": 1.0, "int8": 1.3} and decision.chosen == "weight-only int8 or fp32"
     feeds = {"x": rng.normal(size=(4, 3, 8, 8)).astype(np.float32)}
     assert _cosine(run_model(model, feeds)[0], run_model(out, feeds)[0]) > 0.999
 
 
 def test_int8_faster_is_kept(rng):
-    _, out, result, _ = _timed_quantize(rng, ratio=0.7)
+    _, out, result, ctx = _timed_quantize(rng, ratio=0.7)
     assert "fallback" not in result.stats and "QuantizeLinear" in op_types(out)
+    assert [(d.timed_ms, d.chosen) for d in ctx.decisions] == [({"fp32": 1.0, "int8": 0.7}, "int8")]
 
 
 def test_require_speedup_fails_when_int8_is_slower(rng):

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnxslim.passes.svd import LowRankSplit, SvdOptions
 
-from onnxslim.core.context import PassContext
+from onnxslim.core.context import LatencyStats, PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
 from onnxslim.ir.io import to_graph
@@ -279,7 +279,10 @@ def test_energy_of_the_whitened_spectrum_bounds_the_output_error(rng):
 # --- latency gate --------------------------------------------------------------------------------
 
 def test_gate_declines_a_split_measured_slower(rng, monkeypatch):
-    monkeypatch.setattr(gating.LatencyGate, "measure", lambda self, *a: gating.Timing(1.0, 1.5))
+    def stats(ms):
+        return LatencyStats(ms, ms, ms, ms, 10, 1, 1, "CPUExecutionProvider")
+
+    monkeypatch.setattr(gating.LatencyGate, "measure", lambda self, *a: gating.Timing(stats(1.0), stats(1.5)))
     model = model_from_text(MATMUL.format(k=48, n=40), {"w": low_rank(rng, 48, 40, 4)})
     out, result = run_pass(LowRankSplit(SvdOptions(energy=0.999999)), model)
     assert not result.modified and op_types(out) == ["MatMul"]
@@ -290,10 +293,15 @@ def test_gate_declines_a_split_measured_slower(rng, monkeypatch):
 def test_gate_measures_at_the_real_input_shape_and_lists_its_choices(rng):
     model = model_from_text(MATMUL.format(k=64, n=64), {"w": low_rank(rng, 64, 64, 4)})
     calib = [{"x": rng.normal(size=(2, 9, 64)).astype(np.float32)}]
-    _, result = run_pass(LowRankSplit(SvdOptions(energy=0.999999)), model, PassContext(model, calib))
+    ctx = PassContext(model, calib)
+    _, result = run_pass(LowRankSplit(SvdOptions(energy=0.999999)), model, ctx)
     (timing,) = result.stats["latency"]
     assert timing["input_shape"] == [2, 9, 64] and timing["rank"] == 4
     assert timing["kept"] == result.modified
+    # the context's record of the choice: what was timed, the numbers, what was chosen
+    (decision,) = ctx.decisions
+    assert decision.timed_ms == {"original": timing["original_ms"], "split": timing["split_ms"]}
+    assert decision.chosen == ("split" if timing["kept"] else "original") and decision.batch == 2
     if timing["original_ms"] != timing["split_ms"]:  # the report rounds to 4 digits; the gate does not
         assert timing["kept"] == (timing["original_ms"] / timing["split_ms"] > 1.0)
     assert any("may differ between runs" in n for n in result.notes)
@@ -463,8 +471,9 @@ def test_probe_feeds_weights_in_the_nodes_own_layout(rng, text):
         feeds = {"x": rng.normal(size=(2, 16, 6, 6)).astype(np.float32)}
     graph = to_graph(model)
     layer = next(found for node in graph.nodes if isinstance(found := match(node), Layer))
-    same, zero = sensitivity.probe(PassContext(model).export(graph), [layer, layer],
-                                   [layer.weight, np.zeros_like(layer.weight)], feeds, "CPUExecutionProvider", 1)
+    ctx = PassContext(model, threads=1)
+    same, zero = sensitivity.probe(ctx, ctx.export(graph), [layer, layer],
+                                   [layer.weight, np.zeros_like(layer.weight)], feeds)
     assert same < 1e-6 < zero
 
 
