@@ -46,6 +46,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
+from onnxslim.quant.plan import QuantizePlan
 from onnxslim.core.registry import register_pass
 from onnxslim.errors import ParityError, UsageError
 from onnxslim.ir.io import to_graph
@@ -135,15 +136,28 @@ class Quantize(Pass):
         target = self.options.target_cosine
         return Tolerance(cosine=0.985 if target is None else min(0.985, target - 0.01), top1=0.97, per_output=True)
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+    def plan(self, graph: gs.Graph, ctx: PassContext) -> QuantizePlan:
+        """The placement (which layers and tensors get Q/DQ, where it declines and why); every choice
+        that needs calibration data or timing is listed as pending. Runs and times no model."""
         o = self.options
         start = time.perf_counter()
         work = _upgraded(graph, ctx)
-        fp16_constants = fp16.to_float32(work) if fp16.has_fp16(work) else None
+        if fp16.has_fp16(work):
+            fp16.to_float32(work)
         _name_nodes(work)
         act_type = o.activation_type if o.activation_type != "auto" else (
             "int8" if ctx.target_provider == "TensorrtExecutionProvider" else "uint8")
         base = plan(work, set(o.exclude), o.activation_matmul, absorb_relu=act_type == "uint8")
+        the_plan = QuantizePlan.of_placement(base, work, act_type, o, ctx.target_provider)
+        the_plan.cache["start"] = start  # the pass's seconds count the placement, as they always did
+        return the_plan
+
+    def apply(self, graph: gs.Graph, ctx: PassContext, the_plan: QuantizePlan) -> PassResult:
+        o = self.options
+        if "work" not in the_plan.cache:  # a plan read back from JSON: place again (placement is deterministic)
+            the_plan = self.plan(graph, ctx)
+        start = the_plan.cache["start"]
+        work, base, act_type = the_plan.cache["work"], the_plan.cache["placement"], the_plan.summary["activation_type"]
         declines = [Decline(w, r) for w, r in base.declines]
         if not base.compute:
             return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
