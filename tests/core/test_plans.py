@@ -46,3 +46,22 @@ def test_plans_round_trip_through_json(tmp_path):
         assert Plan.from_dict(json.loads(json.dumps(plain))).to_dict() == plain
     pruned = next(p for p in outcome.report["plan"] if p["pass"] == "prune-channels")
     assert pruned["changes"] and not pruned["pending"]
+
+
+def test_a_channel_plan_read_back_from_json_applies_as_made():
+    import onnx
+
+    from onnxslim.core.context import PassContext
+    from onnxslim.ir.io import to_graph
+    from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions
+
+    model = onnx.load(MODELS / "cnn.onnx")
+    the_pass = PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1"))
+    direct, ctx = to_graph(model), PassContext(model)
+    plan = the_pass.plan(direct, ctx)
+    the_pass.apply(direct, ctx, plan)
+    again = to_graph(model)
+    read = type(plan).from_dict(json.loads(json.dumps(plan.to_dict())))
+    the_pass.apply(again, ctx, read)
+    assert [n.name for n in again.nodes] == [n.name for n in direct.nodes]
+    assert {k: t.shape for k, t in again.tensors().items()} == {k: t.shape for k, t in direct.tensors().items()}
