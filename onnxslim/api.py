@@ -24,11 +24,11 @@ import onnx
 from onnxslim import report as reporting
 from onnxslim.core.context import PassContext, Tracker, untracked
 from onnxslim.core.manager import PassManager
+from onnxslim.core.pass_base import Plan
 from onnxslim.core.pipeline import Pipeline, parse
 from onnxslim.errors import UsageError
 from onnxslim.ir.external import tensor_bytes
 from onnxslim.ir.io import file_bytes, load_model, staged, to_graph, weightless, writable, write_graph
-from onnxslim.ir.nodes import copy_graph
 from onnxslim.ir.refs import has_references
 from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats
 from onnxslim.runtime.bench import measure_latency
@@ -122,9 +122,9 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
     doc = reporting.header(str(pipeline), providers)
     input_nodes = None if options.dry_run else count_later(model)  # ORT counts while the passes run
     if options.dry_run:
-        plan = _plan(manager, graph)
-        doc.update(dry_run=True, plan=plan, warnings=ctx.warnings)
-        return Outcome(doc, 0, None, plan)
+        plans, lines = _plan(manager, graph)
+        doc.update(dry_run=True, plan=plans, warnings=ctx.warnings)
+        return Outcome(doc, 0, None, lines)
     graph = manager.run(graph)
     first_feeds = next(iter(parity_data)) if parity_data is not None else inputs.unchecked_feeds()
     doc["input"] = describe(model, first_feeds, path=source, nodes=input_nodes)
@@ -320,17 +320,15 @@ def _ratio(before: float, after: float) -> float | None:
     return round(before / after, 3) if after > 0 else None
 
 
-def _plan(manager: PassManager, graph: Any) -> list[str]:
-    """Run the pipeline on a copy and describe what each pass would change and where it declines."""
-    manager.run(copy_graph(graph))
+def _plan(manager: PassManager, graph: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every pass's plan (``PassManager.dry_run``), as data for the report and as lines to print."""
+    plans: list[dict[str, Any]] = []
     lines: list[str] = []
-    for record in manager.records:
+    for record in manager.dry_run(graph):
+        plans.append({**record.plan, "options": record.options, "inserted": record.inserted})
         head = f"{record.name}{{{record.options}}}" if record.options else record.name
-        changes = ", ".join(f"{k}={v}" for k, v in record.stats.items() if not isinstance(v, (dict, list)))
-        lines.append(f"{head}: {'would change' if record.changed else 'no change'}" + (f" ({changes})" if changes else ""))
-        lines += [f"  declines {d['where']}: {d['reason']}" for d in record.declines]
-        lines += [f"  note: {n}" for n in record.notes]
-    return lines
+        lines += Plan.from_dict(record.plan).lines(head)
+    return plans, lines
 
 
 def _describe_data(data: Iterable[dict[str, np.ndarray]]) -> str:

@@ -40,10 +40,10 @@ from onnxslim.analysis import channel_importance as imp
 from onnxslim.analysis.channel_apply import apply_plan
 from onnxslim.analysis.channel_deps import analyze
 from onnxslim.analysis.channel_layout import kept_positions
-from onnxslim.analysis.channel_plan import Plan
+from onnxslim.analysis.channel_plan import Analysis, ChannelPlan
 from onnxslim.analysis.channel_recovery import refit
 from onnxslim.core.context import PassContext
-from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
+from onnxslim.core.pass_base import Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
 from onnxslim.core.requires import CLEAN
 from onnxslim.ir.shapes import inferred_dims, refresh_shapes, strict_inference_ok
@@ -107,35 +107,54 @@ class PruneChannels(Pass):
     def tolerance(self) -> Tolerance:
         return Tolerance.parse(BUDGET)
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+    def plan(self, graph: gs.Graph, ctx: PassContext) -> ChannelPlan:
+        """The groups, the channels each pruned group keeps, the frozen ones and why (toposorts)."""
         opts = self.options
-        plan, keep, importance = self.choose(graph, ctx)
-        sizes = {g.id: g.size for g in plan.prunable()}
-        declines = [Decline(_where(g), "; ".join(g.reasons)) for g in plan.frozen()]
-        notes = plan.lines()
-        stats: dict[str, Any] = {
-            "importance": importance, "groups": len(plan.groups), "frozen_groups": len(plan.frozen()),
+        analysis, keep, importance = self.choose(graph, ctx)
+        sizes = {g.id: g.size for g in analysis.prunable()}
+        notes = analysis.lines()
+        summary: dict[str, Any] = {
+            "importance": importance, "groups": len(analysis.groups), "frozen_groups": len(analysis.frozen()),
             "pruned_groups": len(keep), "channels": sum(sizes.values()),
             "channels_removed": sum(sizes[g] - len(k) for g, k in keep.items()),
         }
-        for g in plan.prunable():
+        for g in analysis.prunable():
             kept = len(keep[g.id]) if g.id in keep else g.size
             why = "" if g.id in keep or opts.ratio == 0 else (
                 f" (left whole: narrower than 2 x round_to={opts.round_to})" if g.size < 2 * opts.round_to else "")
             notes.append(f"group {g.id}: keep {kept} of {g.size}{why}")
+        plan = ChannelPlan.of(analysis, keep, summary, notes)
+        if importance == "activation" and analysis.prunable():
+            plan.measured.append(f"channel importance: {opts.stat} of the channels' activations on the calibration data")
+        if opts.recover and keep:
+            plan.pending.append("least-squares refit of the layers reading pruned channels on the calibration "
+                                "data (recover=true)")
+        return plan
+
+    def apply(self, graph: gs.Graph, ctx: PassContext, plan: ChannelPlan) -> PassResult:
+        """Slice what ``plan`` keeps, re-infer shapes, and refit with ``recover``."""
+        opts = self.options
+        keep = plan.keep()
+        graph.toposort()
+        analysis = plan.cache.get("analysis") or analyze(graph, inferred_dims(ctx.export(graph)), opts.exclude)
+        sizes = {g.id: g.size for g in analysis.prunable()}
+        stale = [c["where"] for c in plan.changes if sizes.get(c["group"]) != c["channels"]]
+        if stale:
+            raise ValueError(f"the plan was made on another graph: its group of {stale[0]} is not this graph's")
+        stats, notes = dict(plan.summary), list(plan.notes)
         if not keep:
-            return PassResult(False, stats, declines, notes)
+            return PassResult(False, stats, list(plan.declines), notes)
         original = graph.copy() if opts.recover else None
         strict = strict_inference_ok(ctx.export(graph))
         if not strict:
             notes.append("the input model fails strict shape inference, so the result is checked non-strictly")
-        stats.update(apply_plan(graph, plan, keep))
+        stats.update(apply_plan(graph, analysis, keep))
         refresh_shapes(graph, ctx.template, strict)
         if original is not None:
-            stats.update(self._recover(ctx, original, graph, plan, keep, notes))
-        return PassResult(True, stats, declines, notes)
+            stats.update(self._recover(ctx, original, graph, analysis, keep, notes))
+        return PassResult(True, stats, list(plan.declines), notes)
 
-    def choose(self, graph: gs.Graph, ctx: PassContext) -> tuple[Plan, dict[int, np.ndarray], str]:
+    def choose(self, graph: gs.Graph, ctx: PassContext) -> tuple[Analysis, dict[int, np.ndarray], str]:
         """The plan and the channels each pruned group keeps; changes nothing (but toposorts)."""
         graph.toposort()
         plan = analyze(graph, inferred_dims(ctx.export(graph)), self.options.exclude)
@@ -146,7 +165,7 @@ class PruneChannels(Pass):
                                self._overrides(plan))
         return plan, keep, importance
 
-    def _overrides(self, plan: Plan) -> dict[int, float]:
+    def _overrides(self, plan: Analysis) -> dict[int, float]:
         """Group id -> ratio from ``group_ratio``: the first glob matching any producer of the group."""
         out: dict[int, float] = {}
         for item in self.options.group_ratio:
@@ -166,7 +185,7 @@ class PruneChannels(Pass):
             return "l2"
         return chosen
 
-    def _scores(self, plan: Plan, importance: str, graph: gs.Graph, ctx: PassContext) -> dict[int, np.ndarray]:
+    def _scores(self, plan: Analysis, importance: str, graph: gs.Graph, ctx: PassContext) -> dict[int, np.ndarray]:
         groups = plan.prunable()
         stats = None
         if importance == "activation" and groups:
@@ -184,7 +203,7 @@ class PruneChannels(Pass):
             scores[g.id] = s
         return scores
 
-    def _recover(self, ctx: PassContext, original: gs.Graph, graph: gs.Graph, plan: Plan,
+    def _recover(self, ctx: PassContext, original: gs.Graph, graph: gs.Graph, plan: Analysis,
                  keep: dict[int, np.ndarray], notes: list[str]) -> dict[str, Any]:
         src_keep = plan.source_keep(keep)
         touched = {gid for gid in keep}
@@ -201,9 +220,3 @@ class PruneChannels(Pass):
         before = float(np.mean([f.error_before for f in fits])) if fits else 0.0
         after = float(np.mean([f.error_after for f in fits])) if fits else 0.0
         return {"layers_refit": len(fits), "refit_error_before": round(before, 5), "refit_error_after": round(after, 5)}
-
-
-def _where(group) -> str:
-    names = list(dict.fromkeys(s.node or f"{s.op}->{s.tensor}" for s in group.sources))
-    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
-

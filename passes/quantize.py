@@ -61,6 +61,7 @@ from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, fp16, smooth
 from onnxslim.quant.mixed import Calibration, CheckData, MixedPrecision, Outcome, cosine_similarity
 from onnxslim.quant.placement import Plan, mark_ranks, node_key, plan
+from onnxslim.quant.plan import QuantizePlan
 from onnxslim.quant.probe import SLOWER, Probes, probe_plan
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables, weight_only_ok
 from onnxslim.quant.samples import LimitedSamples, activations
@@ -142,7 +143,9 @@ class Quantize(Pass):
         target = self.options.target_cosine
         return Tolerance(cosine=0.985 if target is None else min(0.985, target - 0.01), top1=0.97, per_output=True)
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+    def plan(self, graph: gs.Graph, ctx: PassContext) -> QuantizePlan:
+        """The placement (which layers and tensors get Q/DQ, where it declines and why); every choice
+        that needs calibration data or timing is listed as pending. Runs and times no model."""
         options = self.options
         start = time.perf_counter()
         work = _upgraded(graph, ctx)
@@ -152,6 +155,16 @@ class Quantize(Pass):
         act_type = options.activation_type if options.activation_type != "auto" else (
             "int8" if ctx.target_provider == "TensorrtExecutionProvider" else "uint8")
         base = self._plan(work, act_type)
+        the_plan = QuantizePlan.of_placement(base, work, act_type, options, ctx.target_provider, ctx.cpu)
+        the_plan.cache["start"] = start  # the pass's seconds count the placement, as they always did
+        return the_plan
+
+    def apply(self, graph: gs.Graph, ctx: PassContext, the_plan: QuantizePlan) -> PassResult:
+        options = self.options
+        if "work" not in the_plan.cache:  # a plan read back from JSON: place again (placement is deterministic)
+            the_plan = self.plan(graph, ctx)
+        start = the_plan.cache["start"]
+        work, base, act_type = the_plan.cache["work"], the_plan.cache["placement"], the_plan.summary["activation_type"]
         declines = [Decline(where, reason) for where, reason in base.declines]
         if not base.compute:
             return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])

@@ -288,7 +288,7 @@ def test_a_dry_run_keeps_sequence_types(tmp_path):
     onnx.save(onnx.parser.parse_model(SEQUENCES_IN_A_LOOP), source)
     outcome = api.optimize(source, tmp_path / "out.onnx", api.RunOptions(dry_run=True))
     assert outcome.exit_code == 0, outcome.report
-    assert any(line.startswith("cse: would change") for line in outcome.report["plan"])
+    assert any(line.startswith("cse: would change") for line in outcome.plan)
     assert not (tmp_path / "out.onnx").exists()
 
 

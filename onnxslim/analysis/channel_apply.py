@@ -13,11 +13,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.analysis.channel_layout import kept_positions, width
-from onnxslim.analysis.channel_plan import Member, Plan
+from onnxslim.analysis.channel_plan import Member, Analysis
 from onnxslim.ir.weights import constant_value, replace_input
 
 
-def apply_plan(graph: gs.Graph, plan: Plan, keep: Mapping[int, np.ndarray]) -> dict[str, int]:
+def apply_plan(graph: gs.Graph, plan: Analysis, keep: Mapping[int, np.ndarray]) -> dict[str, int]:
     """Remove every channel not in ``keep[group id]``; returns counts of what changed."""
     src_keep = plan.source_keep(keep)
     params: dict[tuple[int, int], tuple[gs.Node, int, list[tuple[int, np.ndarray]]]] = {}

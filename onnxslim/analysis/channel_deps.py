@@ -26,7 +26,7 @@ Per-op rules (``channel_rules``) propagate layouts in topological order and decl
   a graph input or output on the path, a reshape that is not a plain flatten or whose shape is
   not constant, a grouped Conv, and so on.
 
-``analyze`` is pure (reads the graph, returns a ``Plan``); ``channel_apply.apply_plan`` is the
+``analyze`` is pure (reads the graph, returns an ``Analysis``); ``channel_apply.apply_plan`` is the
 only mutation.
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.analysis.channel_layout import FIXED, Layout, Segment, aligned, segment_cuts, width
-from onnxslim.analysis.channel_plan import Group, Member, Plan, Source
+from onnxslim.analysis.channel_plan import Analysis, Group, Member, Source
 from onnxslim.analysis.channel_rules import ALL_OPERANDS, RULES, no_rule
 from onnxslim.ir.weights import constant_value
 
@@ -243,7 +243,7 @@ class Builder:
         return len(dims) if dims is not None else None
 
     # ---- result -------------------------------------------------------------------------
-    def plan(self) -> Plan:
+    def plan(self) -> Analysis:
         for m in self.members:
             m.layout = self.expand(m.layout)
         live = [src for src in self.sources if not self.retired(src.id)]
@@ -265,10 +265,10 @@ class Builder:
                 reasons.append(f"couples sources of different sizes {sorted(sizes)}")
             groups.append(Group(gid, srcs[0].size, srcs, by_group[gid], list(dict.fromkeys(reasons))))
         spaces = {name: (axis, self.expand(layout)) for name, (axis, layout) in self.spaces.items()}
-        return Plan(live, groups, self.members, spaces, group_of)
+        return Analysis(live, groups, self.members, spaces, group_of)
 
 
-def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Iterable[str] = ()) -> Plan:
+def analyze(graph: gs.Graph, shapes: Mapping[str, Sequence[Any]], exclude: Iterable[str] = ()) -> Analysis:
     """Build the channel groups of ``graph`` (toposorted) without changing it."""
     b = Builder(graph, shapes)
     excluded = set(exclude)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from onnxslim.analysis.channel_layout import FIXED, position_owner
-from onnxslim.analysis.channel_plan import Group, Member, Plan
+from onnxslim.analysis.channel_plan import Group, Member, Analysis
 from onnxslim.ir.weights import constant_value
 
 EPS = 1e-12
@@ -45,7 +45,7 @@ def _normalized(v: np.ndarray) -> np.ndarray:
     return v / (float(np.mean(np.abs(v))) + EPS)
 
 
-def weight_scores(plan: Plan, group: Group, norm: str) -> np.ndarray:
+def weight_scores(plan: Analysis, group: Group, norm: str) -> np.ndarray:
     score = np.zeros(group.size)
     for m in group.members:
         if m.role != "producer" or m.kind != "param" or m.index != 1:
@@ -59,7 +59,7 @@ def weight_scores(plan: Plan, group: Group, norm: str) -> np.ndarray:
     return score
 
 
-def bn_scores(plan: Plan, group: Group) -> np.ndarray | None:
+def bn_scores(plan: Analysis, group: Group) -> np.ndarray | None:
     score, found = np.zeros(group.size), False
     for m in group.members:
         if m.node.op != "BatchNormalization" or m.index != 1 or m.kind != "param":
@@ -72,7 +72,7 @@ def bn_scores(plan: Plan, group: Group) -> np.ndarray | None:
     return score if found else None
 
 
-def _per_channel(plan: Plan, group: Group, m: Member, values: np.ndarray) -> np.ndarray | None:
+def _per_channel(plan: Analysis, group: Group, m: Member, values: np.ndarray) -> np.ndarray | None:
     """Sum ``values`` (one per position of ``m.layout``) into the group's channel indices."""
     out, pos, hit = np.zeros(group.size), 0, False
     for source, channels in position_owner(m.layout):
@@ -123,7 +123,7 @@ def collect_activations(batches: Iterator[Mapping[str, np.ndarray]], members: li
     return stats
 
 
-def activation_scores(plan: Plan, group: Group, stats: ActivationStats, stat: str) -> np.ndarray | None:
+def activation_scores(plan: Analysis, group: Group, stats: ActivationStats, stat: str) -> np.ndarray | None:
     score, found = np.zeros(group.size), False
     for m in group.members:
         if m.role != "consumer" or m.tensor not in stats.axes or m.tensor not in stats.sums:

@@ -1,5 +1,6 @@
 """The result of the channel dependency analysis (``channel_deps.analyze``): sources of channels,
-the groups of sources whose channels go together, and every member that changes with them."""
+the groups of sources whose channels go together, and every member that changes with them; and
+``ChannelPlan``, the prune-channels pass's plan: the same groups as data, with the channels kept."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.analysis.channel_layout import FIXED, Layout
+from onnxslim.core.pass_base import Decline, Plan
 
 MAX_LISTED = 8  # members named per group in the printed plan
 
@@ -81,7 +83,10 @@ class Group:
 
 
 @dataclasses.dataclass
-class Plan:
+class Analysis:
+    """Live: members hold the analysed graph's nodes (``channel_apply`` edits them); the plan
+    (``ChannelPlan``) is what it decides, named."""
+
     sources: list[Source]
     groups: list[Group]
     members: list[Member]
@@ -104,3 +109,27 @@ class Plan:
             state = "frozen: " + "; ".join(dict.fromkeys(g.reasons)) if g.frozen else "prunable"
             out.append(f"{g.describe()} - {state}")
         return out
+
+
+@dataclasses.dataclass
+class ChannelPlan(Plan):
+    """``changes``: one entry per pruned group: its id, producers, width and kept channel indices
+    (what ``apply`` slices); frozen groups are declines. The analysis stays in ``cache``."""
+
+    @classmethod
+    def of(cls, analysis: Analysis, keep: Mapping[int, np.ndarray], summary: dict, notes: list[str]) -> ChannelPlan:
+        changes = [{"where": where(g), "group": g.id, "channels": g.size, "keep": [int(i) for i in keep[g.id]]}
+                   for g in analysis.prunable() if g.id in keep]
+        declines = [Decline(where(g), "; ".join(g.reasons)) for g in analysis.frozen()]
+        return cls("prune-channels", changes, declines, summary=summary, notes=notes,
+                   cache={"analysis": analysis})
+
+    def keep(self) -> dict[int, np.ndarray]:
+        """Group id -> the channels it keeps."""
+        return {c["group"]: np.asarray(c["keep"], np.int64) for c in self.changes}
+
+
+def where(group: Group) -> str:
+    """A group named by its producers (at most four)."""
+    names = list(dict.fromkeys(s.node or f"{s.op}->{s.tensor}" for s in group.sources))
+    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")

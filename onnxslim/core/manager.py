@@ -4,6 +4,12 @@ After every pass that changed the graph it toposorts, verifies the structure and
 ``onnx.checker`` on the export. With ``verify_each`` it also compares the graph before and
 after the pass with ONNX Runtime, under the pass's own budget (exact passes: ``exact``); a pass
 that breaks it is rolled back, the first diverging node is named, and the pipeline goes on.
+
+A pass with a plan of its own runs as ``apply(plan(...))`` and the report keeps the plan; a pass
+with the trivial plan (the exact ones) runs once and its plan is what it changed. ``dry_run``
+makes every plan on a copy: a trivial plan by running on it, any other is applied to it only when
+complete (nothing left to calibration or timing), so later passes plan on the graph as it would
+be; an incomplete one is not, and its plan says that the plans after it see the graph before it.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
-from onnxslim.core.pass_base import Decline, Pass, PassResult
+from onnxslim.core.pass_base import Decline, Pass, PassResult, Plan
 from onnxslim.core.pipeline import PassSpec, Pipeline, Repeat, format_options
 from onnxslim.core.registry import get_pass
 from onnxslim.core.requires import drop_orphaned_constants, missing, read_constant_nodes
 from onnxslim.errors import OnnxSlimError, PassError, VerificationError
 from onnxslim.ir.io import check, export_weightless, to_graph
+from onnxslim.ir.nodes import copy_graph
 from onnxslim.ir.verify import verify_structure
 from onnxslim.ir.weights import quantized_layers
 from onnxslim.runtime.parity import Tolerance, compare_models, first_divergence
@@ -34,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 EXACT = Tolerance.parse("exact")
 ALREADY_QUANTIZED = "already quantized (its weight comes from DequantizeLinear): left as it is"
+NOT_APPLIED = ("not applied in the dry run (its plan leaves choices to calibration or timing): "
+               "the plans after it are made on the graph before it")
 
 
 @dataclasses.dataclass
@@ -52,6 +61,7 @@ class PassRecord:
     parity: dict[str, Any] | None = None
     inserted: bool = False  # run because a later pass requires it, not asked for in the pipeline
     latency_decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # see ``ctx.decide``
+    plan: dict[str, Any] | None = None  # a lossy pass's plan (every pass's in a dry run)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,6 +77,13 @@ class PassManager:
     on_pass: Callable[[str], None] | None = None
     records: list[PassRecord] = dataclasses.field(default_factory=list)
     done: set[str] = dataclasses.field(default_factory=set)  # passes run so far (requirements met)
+    dry: bool = False  # plan only: set by dry_run
+
+    def dry_run(self, graph: gs.Graph) -> list[PassRecord]:
+        """Every pass's plan, made on a copy of ``graph`` (left as it is); the records carry them."""
+        self.dry = True
+        self.run(copy_graph(graph))  # gs's copy drops sequence and optional types
+        return self.records
 
     def check_requirements(self) -> None:
         """Fail before any work when a pass needs calibration data that was not given."""
@@ -108,7 +125,7 @@ class PassManager:
         decided_before = len(self.ctx.decisions)
         start = time.perf_counter()
         try:
-            result = the_pass.run(graph, self.ctx)
+            result, plan = self._execute(the_pass, graph)
         except OnnxSlimError:
             raise
         except Exception as exc:
@@ -121,6 +138,12 @@ class PassManager:
         record = self._record(spec, result, seconds)
         record.latency_decisions = [d.to_dict() for d in self.ctx.decisions[decided_before:]]
         record.inserted = inserted
+        if plan is not None:
+            in_plan = {d.where for d in plan.declines}
+            plan.declines += [d for d in result.declines if d.reason == ALREADY_QUANTIZED and d.where not in in_plan]
+            if ran_first:
+                plan.notes.insert(0, result.notes[0])
+            record.plan = plan.to_dict()
         self.records.append(record)
         if not result.modified:
             return graph, False
@@ -133,6 +156,17 @@ class PassManager:
             graph = self._check_parity(the_pass, record, before, graph)
         record.delta = {k: v - size_before[k] for k, v in graph_size(graph).items()}
         return graph, not record.rolled_back
+
+    def _execute(self, the_pass: Pass, graph: gs.Graph) -> tuple[PassResult, Plan | None]:
+        """Run ``the_pass`` on ``graph``, or in a dry run only as far as its plan allows."""
+        if type(the_pass).plan is Pass.plan:  # the trivial plan (exact passes): what the run changed
+            result = the_pass.run(graph, self.ctx)
+            return result, Plan.of_result(the_pass.name, result) if self.dry else None
+        plan = the_pass.plan(graph, self.ctx)
+        if self.dry and not plan.complete:
+            plan.notes.append(NOT_APPLIED)
+            return PassResult(False, dict(plan.summary), list(plan.declines)), plan
+        return the_pass.apply(graph, self.ctx, plan), plan
 
     def _record(self, spec: PassSpec, result: PassResult, seconds: float) -> PassRecord:
         return PassRecord(

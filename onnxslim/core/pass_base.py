@@ -1,4 +1,7 @@
-"""What a pass is: declared options, a ``run(graph, ctx)`` that rewrites in place, an honest result.
+"""What a pass is: declared options, a ``plan`` (what it would change, as data), an ``apply`` that
+rewrites in place, an honest result. ``run(graph, ctx)`` is ``apply(plan(...))``; an exact pass may
+implement ``run`` alone, and its plan is then the trivial one (``Plan.of_result``: what a run on a
+copy changed).
 
 A pass never does I/O. Everything it needs from the outside world (calibration data, ONNX
 Runtime sessions, latency measurements) comes through the ``PassContext`` the manager hands it.
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from onnxslim.runtime.parity import Tolerance
 
 KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+WHOLE_GRAPH = "graph"  # where the trivial plan of an exact pass changes: its stats say what
+MAX_LISTED = 12  # changes printed per plan; the report has them all
 
 
 def option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
@@ -64,6 +69,66 @@ class Decline:
 
 
 @dataclasses.dataclass
+class Plan:
+    """What a pass would change and where it declines, as JSON-ready data (node and tensor names,
+    numbers, sentences), made without changing the graph.
+
+    ``changes``: one dict per place the pass would change (``where`` names the node or tensor).
+    ``pending``: choices left to ``apply`` because they need calibration data or timing the plan
+    did not use (each a sentence saying which and why); ``measured``: what the plan itself took from
+    calibration data. A plan with nothing pending is complete: ``apply`` measures nothing more.
+    ``cache`` holds what planning computed that ``apply`` reuses (factors, analysed graphs); it is
+    never serialized, and ``apply`` recomputes it when it is missing.
+    """
+
+    pass_name: str
+    changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    declines: list[Decline] = dataclasses.field(default_factory=list)
+    pending: list[str] = dataclasses.field(default_factory=list)
+    measured: list[str] = dataclasses.field(default_factory=list)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
+
+    @classmethod
+    def of_result(cls, name: str, result: PassResult) -> Plan:
+        """The trivial plan of an exact pass: what a run changed, read off its result."""
+        summary = {k: v for k, v in result.stats.items() if not isinstance(v, (dict, list))}
+        return cls(name, [{"where": WHOLE_GRAPH, **summary}] if result.modified else [], list(result.declines),
+                   summary=summary, notes=list(result.notes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pass": self.pass_name, "changes": self.changes, "declines": [d.to_dict() for d in self.declines],
+                "pending": self.pending, "measured": self.measured, "summary": self.summary, "notes": self.notes}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Plan:
+        """The plan ``to_dict`` gave (without its cache)."""
+        return cls(doc["pass"], list(doc["changes"]), [Decline(**d) for d in doc["declines"]], list(doc["pending"]),
+                   list(doc["measured"]), dict(doc["summary"]), list(doc["notes"]))
+
+    def lines(self, head: str) -> list[str]:
+        """The plan as the CLI prints it: a head line, then one line per decline, decision left and note."""
+        summary = ", ".join(f"{k}={v}" for k, v in self.summary.items() if not isinstance(v, (dict, list)))
+        out = [f"{head}: {'would change' if self.changes else 'no change'}" + (f" ({summary})" if summary else "")]
+        listed = [c for c in self.changes if c.get("where") != WHOLE_GRAPH]
+        for change in listed[:MAX_LISTED]:
+            what = ", ".join(f"{k}={v}" for k, v in change.items() if k != "where")
+            out.append(f"  changes {change.get('where', '?')}" + (f": {what}" if what else ""))
+        if len(listed) > MAX_LISTED:
+            out.append(f"  ... {len(listed) - MAX_LISTED} more changes (the plan in the report lists all)")
+        out += [f"  declines {d.where}: {d.reason}" for d in self.declines]
+        out += [f"  from calibration data: {m}" for m in self.measured]
+        out += [f"  decided when run: {p}" for p in self.pending]
+        out += [f"  note: {n}" for n in self.notes]
+        return out
+
+
+@dataclasses.dataclass
 class PassResult:
     """What a pass did. ``modified`` must be true exactly when the graph changed."""
 
@@ -74,7 +139,8 @@ class PassResult:
 
 
 class Pass(abc.ABC):
-    """A graph rewrite. Subclasses set ``name``, ``Options``, ``exact`` and implement ``run``."""
+    """A graph rewrite. Subclasses set ``name``, ``Options``, ``exact`` and implement ``plan`` and
+    ``apply`` (or, for an exact pass, ``run`` alone)."""
 
     name: ClassVar[str]
     Options: ClassVar[type[PassOptions]] = PassOptions
@@ -92,13 +158,23 @@ class Pass(abc.ABC):
             return
         if not KEBAB.fullmatch(getattr(cls, "name", "")):
             raise TypeError(f"pass class {cls.__qualname__} needs a kebab-case `name`")
+        if cls.run is Pass.run and (cls.plan is Pass.plan or cls.apply is Pass.apply):
+            raise TypeError(f"pass class {cls.__qualname__} implements neither run nor plan and apply")
         if cls.Options is PassOptions:  # each pass gets its own options class, so errors name it
             cls.Options = dataclasses.make_dataclass(f"{cls.__name__}Options", [], bases=(PassOptions,), frozen=True)
         cls.Options.pass_name = cls.name
 
-    @abc.abstractmethod
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         """Rewrite ``graph`` in place and report what changed."""
+        return self.apply(graph, ctx, self.plan(graph, ctx))
+
+    def plan(self, graph: gs.Graph, ctx: PassContext) -> Plan:
+        """What ``apply`` would change; ``graph`` is left as it is. The trivial plan runs on a copy."""
+        return Plan.of_result(self.name, self.run(graph.copy(), ctx))
+
+    def apply(self, graph: gs.Graph, ctx: PassContext, plan: Plan) -> PassResult:
+        """Carry out ``plan`` (made by ``plan`` on this graph); the trivial plan is made again by a run."""
+        return self.run(graph, ctx)
 
     def required(self) -> tuple[str, ...]:
         """``requires`` for these options (a pass whose options read what a requirement removes

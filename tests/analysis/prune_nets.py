@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim.analysis.channel_apply import apply_plan
 from onnxslim.analysis.channel_layout import kept_positions
-from onnxslim.analysis.channel_plan import Plan
+from onnxslim.analysis.channel_plan import Analysis
 from onnxslim.ir.io import to_graph, to_model
 from onnxslim.ir.weights import constant_value, replace_input
 from onnxslim.runtime.session import make_session
@@ -121,7 +121,7 @@ def random_net(rng: np.random.Generator, blocks: Sequence[str], width: int, head
     return b.model(out, ["N", 4])
 
 
-def soft_prune_graph(graph: gs.Graph, plan: Plan, keep: Mapping[int, np.ndarray]) -> None:
+def soft_prune_graph(graph: gs.Graph, plan: Analysis, keep: Mapping[int, np.ndarray]) -> None:
     """Zero, in ``graph`` (the one ``plan`` was built from), every channel not kept."""
     src_keep = plan.source_keep(keep)
     for m in plan.members:
@@ -137,7 +137,7 @@ def soft_prune_graph(graph: gs.Graph, plan: Plan, keep: Mapping[int, np.ndarray]
         replace_input(graph, m.node, m.index, value, "soft")
 
 
-def hard_and_soft(model: onnx.ModelProto, analyze_fn, keep_fn) -> tuple[onnx.ModelProto, onnx.ModelProto, Plan, dict]:
+def hard_and_soft(model: onnx.ModelProto, analyze_fn, keep_fn) -> tuple[onnx.ModelProto, onnx.ModelProto, Analysis, dict]:
     """Analyse two imports of ``model``; hard-prune one, soft-prune the other, with the same keep."""
     hard_graph, soft_graph = to_graph(model), to_graph(model)
     hard_plan, soft_plan = analyze_fn(hard_graph), analyze_fn(soft_graph)
