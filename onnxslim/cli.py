@@ -27,6 +27,20 @@ if TYPE_CHECKING:
 
 EXIT_PARITY, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
+#: One real command per subcommand, shown by its --help (tests/cli parse each against the options).
+EXAMPLES = {
+    "optimize": "onnxslim optimize models/cnn.onnx --passes quantize --calibration-data models/cnn_calib.npz "
+                "--data models/cnn_eval.npz --metric accuracy",
+    "verify": "onnxslim verify models/cnn.onnx models/cnn.slim.onnx --data models/cnn_eval.npz --metric accuracy",
+    "inspect": "onnxslim inspect models/transformer.onnx --input-shape input=1x8x8",
+    "passes": "onnxslim passes",
+}
+
+
+def _example(command: str) -> str:
+    # \b keeps click from rewrapping the command line
+    return f"Example:\n\n\b\n  {EXAMPLES[command]}"
+
 
 def _verbosity(func):
     """-q/-v accepted after the command too (``onnxslim optimize m.onnx -q``), as pipelines write them."""
@@ -84,7 +98,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     _configure_logging(verbose, quiet)
 
 
-@cli.command()
+@cli.command(epilog=_example("optimize"))
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output path (default IN.slim.onnx beside IN).")
 @click.option("--passes", metavar="P", help="Pipeline text, e.g. 'fold-constants,dce,prune-weights{sparsity=0.5}'.")
@@ -114,7 +128,7 @@ def optimize(ctx: click.Context, model: Path, output: Path | None, report: Path 
     _finish(ctx, outcome, report, lambda: format_outcome(outcome, model))
 
 
-@cli.command()
+@cli.command(epilog=_example("verify"))
 @click.argument("reference", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
@@ -132,7 +146,7 @@ def verify(ctx: click.Context, reference: Path, candidate: Path, report: Path | 
     _finish(ctx, outcome, report, lambda: format_outcome(outcome, reference))
 
 
-@cli.command()
+@cli.command(epilog=_example("inspect"))
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_common
@@ -151,7 +165,7 @@ def inspect(ctx: click.Context, model: Path, as_json: bool, input_shapes: tuple[
         click.echo(format_inspect(doc))
 
 
-@cli.command("passes")
+@cli.command("passes", epilog=_example("passes"))
 @_verbosity
 def list_passes() -> None:
     """Every registered pass with its options, defaults and help."""
