@@ -15,7 +15,9 @@ A node whose shapes inference cannot tell contributes nothing, and the notes say
 Weights are read one tensor at a time (params, nonzero params, the zip size), so these
 statistics hold no copy of the model. The zip size of a model whose tensors pass
 ``ZIP_EXACT_BYTES`` is estimated: the structure and small tensors are compressed whole, each
-larger tensor from ``_ZIP_SAMPLES`` evenly spaced samples of ``_ZIP_SAMPLE_BYTES``.
+larger tensor from evenly spaced samples of ``_ZIP_SAMPLE_BYTES``, ``_ZIP_BUDGET_BYTES`` of
+samples in all, shared among the tensors by size (at least one sample each). Deflate runs at
+30-40 MB/s on float weights: compressing a 54 MB model whole took 1.7 s of a 5.6 s run.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from onnxslim.ir.weightless import iter_tensors, subgraphs, value_nbytes
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _QPARAM_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
 #: Models with at most this many tensor bytes get their zip size exactly; larger ones, estimated.
-ZIP_EXACT_BYTES = 64 << 20
-_ZIP_SAMPLES = 16
+ZIP_EXACT_BYTES = 8 << 20
+_ZIP_BUDGET_BYTES = 4 << 20
 _ZIP_SAMPLE_BYTES = 64 << 10
 
 Polynomial = dict[tuple[str, ...], int]  # monomial (sorted symbol names) -> coefficient
@@ -254,15 +256,18 @@ def model_compressed_bytes(model: onnx.ModelProto, stub: onnx.ModelProto | None 
         return compressed_bytes(model.SerializeToString()), False
     stub = stub if stub is not None else weightless(model)
     total = compressed_bytes(stub.SerializeToString())
-    for tensor in iter_tensors(model.graph):
-        if value_nbytes(tensor) >= STUB_MIN_BYTES and tensor.data_type != onnx.TensorProto.STRING:
-            total += _estimated_deflate(tensor)
+    large = [t for t in iter_tensors(model.graph)
+             if value_nbytes(t) >= STUB_MIN_BYTES and t.data_type != onnx.TensorProto.STRING]
+    large_bytes = sum(value_nbytes(t) for t in large) or 1
+    for tensor in large:
+        share = _ZIP_BUDGET_BYTES * value_nbytes(tensor) / large_bytes
+        total += _estimated_deflate(tensor, max(1, round(share / _ZIP_SAMPLE_BYTES)))
     return total, True
 
 
-def _estimated_deflate(tensor: onnx.TensorProto) -> int:
-    """Deflated size of the tensor's bytes from evenly spaced samples (a referenced tensor's
-    samples are read from its file, nothing else of it)."""
+def _estimated_deflate(tensor: onnx.TensorProto, samples: int) -> int:
+    """Deflated size of the tensor's bytes from ``samples`` evenly spaced samples (a referenced
+    tensor's samples are read from its file, nothing else of it)."""
     if refs.is_reference(tensor):
         size = refs.location(tensor)[2]
         read = lambda start, n: refs.read_sample(tensor, start, n)  # noqa: E731
@@ -270,11 +275,11 @@ def _estimated_deflate(tensor: onnx.TensorProto) -> int:
         data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
         size = len(data)
         read = lambda start, n: data[start: start + n]  # noqa: E731
-    if size <= _ZIP_SAMPLES * _ZIP_SAMPLE_BYTES:
+    if size <= samples * _ZIP_SAMPLE_BYTES:
         return compressed_bytes(read(0, size))
-    step = (size - _ZIP_SAMPLE_BYTES) // (_ZIP_SAMPLES - 1)
-    packed = sum(compressed_bytes(read(i * step, _ZIP_SAMPLE_BYTES)) for i in range(_ZIP_SAMPLES))
-    return round(size * packed / (_ZIP_SAMPLES * _ZIP_SAMPLE_BYTES))
+    step = (size - _ZIP_SAMPLE_BYTES) // max(1, samples - 1)
+    packed = sum(compressed_bytes(read(i * step, _ZIP_SAMPLE_BYTES)) for i in range(samples))
+    return round(size * packed / (samples * _ZIP_SAMPLE_BYTES))
 
 
 def all_tensor_bytes(model: onnx.ModelProto) -> int:
