@@ -30,7 +30,7 @@ from onnxslim.errors import UsageError
 from onnxslim.ir.external import tensor_bytes
 from onnxslim.ir.io import file_bytes, load_model, staged, to_graph, weightless, writable, write_graph
 from onnxslim.ir.refs import has_references
-from onnxslim.ir.stats import flops_report, model_compressed_bytes, model_stats
+from onnxslim.ir.stats import all_tensor_bytes, flops_report, model_compressed_bytes, model_stats
 from onnxslim.runtime.bench import measure_latency
 from onnxslim.runtime.data import DataSource
 from onnxslim.runtime.feeds import bind_shapes, input_specs
@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PIPELINE = ("remove-identity,repeat(3){fold-constants,reshape-targets,cse,remove-noops,collapse-chains},"
                     "fuse-layernorm,fuse-gelu,fold-bn,fuse-activations,fold-affine,dce")
+#: Models whose tensors hold this many bytes are verified and timed with one session at a time:
+#: two would hold the weights twice (a 2.4 GB model peaked at 2.1x its size).
+ONE_SESSION_BYTES = 1 << 30
 VERIFY_EACH_BATCHES = 2  # batches of --data each per-pass parity check runs: a cheap gate, not the final word
 
 Progress = Callable[[str], None]
@@ -141,7 +144,7 @@ def optimize(input_path: str | os.PathLike, output_path: str | os.PathLike | Non
         doc["parity"], doc["latency"] = {}, {}
         if parity_data is not None:
             held = _compare(doc, runnable(model, source), stage.path, parity_data, tolerance, providers, options,
-                            say, tracker)
+                            say, tracker, one_at_a_time=all_tensor_bytes(model) >= ONE_SESSION_BYTES)
         elif options.verify:
             reason = str(inputs.error)
             doc["parity"] = {"measured": False, "reason": reason}
@@ -181,16 +184,19 @@ def verify(reference_path: str | os.PathLike, candidate_path: str | os.PathLike,
     doc["input"] = describe(reference, first, path=Path(reference_path))
     doc["output"] = describe(candidate, first, path=Path(candidate_path))
     doc["passes"] = []
+    big = max(all_tensor_bytes(reference), all_tensor_bytes(candidate)) >= ONE_SESSION_BYTES
     held = _compare(doc, runnable(reference, Path(reference_path)), runnable(candidate, Path(candidate_path)), data,
-                    tolerance, providers, options, say, tracker)
+                    tolerance, providers, options, say, tracker, one_at_a_time=big)
     doc["warnings"] = []
     return Outcome(doc, 0 if held else 1, None)
 
 
 def _compare(doc: dict[str, Any], reference: onnx.ModelProto | Path, candidate: onnx.ModelProto | Path,
              data: Iterable[dict[str, np.ndarray]], tolerance: Tolerance, providers: list[str],
-             options: RunOptions, say: Progress, tracker: Tracker) -> bool:
+             options: RunOptions, say: Progress, tracker: Tracker, one_at_a_time: bool = False) -> bool:
     """Fill the report's parity (on every batch of ``data``), metric and latency; True when it holds.
+
+    ``one_at_a_time``: the two models never have sessions at the same time (``ONE_SESSION_BYTES``).
 
     With ``--max-drop`` the metric is the budget: the per-output tolerance is still measured and
     reported, but decides only when ``--tolerance`` was given too (``parity.decides``).
@@ -208,7 +214,8 @@ def _compare(doc: dict[str, Any], reference: onnx.ModelProto | Path, candidate: 
     batches = tracker(feeds_only(), "parity batches", getattr(data, "len_hint", None))
     generated = not isinstance(data, DataSource) or data.is_random
     parity = compare_models(reference, candidate, batches, providers[0], options.threads, generated=generated,
-                            observe=collector.add_outputs if collector is not None else None)
+                            observe=collector.add_outputs if collector is not None else None,
+                            one_at_a_time=one_at_a_time)
     decides = options.max_drop is None or options.tolerance is not None
     doc["parity"] = {"data": _describe_data(data), **parity.to_dict(tolerance), "decides": decides}
     held = parity.holds(tolerance) or not decides
@@ -217,7 +224,7 @@ def _compare(doc: dict[str, Any], reference: onnx.ModelProto | Path, candidate: 
         doc["metric"] = result.to_dict()
         held = held and result.held is not False
     say("latency")
-    doc["latency"] = _latency([reference, candidate], next(iter(data)), providers, options)
+    doc["latency"] = _latency([reference, candidate], next(iter(data)), providers, options, one_at_a_time)
     return held
 
 
@@ -306,13 +313,15 @@ def _tolerance(pipeline: Pipeline, text: str | None) -> Tolerance:
 
 
 def _latency(models: list[onnx.ModelProto | Path], feeds: dict[str, np.ndarray], providers: list[str],
-             options: RunOptions) -> dict[str, Any]:
+             options: RunOptions, one_at_a_time: bool = False) -> dict[str, Any]:
     threads = options.threads or os.cpu_count() or 1
     out: dict[str, Any] = {}
     for provider in providers:
-        original, result = measure_latency(models, feeds, provider, threads, max_seconds=options.latency_seconds)
+        original, result = measure_latency(models, feeds, provider, threads, max_seconds=options.latency_seconds,
+                                           one_at_a_time=one_at_a_time)
         out[provider] = {"original": original.to_dict(), "result": result.to_dict(),
-                         "ratio": _ratio(original.median_ms, result.median_ms)}
+                         "ratio": _ratio(original.median_ms, result.median_ms),
+                         "interleaved": not one_at_a_time}
     return out
 
 

@@ -58,6 +58,7 @@ def measure_latency(
     repeat: int = 30,
     max_seconds: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
+    one_at_a_time: bool = False,
 ) -> list[LatencyStats]:
     """Time ``models`` on the same ``feeds``, interleaved; one ``LatencyStats`` per model.
 
@@ -71,12 +72,18 @@ def measure_latency(
         max_seconds: stop after the round that passes this many seconds of timing, once every
             model has ``MIN_RUNS`` runs.
         progress: called after each round with (rounds done, ``repeat``).
+        one_at_a_time: time each model alone, its session freed before the next one's is made
+            (models of gigabytes: two sessions would hold the weights twice); not interleaved,
+            so a change of load on the machine between them is not averaged out.
 
     Raises:
         UsageError: no models, or a non-positive ``repeat``.
     """
     if not models or repeat < 1 or warmup < 0:
         raise UsageError("measure_latency needs at least one model, repeat >= 1 and warmup >= 0")
+    if one_at_a_time:
+        seconds = max_seconds / len(models)
+        return [measure_latency([m], feeds, provider, threads, warmup, repeat, seconds, progress)[0] for m in models]
     sessions = [make_session(m, provider, threads, optimize=True) for m in models]
     calls = [bind(s, feeds) for s in sessions]
     for call in calls:

@@ -56,8 +56,9 @@ def count_later(model: onnx.ModelProto) -> concurrent.futures.Future:
     return _COUNTER.submit(count)
 
 
-#: One thread for the ORT counts: they overlap the caller's work, not each other.
-_COUNTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxslim-nodes")
+#: Two threads: the output's count starts as soon as the output is written instead of waiting for
+#: the input's (ORT builds each session in C++, without the GIL; minilm: 0.7 s per count).
+_COUNTER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="onnxslim-nodes")
 
 
 def _count_in_child(path: str) -> tuple[int | None, str | None]:

@@ -28,6 +28,7 @@ fails every tolerance.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -148,6 +149,7 @@ def compare_models(
     *,
     generated: bool = False,
     observe: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None,
+    one_at_a_time: bool = False,
 ) -> ParityReport:
     """Run both models on the same batches and accumulate per-output metrics.
 
@@ -155,20 +157,21 @@ def compare_models(
     counts agree. Each model gets only the feeds it declares as inputs. ``generated`` says the
     batches are generated inputs (see ``ParityReport.generated``); ``observe`` is handed each
     batch's outputs, reference then candidate, as dicts keyed by the reference's output names.
+    ``one_at_a_time`` never holds both sessions at once (a model of gigabytes would be in memory
+    twice): the reference runs every batch first and its outputs are kept, then the candidate.
 
     Raises:
         UsageError: the models' outputs cannot be matched.
         DataError: ``batches`` is empty or lacks an input.
     """
-    ref_session = make_session(reference, provider, threads, optimize)
-    cand_session = make_session(candidate, provider, threads, optimize)
-    pairs = _match_outputs(
-        [o.name for o in ref_session.get_outputs()], [o.name for o in cand_session.get_outputs()]
-    )
+    if one_at_a_time:
+        outputs = _one_at_a_time(reference, candidate, batches, provider, threads, optimize)
+    else:
+        outputs = _together(reference, candidate, batches, provider, threads, optimize)
+    pairs = _match_outputs(*next(outputs))
     accumulators = [_Accumulator(name) for name, _, _ in pairs]
     count = samples = 0
-    for feeds in batches:
-        ref_out, cand_out = run(ref_session, feeds), run(cand_session, feeds)
+    for feeds, ref_out, cand_out in outputs:
         for acc, (_, i, j) in zip(accumulators, pairs, strict=True):
             acc.add(ref_out[i], cand_out[j])
         if observe is not None:
@@ -178,6 +181,32 @@ def compare_models(
     if count == 0:
         raise DataError("no data to compare: the data source yielded no batches")
     return ParityReport([a.result() for a in accumulators], count, samples, provider, optimize, generated)
+
+
+def _session_outputs(session) -> list[str]:
+    return [o.name for o in session.get_outputs()]
+
+
+def _together(reference, candidate, batches, provider, threads, optimize):
+    """Yields both models' output names, then (feeds, reference outputs, candidate outputs) per batch."""
+    ref_session = make_session(reference, provider, threads, optimize)
+    cand_session = make_session(candidate, provider, threads, optimize)
+    yield _session_outputs(ref_session), _session_outputs(cand_session)
+    for feeds in batches:
+        yield feeds, run(ref_session, feeds), run(cand_session, feeds)
+
+
+def _one_at_a_time(reference, candidate, batches, provider, threads, optimize):
+    """As ``_together``, with the reference's session freed before the candidate's is made."""
+    ref_session = make_session(reference, provider, threads, optimize)
+    ref_names = _session_outputs(ref_session)
+    kept = [(feeds, run(ref_session, feeds)) for feeds in batches]
+    del ref_session
+    gc.collect()
+    cand_session = make_session(candidate, provider, threads, optimize)
+    yield ref_names, _session_outputs(cand_session)
+    for feeds, ref_out in kept:
+        yield feeds, ref_out, run(cand_session, feeds)
 
 
 def first_divergence(

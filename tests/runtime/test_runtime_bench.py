@@ -67,3 +67,27 @@ def test_multi_threaded_models_run_in_blocks_with_untimed_starts(chain, monkeypa
     assert [len(calls) for calls in order] == [1 + 3 * bench.BLOCK] * 2
     single = measure_latency([chain(2.0)], feeds, threads=1, warmup=0, repeat=3, max_seconds=60)
     assert single[0].runs == 3
+
+
+def test_one_at_a_time_times_each_model_alone(chain, monkeypatch):
+    """Large models are timed one session at a time: never two sessions alive together."""
+    alive, peak = [0], [0]
+    real = bench.make_session
+
+    class Counted:
+        def __init__(self, session):
+            self.session = session
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+        def __del__(self):
+            alive[0] -= 1
+
+    monkeypatch.setattr(bench, "make_session", lambda *a, **k: Counted(real(*a, **k)))
+    monkeypatch.setattr(bench, "bind", lambda s, feeds: lambda: s.run(None, feeds))
+    stats = measure_latency([chain(2.0), chain(3.0)], {"X": np.ones((3, 5), np.float32)}, warmup=1, repeat=6,
+                            max_seconds=60, one_at_a_time=True)
+    assert [s.runs for s in stats] == [6, 6] and peak[0] == 1

@@ -331,3 +331,13 @@ def test_sequence_outputs_of_uneven_tensors_are_compared_pairwise():
     reshaped = _Accumulator("seq")
     reshaped.add(reference, [np.ones((1, 3), np.float32), np.ones((2, 3), np.float32)])
     assert "sequence" in reshaped.result().error
+
+
+def test_one_session_at_a_time_gives_the_same_report(chain):
+    """Large models are compared with one ORT session at a time (the reference's outputs kept)."""
+    data = list(open_data("random", chain(2.0), batch_size=4))
+    together = compare_models(chain(2.0), chain(2.001), data)
+    apart = compare_models(chain(2.0), chain(2.001), data, one_at_a_time=True)
+    assert apart.to_dict() == together.to_dict() and apart.batches == 8
+    with pytest.raises(DataError, match="no batches"):
+        compare_models(chain(), chain(), [], one_at_a_time=True)
