@@ -3,16 +3,15 @@
 Generated in the test (38 Gemm layers of 4000 x 4000, constant-filled weights, written tensor by
 tensor), then ``optimize`` with verification: every exact pass, the checker and shape inference
 on the weightless copy, the output written as OUT.onnx + OUT.onnx.data, the input's files left as
-they were. It needs about 5 GB of disk and, measured on the 2-core machine, more time than CI's
-budget for one test (see the report of the engine branch): it runs when ONNXSLIM_LARGE_TEST=1,
-and ``python benchmarks/simplify.py --huge`` runs the same model in every benchmark run.
+they were. It needs about 5 GB of disk and took 60 s on the 2-core machine (model generation
+included). Its peak memory and wall time are measured by ``python benchmarks/simplify.py --huge``
+(the same model), not here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from pathlib import Path
 
 import onnx
@@ -22,11 +21,7 @@ from onnxslim import api
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("ONNXSLIM_LARGE_TEST") != "1",
-                       reason="the 2.4 GB model takes minutes: set ONNXSLIM_LARGE_TEST=1 (or run benchmarks/simplify.py --huge)"),
-]
+pytestmark = pytest.mark.slow
 
 
 def _large_models():
@@ -44,7 +39,16 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_a_model_over_2gb_goes_through_the_default_pipeline(tmp_path):
+@pytest.fixture
+def big_dir(tmp_path):
+    """tmp_path, emptied after the test: pytest keeps the last runs' folders, 5 GB each here."""
+    yield tmp_path
+    for path in tmp_path.iterdir():
+        path.unlink()
+
+
+def test_a_model_over_2gb_goes_through_the_default_pipeline(big_dir):
+    tmp_path = big_dir
     source = _large_models().dense_stack(tmp_path / "huge.onnx", 38, 4000, external=True, fill="constant")
     data = tmp_path / "huge.onnx.data"
     assert data.stat().st_size > 2**31
@@ -58,3 +62,4 @@ def test_a_model_over_2gb_goes_through_the_default_pipeline(tmp_path):
     result = onnx.load(str(target), load_external_data=False)
     assert sum(1 for n in result.graph.node if n.op_type == "Mul") == 0  # fold-affine folded them
     assert outcome.report["input"]["nodes"] == 4 * 38 and outcome.report["output"]["nodes"] == 2 * 38
+    assert outcome.report["latency"]["CPUExecutionProvider"]["interleaved"] is False  # one session at a time
