@@ -9,7 +9,7 @@ that this script creates under ``benchmarks/out/peers-venv`` (the public OnnxSli
 command name clash with ours). For each output: node count (Constant nodes aside), nodes after
 ORT's optimizations, ORT latency at 1 thread interleaved with the original's, and parity (max
 abs error over every output against the original, on generated inputs). Models: the shipped
-ones, the fetched real ones (``ONNXSLIM_MODEL_CACHE``), the first ``--corpus`` architectures of
+ones, the fetched real ones (``ONNXSLIM_MODEL_CACHE``), ``--corpus`` architectures evenly spaced over
 ``$ONNXSLIM_CORPUS_DIR`` when it exists, ``--large`` the generated 100 M-parameter model
 (``large_models.dense_stack``, 10 × Gemm 3162², inline, 400 MB) and ``--huge`` the > 2 GB one
 (38 × Gemm 4000², constant-filled, external data). Writes ``benchmarks/out/simplify.md`` and a
@@ -105,8 +105,10 @@ def cases(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
     fetch = models_module("fetch")
     out += [(n, fetch.fetch(n)) for n in REAL if n in args.models]
     corpus = os.environ.get("ONNXSLIM_CORPUS_DIR")
-    if args.corpus and corpus and Path(corpus).is_dir():
-        out += [(f"corpus/{p.stem}", p) for p in sorted(Path(corpus).rglob("*.onnx"))[: args.corpus]]
+    if args.corpus and corpus and (Path(corpus) / "arch").is_dir():
+        found = sorted((Path(corpus) / "arch").glob("*/model.onnx"))
+        picked = found[:: max(1, len(found) // args.corpus)][: args.corpus]  # spread over the families
+        out += [(f"corpus/{p.parent.name}", p) for p in picked]
     if args.large:
         out.append(("dense 100M (inline)", dense_stack(tmp / "dense100m.onnx", 10, 3162)))
     if args.huge:
@@ -118,7 +120,7 @@ def cases(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(SHIPPED + REAL))
-    parser.add_argument("--corpus", type=int, default=0, help="architectures from $ONNXSLIM_CORPUS_DIR")
+    parser.add_argument("--corpus", type=int, default=0, help="this many architectures, evenly spaced, from $ONNXSLIM_CORPUS_DIR")
     parser.add_argument("--large", action="store_true", help="the generated 100 M-parameter model")
     parser.add_argument("--huge", action="store_true", help="the generated > 2 GB model")
     parser.add_argument("--tools", default="ours,ours+verify,OnnxSlim,onnxsim")

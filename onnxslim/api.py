@@ -43,7 +43,7 @@ from onnxslim.runtime.session import resolve_providers
 logger = logging.getLogger(__name__)
 
 DEFAULT_PIPELINE = ("remove-identity,repeat(3){fold-constants,reshape-targets,cse,remove-noops,collapse-chains},"
-                    "fuse-layernorm,fuse-gelu,fold-bn,fuse-activations,fold-affine,dce")
+                    "fuse-pad,fuse-layernorm,fuse-gelu,fold-bn,fuse-activations,fold-affine,dce")
 #: Models whose tensors hold this many bytes are verified and timed with one session at a time:
 #: two would hold the weights twice (a 2.4 GB model peaked at 2.1x its size).
 ONE_SESSION_BYTES = 1 << 30

@@ -9,6 +9,7 @@ from onnxslim.passes import (  # noqa: F401
     fold_constants,
     fuse_activations,
     fuse_gelu,
+    fuse_pad,
     fuse_layernorm,
     prune_channels,
     prune_weights,
