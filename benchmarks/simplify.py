@@ -8,7 +8,8 @@ verification (``--threads 1``); OnnxSlim 0.1.98 and onnxsim 0.8.1 from a virtual
 that this script creates under ``benchmarks/out/peers-venv`` (the public OnnxSlim's import and
 command name clash with ours). For each output: node count (Constant nodes aside), nodes after
 ORT's optimizations, ORT latency at 1 thread interleaved with the original's, and parity (max
-abs error over every output against the original, on generated inputs). Models: the shipped
+abs error over every output against the original, on the inputs a corpus model ships, else on
+generated ones). Models: the shipped
 ones, the fetched real ones (``ONNXSLIM_MODEL_CACHE``), ``--corpus`` architectures evenly spaced over
 ``$ONNXSLIM_CORPUS_DIR`` when it exists, ``--large`` the generated 100 M-parameter model
 (``large_models.dense_stack``, 10 × Gemm 3162², inline, 400 MB) and ``--huge`` the > 2 GB one
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, REPO, models_module  # noqa: E402
@@ -87,7 +89,7 @@ def describe(original: Path, result: Path, latency: bool) -> dict:
            "ort_nodes": ort_node_count(model)[0], "bytes": _bytes(result)}
     reference = _load(original)
     try:
-        feeds = random_feeds(reference, {}, 0)
+        feeds = _own_inputs(original, reference) or random_feeds(reference, {}, 0)
         a, b = make_session(reference, optimize=False), make_session(model, optimize=False)
         row["max_abs"] = max(float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
                              if x.size else 0.0 for x, y in zip(run(a, feeds), run(b, feeds)))
@@ -98,6 +100,16 @@ def describe(original: Path, result: Path, latency: bool) -> dict:
     except Exception as exc:  # noqa: BLE001 - a model generated inputs cannot feed: say so in the table
         row["error"] = str(exc).splitlines()[0][:60]
     return row
+
+
+def _own_inputs(path: Path, model: onnx.ModelProto) -> dict | None:
+    """The inputs a corpus model ships in ``test_data_set_0`` (generated ones cannot feed every model)."""
+    files = sorted((path.parent / "test_data_set_0").glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    if not files:
+        return None
+    initializers = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    return {name: numpy_helper.to_array(onnx.load_tensor(str(f))) for name, f in zip(names, files)}
 
 
 def cases(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
