@@ -80,8 +80,10 @@ def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarra
     # a shift alone (an Add) leaves the weight as it is: no pass over it
     new_weight = None
     if not np.all(scale == 1):
-        new_weight = weight.astype(np.float64)
-        new_weight *= scale.reshape(shape)  # in place: one float64 copy of the weight, not two
+        # float64 products, rounded into the weight's dtype buffer by buffer: no float64 copy of
+        # the weight (the same values as multiplying a float64 copy and casting it back)
+        new_weight = np.empty_like(weight)
+        np.multiply(weight, scale.reshape(shape), out=new_weight, dtype=np.float64, casting="unsafe")
     # the bias keeps its own shape, or becomes one per channel
     _set_weight_and_bias(graph, producer, new_weight, bias * scale + shift, suffix)
     producer.outputs[0] = out
@@ -108,7 +110,7 @@ def _set_weight_and_bias(graph: gs.Graph, layer: gs.Node, weight: np.ndarray | N
     """New constants for ``layer``'s weight and bias (added if it had none), in its weight's dtype."""
     dtype = constant_value(layer.inputs[1]).dtype
     if weight is not None:
-        replace_input(graph, layer, 1, weight.astype(dtype), suffix)
+        replace_input(graph, layer, 1, weight.astype(dtype, copy=False), suffix)
     if len(layer.inputs) > 2 and layer.inputs[2].name:
         replace_input(graph, layer, 2, bias.astype(dtype), suffix)
     else:
