@@ -2,7 +2,8 @@
 
 ``Conv(Pad(x, p, 0), pads=c) = Conv(x, pads=c + p)`` when the Pad adds zeros (mode ``constant``,
 value 0 or absent) and only on the spatial axes (axes 0 and 1, batch and channels, unpadded),
-with no negative amount (a crop), and the Conv pads explicitly (``auto_pad`` NOTSET): a Conv
+with no negative amount (a crop), and the Conv pads explicitly (``auto_pad`` NOTSET, or VALID:
+no padding, which becomes explicit zeros plus the Pad's amounts): a Conv
 pads with zeros itself, so padding first or inside gives the same sums, element for element.
 Pad writes ``[x0_begin, ..., x(r-1)_begin, x0_end, ..., x(r-1)_end]`` over the axes it pads
 (every axis, or its ``axes`` input from opset 18); Conv writes ``[x1_begin, ..., x1_end, ...]``
@@ -51,7 +52,9 @@ class FusePad(Pass):
                 declines.append(Decline(pad.name, "a Conv reading it has pads of another rank"))
                 continue
             for conv in readers:
-                own = list(conv.attrs.get("pads", [0] * len(amounts)))
+                own = [0] * len(amounts)
+                if _auto_pad(conv) == "NOTSET":
+                    own = list(conv.attrs.get("pads", own))
                 conv.attrs["pads"] = [int(a + b) for a, b in zip(own, amounts)]
                 conv.attrs.pop("auto_pad", None)
                 conv.inputs[0] = pad.inputs[0]
@@ -68,7 +71,12 @@ def _pads_itself(node: gs.Node, tensor: gs.Tensor) -> bool:
     """A Conv reading ``tensor`` as its data input only, with explicit pads."""
     return (is_onnx_op(node, "Conv") and node.inputs[0] is tensor
             and all(t is not tensor for t in node.inputs[1:])
-            and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET"))
+            and _auto_pad(node) in ("NOTSET", "VALID"))
+
+
+def _auto_pad(node: gs.Node) -> str:
+    value = node.attrs.get("auto_pad", "NOTSET")
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _spatial_amounts(pad: gs.Node, opset: int) -> tuple[list[int] | None, str]:

@@ -58,6 +58,16 @@ def test_pads_that_are_not_a_convs_padding_stay(pad, reason):
     assert reason in result.declines[0].reason
 
 
+def test_a_valid_conv_takes_the_pad_as_its_padding(rng):
+    model = model_from_text(_model(PAD_11, conv_attrs='auto_pad = "VALID", strides = [2, 2]'), W)
+    out, result = run_pass(FusePad(), model)
+    assert result.modified and "Pad" not in op_types(out)
+    conv = next(n for n in out.graph.node if n.op_type == "Conv")
+    assert {a.name: a.ints for a in conv.attribute}["pads"] == [1, 2, 2, 0]
+    assert "auto_pad" not in {a.name for a in conv.attribute}
+    assert_parity(model, out, {"x": rng.normal(size=(2, 3, 7, 9)).astype(np.float32)})
+
+
 def test_a_pad_read_by_another_op_or_an_auto_padded_conv_stays():
     shared = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,3,7,9] x) => (float[N,4,?,?] y, float[N,3,?,?] p) <float[4,3,3,3] w> {
