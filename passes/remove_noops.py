@@ -10,8 +10,9 @@ A node is a no-op when, for every input it can be given, its output equals its i
 - ``Slice`` that on every sliced axis has step 1, starts at 0 (or before it) and ends at or past
   the end (a numeric dim, or an end ≥ 2³¹−1: exporters' "to the end");
 - ``Transpose`` with the identity permutation;
-- ``x + 0``, ``x − 0``, ``x · 1``, ``x / 1`` with a constant that does not broadcast x to a larger
-  shape (IEEE: x · 1 and x / 1 are x; x + 0 differs from x only in the sign of a zero).
+- ``x + 0``, ``x − 0``, ``x · 1``, ``x / 1``, ``x and True``, ``x or False`` with a constant that
+  does not broadcast x to a larger shape (IEEE: x · 1 and x / 1 are x; x + 0 differs from x only
+  in the sign of a zero).
 
 Pairs (the middle tensor read only by the second node, and not a graph output):
 ``Transpose → Transpose`` whose permutations compose to the identity, ``Unsqueeze(axes) →
@@ -97,7 +98,7 @@ def _noop(node: gs.Node, graph: gs.Graph, shapes: Shapes) -> tuple[str, gs.Tenso
     rule = SINGLE_RULES.get(node.op)
     if rule is not None and rule(node, shapes.get(x.name), shapes):
         return node.op.lower(), out, x
-    if node.op in ("Add", "Sub", "Mul", "Div"):
+    if node.op in NEUTRAL:
         source = _neutral_operand(node, shapes)
         if source is not None and shapes.types.get(source.name) == shapes.types.get(out.name):
             return f"{node.op.lower()}_neutral", out, source
@@ -159,12 +160,17 @@ def _at_start(start: int, dim) -> bool:
     return start == 0 or (start < 0 and isinstance(dim, int) and start + dim <= 0)
 
 
+#: the constant that leaves the other operand as it is, per op
+NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "And": True, "Or": False}
+
+
 def _neutral_operand(node: gs.Node, shapes: Shapes) -> gs.Tensor | None:
-    """For x + 0, x − 0, x · 1, x / 1 (a constant that does not broadcast x larger): x."""
+    """For x + 0, x − 0, x · 1, x / 1, x and True, x or False (a constant that does not broadcast x
+    larger): x."""
     if len(node.inputs) != 2:
         return None
-    neutral = 0 if node.op in ("Add", "Sub") else 1
-    sides = [(0, 1), (1, 0)] if node.op in ("Add", "Mul") else [(0, 1)]
+    neutral = NEUTRAL[node.op]
+    sides = [(0, 1), (1, 0)] if node.op in ("Add", "Mul", "And", "Or") else [(0, 1)]
     for xi, ci in sides:
         x, value = node.inputs[xi], constant_value(node.inputs[ci])
         dims = shapes.get(x.name)

@@ -107,7 +107,7 @@ g (float[N,3,4] x) => (float[N,12] y, float[4,N,3] z) {
 }"""
     model = model_from_text(text)
     out, result = run_pass(CollapseChains(), model)
-    assert result.stats == {"reshapes": 2, "transposes": 1}
+    assert result.stats == {"reshapes": 2, "transposes": 1, "unsqueezes": 0}
     assert sorted(_computing(out)) == ["Relu", "Reshape", "Transpose"]
     assert [n.input[0] for n in out.graph.node if n.op_type == "Reshape"] == ["x"]
     assert [list(a.ints) for n in out.graph.node if n.op_type == "Transpose" for a in n.attribute] == [[2, 0, 1]]
@@ -146,3 +146,34 @@ g (float[N,3,4] x) => (float[3,N,4] mid, float[N,3,4] y, float[N,12] w) {
         "its target shape may copy dims (0) from the intermediate tensor",
         "the Transpose before it has other readers or is a graph output",
     ]
+
+
+def test_unsqueeze_chains_become_one_unsqueeze(rng):
+    """The dynamo exporter writes x[None, :, None] as two Unsqueezes; opset 11 keeps axes in attributes."""
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,5] x) => (float[1,N,1,5,1] y, float[N,5,1,1] z) {
+    a1 = Constant<value = int64[1] {0}>()
+    a2 = Constant<value = int64[2] {2, 4}>()
+    u = Unsqueeze(x, a1)
+    y = Unsqueeze(u, a2)
+    b1 = Constant<value = int64[1] {2}>()
+    b2 = Constant<value = int64[1] {-1}>()
+    v = Unsqueeze(x, b1)
+    z = Unsqueeze(v, b2)
+}"""
+    model = model_from_text(text)
+    out, result = run_pass(CollapseChains(), model)
+    assert result.stats["unsqueezes"] == 1  # a negative axis needs the rank: that chain stays
+    assert _computing(out).count("Unsqueeze") == 3
+    assert_parity(model, out, {"x": rng.normal(size=(3, 5)).astype(np.float32)})
+    old = """<ir_version: 6, opset_import: ["": 11]>
+g (float[N,5] x) => (float[1,5,N,1] y) {
+    t = Transpose<perm = [1, 0]>(x)
+    u = Unsqueeze<axes = [0]>(t)
+    y = Unsqueeze<axes = [3]>(u)
+}"""
+    model = model_from_text(old)
+    out, result = run_pass(CollapseChains(), model)
+    assert result.stats["unsqueezes"] == 1 and _computing(out).count("Unsqueeze") == 1
+    assert [list(a.ints) for n in out.graph.node if n.op_type == "Unsqueeze" for a in n.attribute] == [[0, 3]]
+    assert_parity(model, out, {"x": rng.normal(size=(3, 5)).astype(np.float32)})

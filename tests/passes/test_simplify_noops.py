@@ -149,3 +149,21 @@ g (float[N,12] x, int64 n) => (float[N,12] y, float[1,N,12] z, int64 k) {
     feeds = {"x": rng.normal(size=(3, 12)).astype(np.float32), "n": np.array(7, np.int64)}
     assert_parity(model, out, feeds)
     assert not run_pass(RemoveNoops(), out)[1].modified
+
+
+def test_and_true_and_or_false_go(rng):
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (bool[N,4] m, float[N,4] x) => (float[N,4] y) {
+    t = Constant<value = bool {1}>()
+    f = Constant<value = bool[4] {0, 0, 0, 0}>()
+    a = And(t, m)
+    o = Or(a, f)
+    zero = Constant<value = float {0}>()
+    y = Where(o, x, zero)
+}"""
+    model = model_from_text(text)
+    out, result = run_pass(RemoveNoops(), model)
+    assert result.stats.get("and_neutral") == 1 and result.stats.get("or_neutral") == 1
+    assert sorted(op for op in op_types(out) if op != "Constant") == ["Where"]
+    feeds = {"m": rng.random((3, 4)) > 0.5, "x": rng.normal(size=(3, 4)).astype(np.float32)}
+    assert_parity(model, out, feeds)
