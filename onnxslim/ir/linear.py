@@ -210,7 +210,7 @@ class Linear:
         else:
             new = gs.Constant(name, values)
         self.node.inputs[1] = new
-        _drop_unread(graph, old)
+        drop_unread(graph, old)
         self.stored, self.readers = values, 1
         return new
 
@@ -247,7 +247,7 @@ def _readers(tensor: gs.Tensor) -> int:
     return count
 
 
-def _drop_unread(graph: gs.Graph, tensor: gs.Tensor) -> None:
+def drop_unread(graph: gs.Graph, tensor: gs.Tensor) -> None:
     """Release the replaced weight, and remove the Constant node that made it once unread."""
     if tensor.outputs or tensor in graph.outputs:
         return
