@@ -215,6 +215,12 @@ class Linear:
         return new
 
 
+def with_weight(node: gs.Node, stored: np.ndarray) -> Linear:
+    """The view of ``node`` holding ``stored`` as its weight: a weight about to replace the one the
+    graph holds (quantize reads a smoothed weight's axes before writing it)."""
+    return Linear(node, np.asarray(stored), INITIALIZER, 1)
+
+
 def linear_of(node: gs.Node, graph: gs.Graph | None = None) -> Linear | None:
     """The view of ``node`` if it is a Conv/ConvTranspose/Gemm/MatMul (default domain) whose input 1
     is constant, else None. With ``graph``, a weight that is also a graph output counts as shared."""
