@@ -132,6 +132,7 @@ class PruneWeights(Pass):
         elif layers and (opts.scope == "layer" or _nm(opts.pattern)):  # counts that ignore the scores
             counts = self._counts(layers, [], {}, ctx)
         notes = [ALREADY] if counts is not None and self._already(layers, counts) else []
+        notes += ([SIZE_NOTE, NM_NOTE] if _nm(opts.pattern) else [SIZE_NOTE]) + _bn_note(layers) if layers else []
         plan = WeightPlan.of(layers, counts, declines, opts, summary, notes)
         plan.cache.update(layers=layers, scores=layer_scores)
         return plan
