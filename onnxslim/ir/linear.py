@@ -110,6 +110,13 @@ class Linear:
         return w.shape[-2], w.shape[-1]
 
     @property
+    def out_channels(self) -> int:
+        """Output channels of the node, all groups together (Cout for convolutions)."""
+        if self.op == "ConvTranspose":
+            return self.stored.shape[1] * self.groups
+        return self.shape[1] * self.groups
+
+    @property
     def feature_axis(self) -> int:
         """The axis of the input activation that holds the ``K`` features (channels for convolutions)."""
         if self.op in ("Conv", "ConvTranspose"):

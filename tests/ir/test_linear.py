@@ -40,7 +40,8 @@ def test_gemm_matrix_is_k_by_n_whatever_the_transposes(trans_a, trans_b, rng):
         g (float[{x_shape}] x) => (float[4, 5] y) {{ y = Gemm<transA={trans_a}, transB={trans_b}, alpha=2.0>(x, w, c) }}""",
                             {"w": w, "c": c})
     _, view = _view(model, "Gemm")
-    assert view.shape == (k, n) and view.groups == 1 and view.source == INITIALIZER and not view.shared
+    assert view.shape == (k, n) and view.out_channels == n and view.groups == 1 and view.source == INITIALIZER
+    assert not view.shared
     assert view.output_axis == (0 if trans_b else 1) and view.reduction_axis == (1 if trans_b else 0)
     assert view.feature_axis == (0 if trans_a else -1) and view.has_bias and not view.can_add_bias
     x = rng.normal(size=(m, k) if not trans_a else (k, m)).astype(np.float32)
@@ -82,6 +83,7 @@ def test_conv_matrices_are_im2col_per_group(groups, rng):
     _, view = _view(model, "Conv")
     kk, n = view.shape
     assert (kk, n, view.groups, view.spatial) == (cin // groups * k * k, cout // groups, groups, k * k)
+    assert view.out_channels == cout
     x = rng.normal(size=(2, cin, 7, 7)).astype(np.float32)
     patches, (bn, oh, ow) = _rows(x, k)
     mats = view.matrices()
@@ -118,6 +120,7 @@ def test_conv_transpose_reduces_over_input_channels(groups, rng):
     _, view = _view(model, "ConvTranspose")
     kk, n = view.shape
     assert (kk, n) == (cin // groups, cout // groups * k * k) and view.output_axis == (1 if groups == 1 else None)
+    assert view.out_channels == cout
     x = rng.normal(size=(1, cin, 3, 3)).astype(np.float32)
     rows = np.moveaxis(x, 1, -1).reshape(9, cin)
     cols = np.concatenate([rows[:, g * kk:(g + 1) * kk] @ view.matrices()[g] for g in range(groups)], axis=1)
