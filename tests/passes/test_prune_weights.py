@@ -131,14 +131,20 @@ def test_exclude_and_min_params_are_reported(rng):
     assert np.count_nonzero(_weights(out)["mw"]) == 16 * 32
 
 
-def test_shared_weight_is_declined(rng):
+@pytest.mark.parametrize("copies", ["", "w1 = Identity(w)\n    w2 = Identity(w)\n"])
+def test_shared_weight_is_declined(rng, copies):
+    """Also when each layer reads its own Identity copy (PyTorch's export of ALBERT's shared layers)."""
     text = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,8] x) => (float[N,8] y) {
-    a = MatMul(x, w)
-    y = MatMul(a, w)
-}"""
+    COPIES a = MatMul(x, w1)
+    y = MatMul(a, w2)
+}""".replace("COPIES", copies)
+    if not copies:
+        text = text.replace("w1", "w").replace("w2", "w")
     _, result = _prune(model_from_text(text, {"w": rng.normal(size=(8, 8)).astype(np.float32)}))
-    assert not result.modified and "shared" in result.declines[0].reason
+    names = ["w1", "w2"] if copies else ["w", "w"]
+    assert not result.modified
+    assert [d.reason for d in result.declines] == [f"weight {n!r} is shared by 2 nodes" for n in names]
 
 
 def test_constant_node_weights_are_pruned_into_a_new_constant_node_and_the_old_one_dropped(rng):

@@ -194,6 +194,11 @@ def test_conv_1x1_with_stride_and_constant_node_weight(rng):
 g (float[B,32] x) => (float[B,32] y) { h = MatMul(x, w)
  y = MatMul(h, w) }""", {"w": "normal:32x32"}, "shared by 2 nodes"),
     ("""<ir_version: 8, opset_import: ["": 17]>
+g (float[B,32] x) => (float[B,32] y) { w1 = Identity(w)
+ w2 = Identity(w)
+ h = MatMul(x, w1)
+ y = MatMul(h, w2) }""", {"w": "normal:32x32"}, "shared by 2 nodes"),
+    ("""<ir_version: 8, opset_import: ["": 17]>
 g (float[B,8,6,6] x) => (float[B,8,4,4] y) { y = Conv(x, w) }""", {"w": "normal:8x8x3x3"}, "only 1x1"),
 ])
 def test_declines_with_a_reason(rng, text, weights, reason):
