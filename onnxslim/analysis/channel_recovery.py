@@ -89,11 +89,11 @@ def _unsupported(node: gs.Node | None, orig: gs.Node | None) -> str | None:
         return "no counterpart in the original graph"
     if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
         return f"{node.op} is not refit"
-    if node.op == "ConvTranspose" and not _patchwise(node):
-        return "only ConvTranspose with kernel = stride, no padding, group=1"
     layer = linear_of(node)
     if layer is None:
         return "the weight is not constant"
+    if node.op == "ConvTranspose" and not _patchwise(node):
+        return "only ConvTranspose with kernel = stride, no padding, group=1"
     if node.op == "Conv" and (layer.stored.ndim != 4 or layer.groups != 1):
         return "only 2-D Conv with group=1"
     if node.op == "Conv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
@@ -194,7 +194,7 @@ def _refit_level(ctx, pruned, nodes, targets) -> list[LayerFit]:
 def _patchwise(node: gs.Node) -> bool:
     k = list(node.attrs.get("kernel_shape", []))
     return (len(k) == 2 and list(node.attrs.get("strides", [1, 1])) == k and not any(node.attrs.get("pads", [0] * 4))
-            and node.attrs.get("group", 1) == 1 and list(node.attrs.get("dilations", [1, 1])) == [1, 1]
+            and linear_of(node).groups == 1 and list(node.attrs.get("dilations", [1, 1])) == [1, 1]
             and not any(node.attrs.get("output_padding", [0, 0])) and "output_shape" not in node.attrs
             and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
 

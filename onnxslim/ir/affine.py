@@ -25,7 +25,7 @@ def blocker(producer: gs.Node) -> str | None:
         return f"the weight of {producer.name!r} is not constant"
     if len(producer.inputs) > 2 and producer.inputs[2].name and constant_value(producer.inputs[2]) is None:
         return f"the bias of {producer.name!r} is not constant"
-    if producer.op == "ConvTranspose" and producer.attrs.get("group", 1) != 1:
+    if producer.op == "ConvTranspose" and linear_of(producer).groups != 1:
         return "grouped ConvTranspose is not folded"
     if producer.op == "Gemm" and producer.outputs[0].shape is not None and len(producer.outputs[0].shape) != 2:
         return "Gemm output is not 2-D"
