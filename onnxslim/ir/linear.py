@@ -15,8 +15,14 @@ A convolution's ``K`` runs input channel first, then kernel position (im2col ord
 feature ``c·Πk + p`` is channel ``c`` of the group at kernel offset ``p``. A transposed
 convolution reduces over input channels only; its ``N`` columns are output channel first, then
 kernel offset, which col2im adds into the output. Gemm's ``alpha`` and ``beta`` are not applied
-to the matrices (``alpha`` and ``beta`` are there for whoever needs the effective product);
-``transA`` only says where the features sit in the input (``feature_axis``).
+to the matrices (the view gives them to whoever needs the effective product); ``transA`` only says
+where the features sit in the input.
+
+Axes: ``output_axis`` is the axis of the stored weight that indexes the outputs (the per-channel
+quantization axis), ``reduction_axis`` the one holding ``K`` in a dense layer, ``feature_axis`` the
+axis of the input activation holding the features. ``macs(input_shape)`` is rows · K · N summed
+over the groups, rows being the input's feature vectors (a convolution: batch × output pixels; a
+transposed one: batch × input pixels).
 
 The weight may be an initializer, the output of a ``Constant`` node (Paddle exports have no
 initializers), or an ``Identity`` of either (PyTorch's export of a weight shared by several
