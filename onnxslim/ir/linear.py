@@ -113,6 +113,8 @@ class Linear:
             return w.shape[0] // g, int(np.prod(w.shape[1:]))
         if self.trans_b:
             return w.shape[1], w.shape[0]
+        if w.ndim == 1:  # MatMul by a vector: K features to one output, whose axis the product drops
+            return w.shape[0], 1
         return w.shape[-2], w.shape[-1]
 
     @property
@@ -148,7 +150,7 @@ class Linear:
         ``K`` spans the input-channel and kernel axes)."""
         if self.op == "Gemm":
             return 1 if self.trans_b else 0
-        return self.stored.ndim - 2 if self.op == "MatMul" else None
+        return self.stored.ndim - 2 if self.op == "MatMul" and self.stored.ndim >= 2 else None
 
     def matrices(self, stored: np.ndarray | None = None) -> np.ndarray:
         """The weight (``stored`` in the node's layout, by default its own) as ``[G, K, N]``, a copy."""
@@ -193,6 +195,8 @@ class Linear:
         if not all(isinstance(d, (int, np.integer)) for d in input_shape):
             return None
         x = [int(d) for d in input_shape]
+        if self.op == "MatMul" and self.stored.ndim != 2:
+            return None
         g, (k, n) = self.groups, self.shape
         if self.op == "ConvTranspose":  # each input value is multiplied by its group's N weights
             return math.prod(x) * n
@@ -201,8 +205,6 @@ class Linear:
             return None if out is None else x[0] * math.prod(out) * g * n * k
         if self.op == "Gemm":
             return (x[1] if self.trans_a else x[0]) * k * n
-        if self.stored.ndim != 2:
-            return None
         return math.prod(x[:-1]) * k * n
 
     # -- write-back ------------------------------------------------------------------------------

@@ -176,6 +176,15 @@ def test_a_shared_weight_is_seen_through_identity_copies(rng):
     assert all(linear_of(n, graph).shared for n in graph.nodes)
 
 
+def test_a_vector_weight_is_k_to_one(rng):
+    w = rng.normal(size=(6,)).astype(np.float32)
+    model = model_from_text("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4, 6] x) => (float[4] y) { y = MatMul(x, w) }""", {"w": w})
+    _, view = _view(model, "MatMul")
+    assert view.shape == (6, 1) and view.output_axis is None and view.reduction_axis is None
+    assert view.macs([4, 6]) is None  # no single matrix: the callers count it from the output
+
+
 def test_a_product_of_activations_or_another_op_has_no_view():
     model = model_from_text("""<ir_version: 8, opset_import: ["" : 17]>
         g (float[4, 6] x, float[6, 3] w) => (float[4, 3] y) { y = MatMul(x, w) }""")
