@@ -28,6 +28,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassResult
 from onnxslim.core.registry import register_pass
 from onnxslim.ir import affine
+from onnxslim.ir.linear import linear_of
 from onnxslim.ir.nodes import is_onnx_op, other_input, sole_reader
 from onnxslim.ir.weights import constant_value
 
@@ -159,8 +160,8 @@ def _unpadded_conv(conv: gs.Node, y: gs.Tensor) -> bool:
     """A Conv (group 1, constant float weight and bias) that reads ``y`` as its input, with no padding."""
     if not is_onnx_op(conv, "Conv") or conv.inputs[0] is not y or any(t is y for t in conv.inputs[1:]):
         return False
-    weight = constant_value(conv.inputs[1])
-    if weight is None or weight.dtype.kind != "f" or conv.attrs.get("group", 1) != 1:
+    layer = linear_of(conv)
+    if layer is None or layer.stored.dtype.kind != "f" or layer.groups != 1:
         return False
     if len(conv.inputs) > 2 and conv.inputs[2].name and constant_value(conv.inputs[2]) is None:
         return False

@@ -36,13 +36,14 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
 from onnxslim.core.requires import CLEAN
+from onnxslim.ir.linear import Linear, drop_unread
 from onnxslim.ir.nodes import prefix
-from onnxslim.ir.weights import replace_input
 from onnxslim.runtime.parity import Tolerance
 from onnxslim.sparse import masks as masklib
 from onnxslim.sparse import sequential, storage
 from onnxslim.sparse.criteria import HessianAccumulator, scores, supports_data
-from onnxslim.sparse.layers import Layer, find_layers, matches
+from onnxslim.sparse.layers import find_layers, from_mats, matches, nm_cols, nm_perm, to_mats
+from onnxslim.sparse.plan import WeightPlan
 from onnxslim.sparse.reconstruct import prune_group, upper_inverse_factor
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ SIZE_NOTE = ("ONNX Runtime densifies sparse weights when it loads a model: unstr
              "on dense kernels")
 NM_NOTE = ("N:M sparsity is what sparse tensor cores accelerate (TensorRT with sparsity enabled); "
            "ONNX Runtime's CPU and CUDA kernels run it dense")
+ALREADY = "the weights already hold this request: they are kept as they are"
 ROWS_PER_SAMPLE = 32  # input rows per calibration sample a convolution's H sees at most (seeded subsample)
 REFIT_ROWS = 4  # sequential refit only with at least this many calibration rows per input feature
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
@@ -115,27 +117,53 @@ class PruneWeights(Pass):
         cosine, top1 = (0.95, 0.9) if s <= 0.5 else (0.8, 0.75) if s <= 0.75 else (0.5, 0.5)
         return Tolerance(cosine=cosine, top1=top1, per_output=True)
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+    def plan(self, graph: gs.Graph, ctx: PassContext) -> WeightPlan:
+        """The layers to prune and the declines; with the magnitude criterion (or per-layer counts) also
+        how many zeros each gets. Runs no model."""
+        opts = self.options
+        layers, declines = self._select(graph)
+        summary = {"criterion": opts.criterion, "pattern": opts.pattern, "scope": opts.scope,
+                   "target_sparsity": 0.5 if opts.pattern != "unstructured" else opts.sparsity,
+                   "layers": len(layers), "prunable_params": int(sum(l.stored.size for l in layers))}
+        layer_scores, counts = None, None
+        if layers and not self.needs_calibration():
+            layer_scores = [scores(opts.criterion, to_mats(l), None, opts.damp, None) for l in layers]
+            counts = self._counts(layers, layer_scores, {}, ctx)
+        elif layers and (opts.scope == "layer" or _nm(opts.pattern)):  # counts that ignore the scores
+            counts = self._counts(layers, [], {}, ctx)
+        notes = [ALREADY] if counts is not None and self._already(layers, counts) else []
+        notes += ([SIZE_NOTE, NM_NOTE] if _nm(opts.pattern) else [SIZE_NOTE]) + _bn_note(layers) if layers else []
+        plan = WeightPlan.of(layers, counts, declines, opts, summary, notes)
+        plan.cache.update(layers=layers, scores=layer_scores)
+        return plan
+
+    def apply(self, graph: gs.Graph, ctx: PassContext, plan: WeightPlan) -> PassResult:
+        """Prune as ``plan`` says: its layers, its zeros per layer where it gives them."""
         opts = self.options
         self._thin: list[str] = []
-        layers, declines = self._select(graph)
+        layers = plan.cache.get("layers")
+        if layers is None:  # a plan read back from JSON: select again (selection reads the graph alone)
+            layers, _ = self._select(graph)
+            plan.check(layers)
+        declines = list(plan.declines)
         if not layers:
             return PassResult(False, {"layers": 0}, declines)
+        zeros_before = int(sum(l.stored.size - np.count_nonzero(l.stored) for l in layers))
         hessians, used, _ = self._hessians(graph, ctx, layers) if self.needs_calibration() else ({}, 0, {})
         factors = self._factors(layers, hessians)
-        layer_scores = [scores(opts.criterion, l.to_mats(), hessians.get(id(l)), opts.damp, factors.get(id(l)))
-                        for l in layers]
-        counts = self._counts(layers, layer_scores, hessians, ctx)
+        layer_scores = plan.cache.get("scores") or [
+            scores(opts.criterion, to_mats(l), hessians.get(id(l)), opts.damp, factors.get(id(l))) for l in layers]
+        counts = plan.counts() or self._counts(layers, layer_scores, hessians, ctx)
         changed, per_layer, choices = 0, [], []
         if self._already(layers, counts):  # pruned to this request before: keep every weight as it is
             for layer in layers:
-                changed += self._keep(graph, layer, layer.weight, choices, per_layer)
-            return PassResult(changed > 0, self._stats(layers, per_layer, declines, choices, used), declines,
-                              [SIZE_NOTE])
+                changed += self._keep(graph, layer, layer.stored, choices, per_layer)
+            return PassResult(changed > 0, self._stats(layers, per_layer, declines, choices, used, zeros_before),
+                              declines, [SIZE_NOTE])
         in_order = opts.criterion == "reconstruct" and opts.sequential
         stages = sequential.stages(graph, layers, MAX_STAGES) if in_order else [0] * len(layers)
         original = graph.copy() if in_order and max(stages) > 0 else None
-        mats = [l.to_mats() for l in layers]
+        mats = [to_mats(l) for l in layers]
         for stage in sorted(set(stages)):
             todo = [i for i, s in enumerate(stages) if s == stage]
             if stage > 0:  # inputs now come through pruned layers: gather H (and the cross term) again
@@ -151,7 +179,7 @@ class PruneWeights(Pass):
             for i in todo:
                 changed += self._apply(graph, layers[i], mats[i], layer_scores[i], counts[i], hessians,
                                        factors.get(id(layers[i])), choices, per_layer)
-        stats = self._stats(layers, per_layer, declines, choices, used)
+        stats = self._stats(layers, per_layer, declines, choices, used, zeros_before)
         notes = [SIZE_NOTE, NM_NOTE] if _nm(opts.pattern) else [SIZE_NOTE]
         notes += _bn_note(layers)
         if self.needs_calibration() and self._thin:
@@ -161,25 +189,25 @@ class PruneWeights(Pass):
                          + (", ..." if len(self._thin) > 8 else ""))
         return PassResult(changed > 0, stats, declines, notes)
 
-    def _factors(self, layers: list[Layer], hessians: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:
+    def _factors(self, layers: list[Linear], hessians: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:
         """Per reconstruct layer and group, ``U`` with ``UᵀU = H⁻¹`` (shared by scores and updates)."""
         if self.options.criterion != "reconstruct":
             return {}
         return {id(l): [upper_inverse_factor(h, self.options.damp) for h in hessians[id(l)]] for l in layers}
 
-    def _already(self, layers: list[Layer], counts: list[int]) -> bool:
+    def _already(self, layers: list[Linear], counts: list[int]) -> bool:
         """Whether the weights already hold the request: the zeros of every layer (in the N:M
         pattern when asked), or in global scope the total, overridden layers aside, so that a data-aware
         allocation seeing inputs the first run made dead does not move zeros between layers."""
         opts = self.options
         nm = _nm(opts.pattern)
-        zeros = [layer.size - np.count_nonzero(layer.weight) for layer in layers]
+        zeros = [layer.stored.size - np.count_nonzero(layer.stored) for layer in layers]
         pooled = opts.scope == "global" and not nm
         fixed = [any(matches(l, (_parse_override(o, opts)[0],)) for o in opts.layer_sparsity) for l in layers]
         for layer, zero, count, own in zip(layers, zeros, counts, fixed):
             if (own or not pooled) and zero != count:
                 return False
-            if nm and not masklib.holds_nm(layer.to_mats(), *nm, layer.nm_perm()):
+            if nm and not masklib.holds_nm(to_mats(layer), *nm, nm_perm(layer)):
                 return False
         free = [i for i, own in enumerate(fixed) if not own]
         return not pooled or sum(zeros[i] for i in free) == sum(counts[i] for i in free)
@@ -189,14 +217,14 @@ class PruneWeights(Pass):
         return self._keep(graph, layer, new, choices, per_layer)
 
     def _keep(self, graph, layer, new, choices, per_layer) -> int:
-        per_layer.append({"layer": layer.name, "op": layer.op, "weights": layer.size,
+        per_layer.append({"layer": layer.name, "op": layer.op, "weights": layer.stored.size,
                           "zeros": int(new.size - np.count_nonzero(new)),
                           "sparsity": round(float(1 - np.count_nonzero(new) / new.size), 4)})
         return self._write(graph, layer, new, choices)
 
     # -- selection -------------------------------------------------------------------------
 
-    def _select(self, graph: gs.Graph) -> tuple[list[Layer], list[Decline]]:
+    def _select(self, graph: gs.Graph) -> tuple[list[Linear], list[Decline]]:
         opts = self.options
         found, skipped = find_layers(graph)
         declines = [Decline(where, reason) for where, reason in skipped]
@@ -207,10 +235,10 @@ class PruneWeights(Pass):
             hit = next((p for p in opts.exclude if matches(layer, (p,))), None)
             if hit is not None:
                 reason = f"excluded by exclude={hit!r}"
-            elif layer.size < opts.min_params:
-                reason = f"{layer.size} weights, fewer than min_params={opts.min_params}"
-            elif nm and layer.nm_cols() % nm[1]:
-                reason = f"reduction run of {layer.nm_cols()} is not a multiple of {nm[1]}: {opts.pattern} does not fit"
+            elif layer.stored.size < opts.min_params:
+                reason = f"{layer.stored.size} weights, fewer than min_params={opts.min_params}"
+            elif nm and nm_cols(layer) % nm[1]:
+                reason = f"reduction run of {nm_cols(layer)} is not a multiple of {nm[1]}: {opts.pattern} does not fit"
             elif self.needs_calibration():
                 reason = supports_data(layer)
             if reason:
@@ -221,20 +249,20 @@ class PruneWeights(Pass):
 
     # -- calibration -----------------------------------------------------------------------
 
-    def _hessians(self, graph: gs.Graph, ctx: PassContext, layers: list[Layer],
+    def _hessians(self, graph: gs.Graph, ctx: PassContext, layers: list[Linear],
                   original: gs.Graph | None = None) -> tuple[dict[int, np.ndarray], int, dict[int, np.ndarray]]:
         """H of each layer's input; with ``original``, also the cross term with the original model's input."""
         ctx.require_calibration(self.name)
         rng = ctx.rng(4)
         acc = {id(l): HessianAccumulator(l, ROWS_PER_SAMPLE, rng) for l in layers}
-        names = list(dict.fromkeys(l.input_name for l in layers))
+        names = list(dict.fromkeys(l.input.name for l in layers))
         references = (ctx.activations(prefix(original, names), names) if original is not None
                       else itertools.repeat(None))
         used = 0
         for values, reference in zip(ctx.activations(prefix(graph, names), names), references):
             samples = len(next(iter(values.values())))
             for layer in layers:
-                acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name],
+                acc[id(layer)].add(values[layer.input.name], None if reference is None else reference[layer.input.name],
                                    samples)
             used += samples
             if used >= self.options.samples:
@@ -249,74 +277,72 @@ class PruneWeights(Pass):
 
     # -- how many go where -----------------------------------------------------------------
 
-    def _counts(self, layers: list[Layer], layer_scores: list[np.ndarray], hessians: dict, ctx: PassContext) -> list[int]:
+    def _counts(self, layers: list[Linear], layer_scores: list[np.ndarray], hessians: dict, ctx: PassContext) -> list[int]:
         opts = self.options
         nm = _nm(opts.pattern)
         if nm:
-            return [l.size * (nm[1] - nm[0]) // nm[1] for l in layers]
+            return [l.stored.size * (nm[1] - nm[0]) // nm[1] for l in layers]
         fixed: dict[int, int] = {}
         for i, layer in enumerate(layers):
             for item in opts.layer_sparsity:
                 pattern, value = _parse_override(item, opts)
                 if matches(layer, (pattern,)):
-                    fixed[i] = masklib.target_count(value, layer.size)
+                    fixed[i] = masklib.target_count(value, layer.stored.size)
         free = [i for i in range(len(layers)) if i not in fixed]
         counts = dict(fixed)
         if opts.scope == "layer":
-            counts.update({i: masklib.target_count(opts.sparsity, layers[i].size) for i in free})
+            counts.update({i: masklib.target_count(opts.sparsity, layers[i].stored.size) for i in free})
         else:
-            total = masklib.target_count(opts.sparsity, sum(l.size for l in layers)) - sum(fixed.values())
-            if total < 0 or total > sum(layers[i].size for i in free):
+            total = masklib.target_count(opts.sparsity, sum(l.stored.size for l in layers)) - sum(fixed.values())
+            if total < 0 or total > sum(layers[i].stored.size for i in free):
                 ctx.warn(f"prune-weights: layer_sparsity overrides make sparsity={opts.sparsity} unreachable")
-                total = min(max(total, 0), sum(layers[i].size for i in free))
+                total = min(max(total, 0), sum(layers[i].stored.size for i in free))
             counts.update(zip(free, masklib.allocate_global([layer_scores[i] for i in free], total)))
         return [counts[i] for i in range(len(layers))]
 
     # -- apply -----------------------------------------------------------------------------
 
-    def _prune(self, layer: Layer, mats: np.ndarray, sc: np.ndarray, count: int, h: np.ndarray | None,
+    def _prune(self, layer: Linear, mats: np.ndarray, sc: np.ndarray, count: int, h: np.ndarray | None,
                factors: list[np.ndarray] | None = None) -> np.ndarray:
         opts = self.options
         nm = _nm(opts.pattern)
-        perm = layer.nm_perm() if nm else None
+        perm = nm_perm(layer) if nm else None
         if opts.criterion == "reconstruct":
             mask = masklib.nm_mask(sc, *nm, perm) if nm else masklib.unstructured_mask(sc, count)
             out = np.empty(mats.shape)
             for g in range(mats.shape[0]):
                 out[g] = prune_group(mats[g], h[g], opts.damp, count=int(mask[g].sum()), nm=nm, perm=perm,
                                      saliency=sc[g], u=factors[g] if factors else None)
-            return layer.from_mats(out)
+            return from_mats(layer, out)
         mask = masklib.nm_mask(sc, *nm, perm) if nm else masklib.unstructured_mask(sc, count)
-        return layer.from_mats(np.where(mask, 0, mats))
+        return from_mats(layer, np.where(mask, 0, mats))
 
-    def _write(self, graph: gs.Graph, layer: Layer, new: np.ndarray, choices: list[dict]) -> int:
+    def _write(self, graph: gs.Graph, layer: Linear, new: np.ndarray, choices: list[dict]) -> int:
         """Point the layer at ``new`` (dense or sparse); 1 if the graph changed."""
-        same = np.array_equal(new, layer.weight)
+        same = np.array_equal(new, layer.stored)
         if self.options.storage == "sparse":
-            choice, sparse = storage.choose(new, layer.node.inputs[layer.index].name)
+            choice, sparse = storage.choose(new, layer.tensor.name)
             choices.append(choice.to_dict() | {"layer": layer.name})
             if sparse is not None:
-                old = layer.node.inputs[layer.index]
-                storage.store_sparse(graph, layer.node, layer.index, sparse, new.dtype, new.shape)
-                _drop_orphan_constant(graph, old)
+                old = layer.tensor
+                storage.store_sparse(graph, layer.node, 1, sparse, new.dtype, new.shape)
+                drop_unread(graph, old)
                 return 1
         if same:
             return 0
-        old = layer.node.inputs[layer.index]
-        replace_input(graph, layer.node, layer.index, new, "pruned")
-        _drop_orphan_constant(graph, old)
+        layer.write(graph, new, "pruned")
         return 1
 
-    def _stats(self, layers, per_layer, declines, choices, used) -> dict:
+    def _stats(self, layers, per_layer, declines, choices, used, zeros_before) -> dict:
         opts = self.options
-        total = sum(l.size for l in layers)
+        total = sum(l.stored.size for l in layers)
         zeros = sum(p["zeros"] for p in per_layer)
         stats = {
             "criterion": opts.criterion, "pattern": opts.pattern, "scope": opts.scope,
             "target_sparsity": 0.5 if opts.pattern != "unstructured" else opts.sparsity,
             "sparsity": round(zeros / total, 6) if total else 0.0,
             "prunable_params": total,
-            "zeros_before": int(sum(l.size - np.count_nonzero(l.weight) for l in layers)),
+            "zeros_before": zeros_before,
             "zeros": zeros,
             "nonzero_after": total - zeros,
             "layers": per_layer,
@@ -349,17 +375,7 @@ def _parse_override(item: str, opts: PassOptions) -> tuple[str, float]:
     return pattern, number
 
 
-def _drop_orphan_constant(graph: gs.Graph, tensor: gs.Tensor) -> None:
-    """Remove the Constant node that produced ``tensor`` once nothing reads it (Paddle exports)."""
-    if tensor.outputs or tensor in graph.outputs or len(tensor.inputs) != 1:
-        return
-    producer = tensor.inputs[0]
-    if producer.op == "Constant":
-        producer.outputs.clear()
-        graph.nodes.remove(producer)
-
-
-def _bn_note(layers: list[Layer]) -> list[str]:
+def _bn_note(layers: list[Linear]) -> list[str]:
     before_bn = [l.name for l in layers
                  if any(n.op == "BatchNormalization" for n in itertools.chain.from_iterable(
                      t.outputs for t in l.node.outputs))]

@@ -9,7 +9,7 @@ ORT's integer kernels (``onnxslim.quant.placement``); statistics are streamed
 
 Steps:
 
-1. Plan: which nodes and tensors to quantize (``onnxslim.quant.placement``).
+1. Placement: which nodes and tensors to quantize (``onnxslim.quant.placement``).
 2. Calibrate: one ORT run per batch of at most 8 rows, exposing every tensor to quantize; the same
    run gives SmoothQuant's channel ranges, the histograms of the histogram methods and the rows
    the later checks need. A second run only for the histograms of smoothed inputs.
@@ -60,7 +60,7 @@ from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, fp16, smooth
 from onnxslim.quant.mixed import Calibration, CheckData, MixedPrecision, Outcome, cosine_similarity
-from onnxslim.quant.placement import Plan, mark_ranks, node_key, plan
+from onnxslim.quant.placement import Placement, mark_ranks, node_key, plan
 from onnxslim.quant.plan import QuantizePlan
 from onnxslim.quant.probe import SLOWER, Probes, probe_plan
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables, weight_only_ok
@@ -215,11 +215,11 @@ class Quantize(Pass):
         stats["seconds_total"] = round(time.perf_counter() - start, 3)
         return PassResult(True, stats, declines, notes)
 
-    def _plan(self, work: gs.Graph, act_type: str) -> Plan:
+    def _plan(self, work: gs.Graph, act_type: str) -> Placement:
         options = self.options
         return plan(work, set(options.exclude), options.activation_matmul, absorb_relu=act_type == "uint8")
 
-    def _calibrate(self, work: gs.Graph, base: Plan, ctx: PassContext, data: LimitedSamples,
+    def _calibrate(self, work: gs.Graph, base: Placement, ctx: PassContext, data: LimitedSamples,
                    act_type: str) -> Calibration:
         """One streaming pass: ranges, the channel maxima of MatMul/Gemm inputs (for SmoothQuant and
         the outlier channels of dynamic layers), and the first rows kept for the checks.
@@ -320,7 +320,7 @@ class Quantize(Pass):
         from the unsmoothed input graph; None (fp32 kept) when even that misses the budget."""
         fallback = _upgraded(graph, ctx)
         keys = {node_key(n): WeightChoice(self.options.per_channel) for n in fallback.nodes if weight_only_ok(n)}
-        materialize(fallback, Plan(), {}, {}, keys, fold_all=True)
+        materialize(fallback, Placement(), {}, {}, keys, fold_all=True)
         if self.options.tables:
             quantize_tables(fallback)
         result = ctx.run(fallback, check.feeds)

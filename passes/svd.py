@@ -47,7 +47,9 @@ from onnxslim.core.registry import register_pass
 from onnxslim.core.requires import CLEAN
 from onnxslim.lowrank import factor, rank, refit, sensitivity
 from onnxslim.lowrank.gating import LatencyGate
-from onnxslim.lowrank.layers import Layer, match, split
+from onnxslim.ir.linear import Linear
+from onnxslim.lowrank.layers import bias, match, split, weight
+from onnxslim.lowrank.plan import Split, SvdPlan
 from onnxslim.lowrank.whitening import collect_moments, probe_shapes
 from onnxslim.runtime.parity import Tolerance
 
@@ -103,17 +105,6 @@ class SvdOptions(PassOptions):
         return DEFAULT_RULE
 
 
-@dataclasses.dataclass
-class Plan:
-    """One layer's decision: its rank and factors, before the gate and the rewrite."""
-
-    layer: Layer
-    rank: int
-    a: np.ndarray
-    b: np.ndarray
-    info: dict
-
-
 @register_pass
 class LowRankSplit(Pass):
     """Split Gemm/MatMul/1×1 Conv weights into two low-rank factors (SVD, optionally data-aware)."""
@@ -131,17 +122,40 @@ class LowRankSplit(Pass):
     def tolerance(self) -> Tolerance:
         return Tolerance.parse(BUDGET)
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+    def plan(self, graph: gs.Graph, ctx: PassContext) -> SvdPlan:
+        """The candidate layers and the declines; when the rank rule reads the weights alone, each
+        layer's rank too. Runs and times no model: the latency gate, the refit and every rank that
+        needs calibration data are listed as pending."""
         opts = self.options
         layers, declines = self._candidates(graph)
-        moments, shapes = {}, {}
-        wants_data = opts.rule()[0] == "param_ratio" and ctx.calibration is not None
-        if layers and (self.needs_calibration() or wants_data):
-            ctx.require_calibration(self.name)
-            moments, shapes = collect_moments(ctx, graph, layers)
-        probe = _Probe(ctx, graph) if opts.allocation == "sensitivity" else None
-        plans, more = _plans(layers, opts, moments, probe)
-        declines += more
+        data = self._reads_data(ctx)
+        splits = None
+        if layers and not data:
+            splits, more = _plans(layers, opts, {})
+            declines += more
+        the_plan = SvdPlan.of(layers, splits, declines, opts, data)
+        the_plan.cache.update(layers=layers, splits=splits)
+        return the_plan
+
+    def apply(self, graph: gs.Graph, ctx: PassContext, the_plan: SvdPlan) -> PassResult:
+        """Split as ``the_plan`` says; what it left pending (ranks from data, gate, refit) is decided here."""
+        opts = self.options
+        if "layers" in the_plan.cache:
+            layers, plans = the_plan.cache["layers"], the_plan.cache["splits"]
+        else:  # a plan read back from JSON: find the layers again, and take its ranks where it gives them
+            layers, _ = self._candidates(graph)
+            plans = the_plan.splits(layers)
+        declines = list(the_plan.declines)
+        if plans is None:
+            moments, shapes = {}, {}
+            if layers:
+                ctx.require_calibration(self.name)
+                moments, shapes = collect_moments(ctx, graph, layers)
+            probe = _Probe(ctx, graph) if opts.allocation == "sensitivity" else None
+            plans, more = _plans(layers, opts, moments, probe)
+            declines += more
+        else:
+            shapes, probe = {}, None
         timings: list[dict] = []
         if plans and opts.latency_gate:
             plans = self._gate(ctx, graph, plans, shapes, declines, timings)
@@ -166,8 +180,12 @@ class LowRankSplit(Pass):
                          "faster and kept; these choices come from timings and may differ between runs")
         return PassResult(modified=bool(plans), stats=stats, declines=declines, notes=notes)
 
-    def _candidates(self, graph: gs.Graph) -> tuple[list[Layer], list[Decline]]:
-        layers: list[Layer] = []
+    def _reads_data(self, ctx: PassContext) -> bool:
+        """Whether the ranks come from calibration data (param_ratio uses it whenever it is given)."""
+        return self.needs_calibration() or (self.options.rule()[0] == "param_ratio" and ctx.calibration is not None)
+
+    def _candidates(self, graph: gs.Graph) -> tuple[list[Linear], list[Decline]]:
+        layers: list[Linear] = []
         declines: list[Decline] = []
         for node in list(graph.nodes):
             found = match(node)
@@ -181,8 +199,8 @@ class LowRankSplit(Pass):
                 layers.append(found)
         return layers, declines
 
-    def _gate(self, ctx: PassContext, graph: gs.Graph, plans: list[Plan], shapes: dict,
-              declines: list[Decline], timings: list[dict]) -> list[Plan]:
+    def _gate(self, ctx: PassContext, graph: gs.Graph, plans: list[Split], shapes: dict,
+              declines: list[Decline], timings: list[dict]) -> list[Split]:
         if any(p.layer.input.name not in shapes for p in plans):
             shapes = {**probe_shapes(ctx, graph, [p.layer for p in plans]), **shapes}
         gate = LatencyGate(ctx)
@@ -207,21 +225,22 @@ class LowRankSplit(Pass):
         return kept
 
 
-def _spectra(layers: list[Layer], opts: SvdOptions, moments: dict) -> list[tuple]:
+def _spectra(layers: list[Linear], opts: SvdOptions, moments: dict) -> list[tuple]:
     """Per layer: its spectrum and error curve (relative output error on calibration data,
     else relative weight error), ranks 0..m."""
     bases: dict = {}
     found = []
     for layer in layers:
-        key = (layer.input.name, layer.layout)
+        key = (layer.input.name, layer.feature_axis)
         m = moments.get(key)
+        w = weight(layer)
         if opts.data_aware:
             if key not in bases:
                 bases[key] = factor.eigen(m)
-            spectrum = factor.whitened(layer.weight, m, opts.damping, bases[key])
+            spectrum = factor.whitened(w, m, opts.damping, bases[key])
         else:
-            spectrum = factor.plain(layer.weight)
-        curve = factor.output_errors(spectrum, m, layer.weight, layer.bias) if m is not None else None
+            spectrum = factor.plain(w)
+        curve = factor.output_errors(spectrum, m, w, bias(layer)[0]) if m is not None else None
         found.append((layer, spectrum, curve, m))
     return found
 
@@ -247,9 +266,9 @@ class _Probe:
         return [loss / e**2 if e > 0 else 0.0 for loss, e in zip(losses, errors)]
 
 
-def _plans(layers: list[Layer], opts: SvdOptions, moments: dict,
-           probe: _Probe | None = None) -> tuple[list[Plan], list[Decline]]:
-    plans: list[Plan] = []
+def _plans(layers: list[Linear], opts: SvdOptions, moments: dict,
+           probe: _Probe | None = None) -> tuple[list[Split], list[Decline]]:
+    plans: list[Split] = []
     declines: list[Decline] = []
     shrinkable = []
     for layer in layers:
@@ -271,11 +290,11 @@ def _plans(layers: list[Layer], opts: SvdOptions, moments: dict,
         ranks = [rank.choose_rank(rule, value, s.sigma, layer.shape, c) for layer, s, c, _ in found]
     for (layer, spectrum, curve, m), r in zip(found, ranks):
         outcome = _plan(layer, spectrum, curve, m, r, f"{rule}={value:g}")
-        (plans if isinstance(outcome, Plan) else declines).append(outcome)
+        (plans if isinstance(outcome, Split) else declines).append(outcome)
     return plans, declines
 
 
-def _plan(layer: Layer, spectrum: factor.Spectrum, curve, moments, r: int | None, rule: str) -> Plan | Decline:
+def _plan(layer: Linear, spectrum: factor.Spectrum, curve, moments, r: int | None, rule: str) -> Split | Decline:
     (k, n) = layer.shape
     if r is None:
         return Decline(layer.name, f"kept whole: {rule} allocates it a rank that saves nothing")
@@ -287,13 +306,14 @@ def _plan(layer: Layer, spectrum: factor.Spectrum, curve, moments, r: int | None
     if curve is not None:
         info["output_error"] = round(float(curve[r]), 6)
         if spectrum.whitened:
-            baseline = factor.output_errors(factor.plain(layer.weight), moments, layer.weight, layer.bias)
+            w = weight(layer)
+            baseline = factor.output_errors(factor.plain(w), moments, w, bias(layer)[0])
             info["plain_error"] = round(float(baseline[r]), 6)
     a, b = spectrum.factors(r)
-    return Plan(layer, r, a, b, info)
+    return Split(layer, r, a, b, info)
 
 
-def _stats(plans: list[Plan], layers: list[Layer], opts: SvdOptions, timings: list[dict]) -> dict:
+def _stats(plans: list[Split], layers: list[Linear], opts: SvdOptions, timings: list[dict]) -> dict:
     rule, value = opts.rule()
     before = sum(p.info["params_before"] for p in plans)
     after = sum(p.info["params_after"] for p in plans)

@@ -34,6 +34,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
+from onnxslim.ir.linear import linear_of
 from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import constant_value, replace_input, unique_name
 
@@ -88,13 +89,16 @@ def _unsupported(node: gs.Node | None, orig: gs.Node | None) -> str | None:
         return "no counterpart in the original graph"
     if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
         return f"{node.op} is not refit"
+    layer = linear_of(node)
+    if layer is None:
+        return "the weight is not constant"
     if node.op == "ConvTranspose" and not _patchwise(node):
         return "only ConvTranspose with kernel = stride, no padding, group=1"
-    if node.op == "Conv" and (len(constant_value(node.inputs[1]).shape) != 4 or node.attrs.get("group", 1) != 1):
+    if node.op == "Conv" and (layer.stored.ndim != 4 or layer.groups != 1):
         return "only 2-D Conv with group=1"
     if node.op == "Conv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return "auto_pad SAME is not refit"
-    if node.op == "Gemm" and node.attrs.get("transA", 0):
+    if layer.trans_a:
         return "Gemm with transA"
     return None
 
@@ -190,7 +194,7 @@ def _refit_level(ctx, pruned, nodes, targets) -> list[LayerFit]:
 def _patchwise(node: gs.Node) -> bool:
     k = list(node.attrs.get("kernel_shape", []))
     return (len(k) == 2 and list(node.attrs.get("strides", [1, 1])) == k and not any(node.attrs.get("pads", [0] * 4))
-            and node.attrs.get("group", 1) == 1 and list(node.attrs.get("dilations", [1, 1])) == [1, 1]
+            and linear_of(node).groups == 1 and list(node.attrs.get("dilations", [1, 1])) == [1, 1]
             and not any(node.attrs.get("output_padding", [0, 0])) and "output_shape" not in node.attrs
             and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
 
@@ -229,25 +233,15 @@ def _design(node: gs.Node, x: np.ndarray, pick: np.ndarray) -> np.ndarray:
 
 
 def _current(node: gs.Node) -> np.ndarray:
-    """Θ of the layer as it stands (weights as rows of the design, bias last)."""
-    w = constant_value(node.inputs[1]).astype(np.float64)
-    if node.op == "Conv":
-        mat = w.reshape(w.shape[0], -1).T
-        out = w.shape[0]
-    elif node.op == "ConvTranspose":
-        mat, out = w.reshape(w.shape[0], -1), w.shape[1] * int(np.prod(w.shape[2:]))
-    elif node.op == "Gemm":
-        alpha = node.attrs.get("alpha", 1.0)
-        mat = (w.T if node.attrs.get("transB", 0) else w) * alpha
-        out = mat.shape[1]
-    else:
-        mat, out = w, w.shape[1]
-        if not _intercept(node):
-            return mat
+    """Θ of the layer as it stands (its K×N matrix, Gemm's alpha applied: rows of the design; bias last)."""
+    layer = linear_of(node)  # group 1 (``_unsupported``): one matrix
+    mat, out = layer.matrices()[0].astype(np.float64) * layer.alpha, layer.shape[1]
+    if node.op == "MatMul" and not _intercept(node):
+        return mat
     bias = np.zeros(out)
     if node.op == "ConvTranspose":
         if len(node.inputs) > 2 and node.inputs[2].name:
-            bias = np.repeat(constant_value(node.inputs[2]).astype(np.float64), int(np.prod(w.shape[2:])))
+            bias = np.repeat(constant_value(node.inputs[2]).astype(np.float64), layer.spatial)
         return np.concatenate([mat, bias[None, :]], axis=0)
     if len(node.inputs) > 2 and node.inputs[2].name:
         b = constant_value(node.inputs[2]).astype(np.float64)
@@ -274,26 +268,21 @@ def _bias_add(node: gs.Node) -> tuple[gs.Node, int] | None:
 
 
 def _write(graph: gs.Graph, node: gs.Node, theta: np.ndarray) -> None:
-    w_old = constant_value(node.inputs[1])
-    dtype = w_old.dtype
+    layer = linear_of(node)
+    dtype = layer.stored.dtype
     mat, bias = (theta[:-1], theta[-1]) if _intercept(node) else (theta, None)
+    layer.write(graph, layer.from_matrices((mat / layer.alpha)[None]), "refit")
     if node.op == "Conv":
-        replace_input(graph, node, 1, mat.T.reshape(w_old.shape).astype(dtype), "refit")
         _set_bias(graph, node, bias.astype(dtype), 2)
     elif node.op == "ConvTranspose":
-        taps = int(np.prod(w_old.shape[2:]))
-        replace_input(graph, node, 1, mat.reshape(w_old.shape).astype(dtype), "refit")
-        _set_bias(graph, node, bias.reshape(-1, taps)[:, 0].astype(dtype), 2)
+        _set_bias(graph, node, bias.reshape(-1, layer.spatial)[:, 0].astype(dtype), 2)
     elif node.op == "Gemm":
-        mat = mat / node.attrs.get("alpha", 1.0)
-        replace_input(graph, node, 1, (mat.T if node.attrs.get("transB", 0) else mat).astype(dtype), "refit")
         beta = node.attrs.get("beta", 1.0)
         if beta == 0 or len(node.inputs) < 3 or not node.inputs[2].name:
             node.attrs["beta"] = 1.0
             beta = 1.0
         _set_bias(graph, node, (bias / beta).astype(dtype), 2)
     else:
-        replace_input(graph, node, 1, mat.astype(dtype), "refit")
         add = _bias_add(node)
         if add is not None and bias is not None:
             old = constant_value(add[0].inputs[add[1]])

@@ -32,6 +32,7 @@ from onnxslim.analysis.channel_rule_base import (  # noqa: F401 - RULES and no_r
     no_rule,
     tracked_inputs,
 )
+from onnxslim.ir.linear import with_weight
 
 if TYPE_CHECKING:
     from onnxslim.analysis.channel_deps import Builder
@@ -148,7 +149,7 @@ def _conv(node: gs.Node, b: Builder) -> None:
         if space:
             b.freeze(space[1], f"Conv {node.name!r}: weight or bias is not constant")
         return
-    group = int(node.attrs.get("group", 1))
+    group = with_weight(node, w).groups
     if space and space[0] != 1:
         b.freeze(space[1], f"Conv {node.name!r} reads channels on axis {space[0]}")
         space = None
@@ -213,8 +214,7 @@ def _conv_transpose(node: gs.Node, b: Builder) -> None:
     space = b.space(x)
     w = b.const(node.inputs[1])
     bias = len(node.inputs) > 2 and node.inputs[2].name
-    group = int(node.attrs.get("group", 1))
-    if w is None or group != 1 or (bias and b.const(node.inputs[2]) is None) or node.attrs.get("output_shape"):
+    if w is None or with_weight(node, w).groups != 1 or (bias and b.const(node.inputs[2]) is None) or node.attrs.get("output_shape"):
         if space:
             b.freeze(space[1], f"ConvTranspose {node.name!r}: grouped, output_shape given, or weights not constant")
         return
@@ -235,20 +235,20 @@ def _gemm(node: gs.Node, b: Builder) -> None:
     a, out = node.inputs[0], node.outputs[0]
     space = b.space(a)
     w = b.const(node.inputs[1])
-    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
     has_c = len(node.inputs) > 2 and node.inputs[2].name
     c = b.const(node.inputs[2]) if has_c else None
     if w is None or (has_c and c is None) or b.space(node.inputs[1]):
         freeze_all(node, b, "the weight or bias is not constant")
         return
+    layer = with_weight(node, w)
     if space:
-        if trans_a or space[0] != 1:
+        if layer.trans_a or space[0] != 1:
             b.freeze(space[1], f"Gemm {node.name!r} reads the channels as rows (transA)")
         else:
-            b.param(node, 1, 1 if trans_b else 0, space[1], role="consumer", tensor=a, tensor_axis=1)
-    n = w.shape[0 if trans_b else 1]
+            b.param(node, 1, layer.reduction_axis, space[1], role="consumer", tensor=a, tensor_axis=1)
+    n = layer.shape[1]
     layout = b.new_source(node, out, n)
-    b.param(node, 1, 0 if trans_b else 1, layout, role="producer")
+    b.param(node, 1, layer.output_axis, layout, role="producer")
     if c is not None and c.size > 1:
         if c.shape[-1] == n:
             b.param(node, 2, c.ndim - 1, layout, role="producer")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxslim.ir.linear import linear_of
 from onnxslim.ir.weights import constant_value, replace_input, unique_name
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
@@ -24,7 +25,7 @@ def blocker(producer: gs.Node) -> str | None:
         return f"the weight of {producer.name!r} is not constant"
     if len(producer.inputs) > 2 and producer.inputs[2].name and constant_value(producer.inputs[2]) is None:
         return f"the bias of {producer.name!r} is not constant"
-    if producer.op == "ConvTranspose" and producer.attrs.get("group", 1) != 1:
+    if producer.op == "ConvTranspose" and linear_of(producer).groups != 1:
         return "grouped ConvTranspose is not folded"
     if producer.op == "Gemm" and producer.outputs[0].shape is not None and len(producer.outputs[0].shape) != 2:
         return "Gemm output is not 2-D"
@@ -51,15 +52,13 @@ def batchnorm(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def output_axis(producer: gs.Node) -> int:
-    """The output-channel axis of the producer's weight."""
-    if producer.op == "Gemm":
-        return 0 if producer.attrs.get("transB", 0) else 1
-    return {"Conv": 0, "ConvTranspose": 1}[producer.op]
+    """The output-channel axis of the producer's weight (Conv, Gemm, ungrouped ConvTranspose)."""
+    return linear_of(producer).output_axis
 
 
 def output_channels(producer: gs.Node) -> int:
     """Output channels of a Conv, Gemm, or ungrouped ConvTranspose (grouped ones are not folded)."""
-    return constant_value(producer.inputs[1]).shape[output_axis(producer)]
+    return linear_of(producer).out_channels
 
 
 def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarray, out: gs.Tensor,

@@ -20,7 +20,8 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import LatencyStats, PassContext
 from onnxslim.ir.io import to_model
 from onnxslim.ir.weights import constant_value
-from onnxslim.lowrank.layers import Layer, match, split
+from onnxslim.ir.linear import Linear
+from onnxslim.lowrank.layers import match, split
 
 WARMUP, REPEAT, MAX_SECONDS = 3, 25, 0.5
 
@@ -52,13 +53,13 @@ class LatencyGate:
         self.ctx = ctx
         self.cache: dict[tuple, Timing] = {}
 
-    def measure(self, layer: Layer, a: np.ndarray, b: np.ndarray, input_shape: tuple[int, ...]) -> Timing:
+    def measure(self, layer: Linear, a: np.ndarray, b: np.ndarray, input_shape: tuple[int, ...]) -> Timing:
         key = (layer.node.op, repr(sorted(layer.node.attrs.items())), layer.shape, a.shape[1],
-               tuple(input_shape), len(layer.node.inputs), np.dtype(layer.dtype).str)
+               tuple(input_shape), len(layer.node.inputs), layer.stored.dtype.str)
         if key not in self.cache:
             original, candidate = tiny_models(layer, a, b, input_shape, self.ctx.template)
             rng = self.ctx.rng(len(self.cache))
-            feeds = {"x": rng.standard_normal(input_shape).astype(layer.dtype)}
+            feeds = {"x": rng.standard_normal(input_shape).astype(layer.stored.dtype)}
             # the context's threads as they are: None times on ORT's default pool, as the layer will run
             stats = self.ctx.time([original, candidate], feeds, threads=self.ctx.threads,
                                   warmup=WARMUP, repeat=REPEAT, max_seconds=MAX_SECONDS)
@@ -66,12 +67,12 @@ class LatencyGate:
         return self.cache[key]
 
 
-def tiny_models(layer: Layer, a: np.ndarray, b: np.ndarray, input_shape: tuple[int, ...],
+def tiny_models(layer: Linear, a: np.ndarray, b: np.ndarray, input_shape: tuple[int, ...],
                 template: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """The layer's node alone, and its split, each as a one-input model fed ``x``."""
     node = layer.node
-    x = gs.Variable("x", dtype=layer.dtype, shape=list(input_shape))
-    y = gs.Variable("y", dtype=layer.dtype)
+    x = gs.Variable("x", dtype=layer.stored.dtype, shape=list(input_shape))
+    y = gs.Variable("y", dtype=layer.stored.dtype)
     inputs = [x] + [gs.Constant(f"c{i}", np.ascontiguousarray(constant_value(t)))
                     for i, t in enumerate(node.inputs[1:], 1) if t.name]
     copy = gs.Node(node.op, node.name or "layer", dict(node.attrs), inputs=inputs, outputs=[y])
@@ -79,7 +80,7 @@ def tiny_models(layer: Layer, a: np.ndarray, b: np.ndarray, input_shape: tuple[i
     graph = gs.Graph(nodes=[copy], inputs=[x], outputs=[y], opset=opset)
     original = to_model(graph, template)
     tiny = match(copy)
-    assert isinstance(tiny, Layer), tiny
+    assert isinstance(tiny, Linear), tiny
     split(graph, tiny, a, b)
     graph.toposort()
     return original, to_model(graph, template)

@@ -33,16 +33,17 @@ from onnxslim.core.context import PassContext
 from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import constant_value, replace_input
 from onnxslim.lowrank import factor
-from onnxslim.lowrank.layers import Layer, rows
+from onnxslim.ir.linear import Linear
+from onnxslim.lowrank.layers import rows, weight
 
 
-def _order(graph: gs.Graph, layers: Sequence[Layer]) -> list[list[Layer]]:
+def _order(graph: gs.Graph, layers: Sequence[Linear]) -> list[list[Linear]]:
     """The layers grouped by input tensor, groups in graph (topological) order."""
     graph.toposort()
     position = {id(node): i for i, node in enumerate(graph.nodes)}
-    groups: dict[tuple[str, str], list[Layer]] = {}
+    groups: dict[tuple[str, int], list[Linear]] = {}
     for layer in sorted(layers, key=lambda la: position[id(la.node)]):
-        groups.setdefault((layer.input.name, layer.layout), []).append(layer)
+        groups.setdefault((layer.input.name, layer.feature_axis), []).append(layer)
     return list(groups.values())
 
 
@@ -62,7 +63,7 @@ def fit(weight: np.ndarray, second: np.ndarray, cross: np.ndarray, rank: int, da
     return factor.Spectrum(s, q @ (inv_root[:, None] * u), vt, whitened=True).factors(rank)
 
 
-def _bias_tensor(graph: gs.Graph, layer: Layer) -> tuple[gs.Node, int] | None:
+def _bias_tensor(graph: gs.Graph, layer: Linear) -> tuple[gs.Node, int] | None:
     """Where the layer's constant bias lives: (node, input index), or None if it has none."""
     node = layer.node
     n = layer.shape[1]
@@ -107,8 +108,9 @@ def sequential(ctx: PassContext, graph: gs.Graph, plans: Sequence, damping: floa
             first_old += old.sum(axis=0)
             count += new.shape[0]
         for layer in group:
-            a, b = fit(layer.weight, second, cross, rank_of[id(layer)], damping)
-            shift = (first_old @ layer.weight - first_new @ (a @ b)) / max(count, 1)
+            w = weight(layer)
+            a, b = fit(w, second, cross, rank_of[id(layer)], damping)
+            shift = (first_old @ w - first_new @ (a @ b)) / max(count, 1)
             where = _bias_tensor(graph, layer)
             if where is not None:
                 node, index = where

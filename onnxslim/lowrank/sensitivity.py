@@ -24,23 +24,15 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim.core.context import PassContext
-from onnxslim.lowrank.layers import Layer
+from onnxslim.ir.linear import Linear
 
 #: The probe truncates each layer to this share of its break-even rank.
 PROBE = 0.5
 
 
-def stored_weight(layer: Layer, weight: np.ndarray, stored_shape: tuple[int, ...]) -> np.ndarray:
-    """The effective K×N ``weight`` in the node's own layout (inverse of ``layers.match``)."""
-    node = layer.node
-    w = np.asarray(weight, dtype=np.float64)
-    if node.op == "Gemm":
-        w = w / float(node.attrs.get("alpha", 1.0))
-        if node.attrs.get("transB", 0):
-            w = w.T
-    elif node.op == "Conv":
-        w = w.T.reshape(stored_shape)
-    return np.ascontiguousarray(w.astype(layer.dtype))
+def stored_weight(layer: Linear, weight: np.ndarray) -> np.ndarray:
+    """The effective K×N ``weight`` in the node's own layout and dtype (inverse of ``layers.weight``)."""
+    return layer.from_matrices((np.asarray(weight, dtype=np.float64) / layer.alpha)[None])
 
 
 def _weights_as_inputs(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -83,7 +75,7 @@ def _loss(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return float(np.mean(losses)) if losses else 0.0
 
 
-def probe(ctx: PassContext, model: onnx.ModelProto, layers: Sequence[Layer], candidates: Sequence[np.ndarray],
+def probe(ctx: PassContext, model: onnx.ModelProto, layers: Sequence[Linear], candidates: Sequence[np.ndarray],
           feeds: dict[str, np.ndarray]) -> list[float]:
     """The output loss with each layer alone replaced by its candidate K×N weight (one session of
     ``ctx``)."""
@@ -99,7 +91,7 @@ def probe(ctx: PassContext, model: onnx.ModelProto, layers: Sequence[Layer], can
     losses = []
     for layer, name, weight in zip(layers, names, candidates):
         run = dict(base)
-        run[name] = stored_weight(layer, weight, stored[name].shape)
+        run[name] = stored_weight(layer, weight)
         losses.append(_loss(list(session.run(run, outputs).values()), reference))
     return losses
 

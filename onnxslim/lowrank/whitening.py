@@ -19,20 +19,21 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext, expose_tensors
 from onnxslim.lowrank.factor import Moments
-from onnxslim.lowrank.layers import Layer, rows
+from onnxslim.ir.linear import Linear
+from onnxslim.lowrank.layers import rows
 from onnxslim.runtime.feeds import random_feeds
 
 
-def _key(layer: Layer) -> tuple[str, str]:
-    return layer.input.name, layer.layout
+def _key(layer: Linear) -> tuple[str, int]:
+    return layer.input.name, layer.feature_axis
 
 
-def collect_moments(ctx: PassContext, graph: gs.Graph, layers: Sequence[Layer]
-                    ) -> tuple[dict[tuple[str, str], Moments], dict[str, tuple[int, ...]]]:
-    """Moments per (input tensor, layout) over all calibration batches, and first-batch shapes."""
+def collect_moments(ctx: PassContext, graph: gs.Graph, layers: Sequence[Linear]
+                    ) -> tuple[dict[tuple[str, int], Moments], dict[str, tuple[int, ...]]]:
+    """Moments per (input tensor, feature axis) over all calibration batches, and first-batch shapes."""
     by_key = {_key(layer): layer for layer in layers}
     names = sorted({name for name, _ in by_key})
-    sums: dict[tuple[str, str], list] = {}
+    sums: dict[tuple[str, int], list] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for values in ctx.activations(graph, names):
         for key, layer in by_key.items():
@@ -46,7 +47,7 @@ def collect_moments(ctx: PassContext, graph: gs.Graph, layers: Sequence[Layer]
     return {key: Moments(m, s, n) for key, (m, s, n) in sums.items()}, shapes
 
 
-def probe_shapes(ctx: PassContext, graph: gs.Graph, layers: Sequence[Layer]) -> dict[str, tuple[int, ...]]:
+def probe_shapes(ctx: PassContext, graph: gs.Graph, layers: Sequence[Linear]) -> dict[str, tuple[int, ...]]:
     """The input shape of every layer on one batch: calibration data if given, else generated."""
     names = sorted({layer.input.name for layer in layers})
     if ctx.calibration is not None:

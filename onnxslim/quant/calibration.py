@@ -33,7 +33,7 @@ import numpy as np
 from onnxslim.quant.qparams import QParams, activation_params
 
 if TYPE_CHECKING:
-    from onnxslim.quant.placement import Plan
+    from onnxslim.quant.placement import Placement
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def _kl_threshold(hist: np.ndarray, width: float, levels: int) -> float:
     return float(best * width)
 
 
-def activation_qparams(p: Plan, stats: dict[str, TensorStats], method: str, percentile: float,
+def activation_qparams(p: Placement, stats: dict[str, TensorStats], method: str, percentile: float,
                        activation_type: str) -> dict[str, QParams]:
     """Per-tensor ranges from the method, merged over each shared group of plan ``p`` (Concat,
     pass-through); ``activation_type`` "int8" makes them symmetric."""

@@ -27,7 +27,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.quant import dynamic, smooth, weight_only
 from onnxslim.quant.cpu import saturation_risk
-from onnxslim.quant.placement import Plan, plan
+from onnxslim.quant.placement import Placement, plan
 from onnxslim.quant.probe import LayerProbe, Probes
 from onnxslim.quant.qdq import (
     Names,
@@ -54,7 +54,7 @@ SEARCH_ROWS = 8
 class Calibration:
     """What the quantize pass's streaming run over the calibration data gives the rest of it."""
 
-    plan: Plan                                   # the placement (planned again after smoothing)
+    plan: Placement                                   # the placement (planned again after smoothing)
     activation_params: dict[str, QParams]        # per quantized activation tensor
     kept: dict[str, np.ndarray]                  # the first rows of the tensors the checks and probes read
     smoothed: dict[str, smooth.Smoothed]         # SmoothQuant: smoothed input -> its scales
@@ -78,7 +78,7 @@ class Candidate:
     """One checked graph: its plan, the layers in float, its output cosine, and the special layers."""
 
     graph: gs.Graph
-    plan: Plan
+    plan: Placement
     excluded: set[str]
     cosine: float
     weight_only: list[str]
@@ -89,7 +89,7 @@ class Candidate:
 @dataclasses.dataclass
 class Outcome:
     graph: gs.Graph
-    plan: Plan
+    plan: Placement
     excluded: list[LayerProbe]  # the layers left in float for their error
     cosine: float
     weight_only: list[str]

@@ -1,6 +1,6 @@
 """Where Q/DQ pairs go: follow what ONNX Runtime runs in integer kernels.
 
-Plan, not mutation: ``plan(graph, ...)`` returns which compute nodes are quantized, which
+Placement, not mutation: ``plan(graph, ...)`` returns a ``Placement``: which compute nodes are quantized, which
 activation tensors carry a Q/DQ pair, and which tensors share one set of parameters.
 
 * Compute nodes (Conv, ConvTranspose, Gemm, MatMul with a constant weight, and optionally
@@ -24,6 +24,7 @@ import dataclasses
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxslim.ir.linear import with_weight
 from onnxslim.ir.weights import constant_value, is_constant
 
 COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -33,7 +34,7 @@ ABSORBED = ("Relu", "Clip")
 
 
 @dataclasses.dataclass
-class Plan:
+class Placement:
     """What to quantize; tensors are named, nodes are referred to by name."""
 
     compute: list[str] = dataclasses.field(default_factory=list)
@@ -104,7 +105,7 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
             return "Gemm with alpha or beta other than 1"
         if len(node.inputs) > 2 and node.inputs[2].name:
             bias = constant_value(node.inputs[2])
-            n_out = weight.shape[0] if node.attrs.get("transB", 0) else weight.shape[1]
+            n_out = with_weight(node, weight).shape[1]
             if bias is None or bias.ndim != 1 or bias.shape[0] != n_out:
                 return "Gemm bias is not a constant vector of the output size"
     elif len(node.inputs) > 2 and node.inputs[2].name and constant_value(node.inputs[2]) is None:
@@ -112,7 +113,7 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
     return None
 
 
-def mark_ranks(graph: gs.Graph, p: Plan, values: dict[str, np.ndarray]) -> bool:
+def mark_ranks(graph: gs.Graph, p: Placement, values: dict[str, np.ndarray]) -> bool:
     """Give the MatMul activation inputs of plan ``p`` whose shape the graph does not state the rank
     of their calibrated ``values`` (a tensor without a batch axis keeps its own rank); True when one
     is 1-D, which ``compute_blocker`` then declines: plan again."""
@@ -129,9 +130,9 @@ def mark_ranks(graph: gs.Graph, p: Plan, values: dict[str, np.ndarray]) -> bool:
     return found
 
 
-def plan(graph: gs.Graph, exclude: set[str], activation_matmul: bool, absorb_relu: bool) -> Plan:
+def plan(graph: gs.Graph, exclude: set[str], activation_matmul: bool, absorb_relu: bool) -> Placement:
     """Decide placement over a toposorted graph; nodes named in ``exclude`` stay float."""
-    p = Plan()
+    p = Placement()
     quantized: set[str] = set()
     outputs = {t.name for t in graph.outputs}
 
@@ -176,7 +177,7 @@ def plan(graph: gs.Graph, exclude: set[str], activation_matmul: bool, absorb_rel
     return p
 
 
-def _quantize_output(p: Plan, node: gs.Node, add, outputs: set[str], absorb_relu: bool, exclude: set[str]) -> None:
+def _quantize_output(p: Placement, node: gs.Node, add, outputs: set[str], absorb_relu: bool, exclude: set[str]) -> None:
     out = node.outputs[0]
     readers = out.outputs
     if absorb_relu and out.name not in outputs and len(readers) == 1 and _is_absorbable(readers[0]) \

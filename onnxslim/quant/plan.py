@@ -14,8 +14,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.core.pass_base import Decline, Plan
 from onnxslim.quant.cpu import saturation_risk
-from onnxslim.quant.placement import Plan as Placement
-from onnxslim.quant.placement import node_key
+from onnxslim.quant.placement import Placement, node_key
 
 if TYPE_CHECKING:
     from onnxslim.runtime.cpu import CpuFeatures

@@ -26,9 +26,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import LatencyStats, PassContext
+from onnxslim.ir.linear import linear_of
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant.cpu import saturation_risk
-from onnxslim.quant.placement import Plan, node_key
+from onnxslim.quant.placement import Placement, node_key
 from onnxslim.quant.qdq import WeightChoice, materialize
 from onnxslim.quant.qparams import QParams
 
@@ -109,7 +110,7 @@ def _quantized_copy(node: gs.Node, absorbed: gs.Node | None, float_graph: gs.Gra
     """The one-layer graph quantized exactly as the full model will be."""
     qgraph = float_graph.copy()
     out_name = float_graph.outputs[0].name
-    plan = Plan(compute=[node_key(node)], absorbed=[node_key(absorbed)] if absorbed is not None else [])
+    plan = Placement(compute=[node_key(node)], absorbed=[node_key(absorbed)] if absorbed is not None else [])
     plan.tensors = [t.name for t in float_graph.inputs] + ([out_name] if out_name in activation_params else [])
     plan.redirect_all = {out_name}
     materialize(qgraph, plan, activation_params, {node_key(node): choice})
@@ -215,14 +216,11 @@ def _append(graph: gs.Graph, activation: gs.Node) -> None:
 def macs(node: gs.Node, feeds: dict[str, np.ndarray], y: np.ndarray) -> int:
     """Multiply-accumulates of the node on this batch."""
     x = feeds.get(node.inputs[0].name)
-    w = constant_value(node.inputs[1])
-    if node.op == "Conv":
-        return int(np.prod(y.shape)) * int(np.prod(w.shape[1:]))
-    if node.op == "ConvTranspose":
-        return int(np.prod(x.shape)) * int(np.prod(w.shape[1:]))
-    if node.op == "Gemm":
-        k = x.shape[0] if node.attrs.get("transA", 0) else x.shape[-1]
-        return int(np.prod(y.shape)) * int(k)
+    layer = linear_of(node)
+    found = layer.macs(x.shape) if layer is not None and x is not None else None
+    if found is not None:
+        return found
+    # a MatMul of two activations, or one with a constant left operand or a batched weight
     a = x if x is not None else constant_value(node.inputs[0])
     return int(np.prod(y.shape)) * int(a.shape[-1])
 
@@ -249,7 +247,7 @@ class Probes:
                 and p.timing.int8_ms - p.timing.float_ms >= floor}
 
 
-def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, activation_params: dict[str, QParams],
+def probe_plan(ctx: PassContext, work: gs.Graph, p: Placement, activation_params: dict[str, QParams],
                kept: dict[str, np.ndarray], options, act_type: str) -> Probes:
     """Every layer of plan ``p`` probed with the real kernels on the first ``options.probe_samples``
     rows ``kept`` by calibration (``options``: the quantize pass's).
@@ -302,7 +300,7 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Plan, activation_params: dic
     return Probes(probes, choices)
 
 
-def island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.Node | None]:
+def island(node: gs.Node, absorbed: gs.Node | None, p: Placement) -> tuple[bool, gs.Node | None]:
     """Whether a layer sits between float ops, and its lone unary float activation if any.
 
     Only such layers pay their own Q and DQ in the full graph, so only their probe timing is
@@ -325,7 +323,7 @@ def island(node: gs.Node, absorbed: gs.Node | None, p: Plan) -> tuple[bool, gs.N
     return True, None
 
 
-def absorbed_by(node: gs.Node, p: Plan) -> gs.Node | None:
+def absorbed_by(node: gs.Node, p: Placement) -> gs.Node | None:
     """The activation the plan absorbs into ``node`` (its lone reader), if any."""
     readers = node.outputs[0].outputs
     if len(readers) == 1 and node_key(readers[0]) in p.absorbed:
@@ -334,6 +332,6 @@ def absorbed_by(node: gs.Node, p: Plan) -> gs.Node | None:
 
 
 def _is_depthwise(node: gs.Node) -> bool:
-    w = constant_value(node.inputs[1]) if node.op == "Conv" else None
-    group = node.attrs.get("group", 1)
-    return w is not None and w.ndim == 4 and group > 1 and w.shape[0] == group and w.shape[1] == 1
+    """A 2-D Conv with one input and one output channel per group."""
+    layer = linear_of(node) if node.op == "Conv" else None
+    return layer is not None and layer.stored.ndim == 4 and layer.groups > 1 and layer.shape == (layer.spatial, 1)

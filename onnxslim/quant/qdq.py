@@ -26,8 +26,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxslim.ir.linear import with_weight
 from onnxslim.ir.weights import constant_value, graph_tensor_names
-from onnxslim.quant.placement import Plan, node_key
+from onnxslim.quant.placement import Placement, node_key
 from onnxslim.quant.qparams import QParams, bias_params, quantize, weight_params
 
 MIN_QDQ_OPSET = 13
@@ -40,16 +41,9 @@ class WeightChoice:
 
 
 def weight_axis(node: gs.Node, weight: np.ndarray, per_channel: bool) -> int | None:
-    """The output-channel axis of a node's weight, or None for per-tensor."""
-    if not per_channel:
-        return None
-    if node.op == "Conv":
-        return 0
-    if node.op == "ConvTranspose":
-        return 1 if node.attrs.get("group", 1) == 1 else None
-    if node.op == "Gemm":
-        return 0 if node.attrs.get("transB", 0) else 1
-    return 1 if weight.ndim == 2 else None  # MatMul: columns of a 2-D weight
+    """The output-channel axis of ``weight`` as ``node``'s weight, or None for per-tensor (asked, or
+    no single axis holds every output: grouped ConvTranspose, batched MatMul weight)."""
+    return with_weight(node, weight).output_axis if per_channel else None
 
 
 class QuantizedWeights:
@@ -86,7 +80,7 @@ def _source_array(tensor: gs.Tensor):
     return value.values if isinstance(value, gs.Constant) else None
 
 
-def materialize(graph: gs.Graph, plan: Plan, act: dict[str, QParams],
+def materialize(graph: gs.Graph, plan: Placement, act: dict[str, QParams],
                 weights: dict[str, WeightChoice], weight_only: dict[str, WeightChoice] | None = None,
                 quantized: QuantizedWeights | None = None, fold_all: bool = False) -> dict[str, int]:
     """Rewrite ``graph`` in place; return counts of what was inserted.

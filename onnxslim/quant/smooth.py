@@ -19,14 +19,15 @@ import dataclasses
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxslim.ir.linear import linear_of
 from onnxslim.ir.weights import constant_value, replace_input, unique_name
-from onnxslim.quant.placement import Plan, node_key
+from onnxslim.quant.placement import Placement, node_key
 
 #: channel-maximum spread (max / median) from which smoothing is applied
 MIN_SPREAD = 5.0
 
 
-def candidates(graph: gs.Graph, p: Plan) -> dict[str, list[gs.Node]]:
+def candidates(graph: gs.Graph, p: Placement) -> dict[str, list[gs.Node]]:
     """Input tensor -> the weight layers reading it, for inputs produced by float ops."""
     readers = p.readers()
     out: dict[str, list[gs.Node]] = {}
@@ -34,11 +35,9 @@ def candidates(graph: gs.Graph, p: Plan) -> dict[str, list[gs.Node]]:
     for node in graph.nodes:
         if node_key(node) not in compute or node.op not in ("MatMul", "Gemm"):
             continue
-        if node.op == "Gemm" and node.attrs.get("transA", 0):
-            continue
-        w = constant_value(node.inputs[1])
+        layer = linear_of(node)
         x = node.inputs[0]
-        if w is None or w.ndim != 2 or constant_value(x) is not None:
+        if layer is None or layer.trans_a or layer.stored.ndim != 2 or constant_value(x) is not None:
             continue
         source = x.inputs[0] if x.inputs else None
         if source is not None and (node_key(source) in readers or node_key(source) in p.absorbed
@@ -87,8 +86,11 @@ def apply(graph: gs.Graph, groups: dict[str, list[gs.Node]], ranges: dict[str, t
             node.inputs[0] = y
             if isinstance(node.inputs[1], gs.Constant) and len(node.inputs[1].outputs) == 1:
                 originals[node.name] = node.inputs[1]
-            w = constant_value(node.inputs[1]).astype(np.float64)
-            scaled = w * s[None, :] if node.op == "Gemm" and node.attrs.get("transB", 0) else w * s[:, None]
+            layer = linear_of(node)
+            w = layer.stored.astype(np.float64)
+            along_k = [1, 1]
+            along_k[layer.reduction_axis] = -1  # X·diag(s⁻¹) · diag(s)·W: scale W's rows of K
+            scaled = w * s.reshape(along_k)
             replace_input(graph, node, 1, scaled.astype(np.float32), "sm")
         done[name] = Smoothed(y.name, inv, originals)
     return done
@@ -122,5 +124,6 @@ def restorable(node: gs.Node, smoothed: dict[str, Smoothed]) -> bool:
 
 
 def _row_absmax(node: gs.Node) -> np.ndarray:
-    w = np.abs(constant_value(node.inputs[1]).astype(np.float64))
-    return w.max(axis=0) if node.op == "Gemm" and node.attrs.get("transB", 0) else w.max(axis=1)
+    """max |W| of each of the K rows, over the outputs."""
+    layer = linear_of(node)
+    return np.abs(layer.stored.astype(np.float64)).max(axis=layer.output_axis)

@@ -1,6 +1,6 @@
 """Importance of each weight, and the input statistics the data-aware criteria need.
 
-With ``M[g]`` a layer's matrix view (see ``layers``) and ``X`` the rows of its input features
+With ``M[g]`` a layer's ``[N, K]`` matrix (see ``layers``) and ``X`` the rows of its input features
 over the calibration samples (im2col patches for a convolution):
 
     magnitude   s = w²
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxslim.sparse.layers import Layer
+from onnxslim.ir.linear import Linear
 
 
 class HessianAccumulator:
@@ -31,12 +31,12 @@ class HessianAccumulator:
     the cross term reconstruction needs to aim at the original outputs.
     """
 
-    def __init__(self, layer: Layer, max_rows: int, rng: np.random.Generator) -> None:
+    def __init__(self, layer: Linear, max_rows: int, rng: np.random.Generator) -> None:
         """``max_rows``: input rows kept per calibration sample (at most)."""
         self.layer = layer
         self.max_rows = max_rows
         self.rng = rng
-        cols = layer.to_mats().shape[2]
+        cols = layer.shape[0]
         self.h = np.zeros((layer.groups, cols, cols))
         self.cross: np.ndarray | None = None
         self.rows = 0
@@ -86,13 +86,13 @@ class HessianAccumulator:
         return None if self.cross is None else self.cross / max(self.rows, 1)
 
 
-def im2col(x: np.ndarray, layer: Layer, pick=None) -> np.ndarray:
+def im2col(x: np.ndarray, layer: Linear, pick=None) -> np.ndarray:
     """Patches ``[rows, Cin, Πk]`` of a 1-D or 2-D convolution's input.
 
     ``pick(n)`` chooses which of the ``n = N·out pixels`` patches to materialize (all by default).
     """
     attrs = layer.node.attrs
-    w = layer.weight
+    w = layer.stored
     spatial = w.ndim - 2
     kernel = list(w.shape[2:])
     strides = list(attrs.get("strides", [1] * spatial))
@@ -140,11 +140,11 @@ def _pads(size, kernel, strides, dil, attrs) -> list[int]:
     return begin + end
 
 
-def supports_data(layer: Layer) -> str | None:
+def supports_data(layer: Linear) -> str | None:
     """Why data-aware criteria cannot see this layer's inputs, or None when they can."""
-    if layer.op == "Conv" and layer.weight.ndim not in (3, 4):
-        return f"{layer.weight.ndim - 2}-D convolution inputs are not gathered (1-D and 2-D only)"
-    if layer.op == "ConvTranspose" and layer.weight.ndim < 3:
+    if layer.op == "Conv" and layer.stored.ndim not in (3, 4):
+        return f"{layer.stored.ndim - 2}-D convolution inputs are not gathered (1-D and 2-D only)"
+    if layer.op == "ConvTranspose" and layer.stored.ndim < 3:
         return "ConvTranspose weight of unexpected rank"
     return None
 

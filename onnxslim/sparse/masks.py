@@ -13,7 +13,7 @@ weight of every layer scores 1 and is the last to go, and small, dense-in-inform
 (a first convolution with 9 weights per filter) give little, large redundant ones give much.
 
 N:M keeps at most N nonzeros in every block of M consecutive weights along the reduction
-dimension (in ``Layer.nm_perm`` order), zeroing the ``M − N`` lowest-scored of each block.
+dimension (in ``layers.nm_perm`` order), zeroing the ``M − N`` lowest-scored of each block.
 """
 
 from __future__ import annotations

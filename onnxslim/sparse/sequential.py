@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.sparse.layers import Layer
+from onnxslim.ir.linear import Linear
 
 
 def aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors: list[np.ndarray],
@@ -40,7 +40,7 @@ def aim_at_original(mats: np.ndarray, cross: np.ndarray, h: np.ndarray, factors:
     return out
 
 
-def stages(graph: gs.Graph, layers: list[Layer], most: int) -> list[int]:
+def stages(graph: gs.Graph, layers: list[Linear], most: int) -> list[int]:
     """Per layer, how many selected layers lie on the longest path before its input.
 
     Depths beyond ``most`` distinct stages are grouped into ``most`` runs of consecutive depths.
@@ -52,7 +52,7 @@ def stages(graph: gs.Graph, layers: list[Layer], most: int) -> list[int]:
         d = max((depth.get(t.name, 0) for t in node.inputs), default=0)
         for t in node.outputs:
             depth[t.name] = d + (1 if id(node) in selected else 0)
-    depths = [depth.get(l.input_name, 0) for l in layers]
+    depths = [depth.get(l.input.name, 0) for l in layers]
     distinct = sorted(set(depths))
     if len(distinct) <= most + 1:
         return depths

@@ -25,7 +25,8 @@ from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.lowrank import factor, gating, rank, refit, sensitivity
-from onnxslim.lowrank.layers import Layer, match, split
+from onnxslim.ir.linear import Linear
+from onnxslim.lowrank.layers import match, split, weight
 
 # A full-rank split is K·N products rearranged: round-off only, a little above EXACT.
 ROUNDOFF_ATOL, ROUNDOFF_RTOL = 1e-4, 1e-4
@@ -110,8 +111,8 @@ def test_full_rank_split_reproduces_outputs(rng, variant):
         feeds = {"x": rng.normal(size=(2, 12, 6, 6)).astype(np.float32)}
     graph = to_graph(model)
     layer = match(graph.nodes[0])
-    assert isinstance(layer, Layer)
-    a, b = factor.plain(layer.weight).factors(min(layer.shape))
+    assert isinstance(layer, Linear)
+    a, b = factor.plain(weight(layer)).factors(min(layer.shape))
     split(graph, layer, a, b)
     graph.toposort()
     out = PassContext(model).export(graph)
@@ -193,6 +194,11 @@ def test_conv_1x1_with_stride_and_constant_node_weight(rng):
 g (float[B,32] x) => (float[B,32] y) { h = MatMul(x, w)
  y = MatMul(h, w) }""", {"w": "normal:32x32"}, "shared by 2 nodes"),
     ("""<ir_version: 8, opset_import: ["": 17]>
+g (float[B,32] x) => (float[B,32] y) { w1 = Identity(w)
+ w2 = Identity(w)
+ h = MatMul(x, w1)
+ y = MatMul(h, w2) }""", {"w": "normal:32x32"}, "shared by 2 nodes"),
+    ("""<ir_version: 8, opset_import: ["": 17]>
 g (float[B,8,6,6] x) => (float[B,8,4,4] y) { y = Conv(x, w) }""", {"w": "normal:8x8x3x3"}, "only 1x1"),
 ])
 def test_declines_with_a_reason(rng, text, weights, reason):
@@ -271,8 +277,8 @@ def test_energy_of_the_whitened_spectrum_bounds_the_output_error(rng):
     for feeds in calib:
         x = feeds["x"].astype(np.float64)
         moments = factor.Moments(moments.second + x.T @ x, moments.first + x.sum(0), moments.rows + len(x))
-    spectrum = factor.whitened(layer.weight, moments, damping=0.0)
-    errors = factor.output_errors(spectrum, moments, layer.weight, None)
+    spectrum = factor.whitened(weight(layer), moments, damping=0.0)
+    errors = factor.output_errors(spectrum, moments, weight(layer), None)
     np.testing.assert_allclose(errors[:-1] ** 2, 1 - np.concatenate([[0.0], spectrum.energy()[:-1]]), atol=1e-9)
 
 
@@ -311,7 +317,7 @@ def test_tiny_models_time_the_same_computation(rng):
     model = model_from_text(GEMM.format(xa="M", xb=24, n=16, ta=0, tb=1),
                             {"w": rng.normal(size=(16, 24)).astype(np.float32), "c": rng.normal(size=16).astype(np.float32)})
     layer = match(to_graph(model).nodes[0])
-    a, b = factor.plain(layer.weight).factors(16)
+    a, b = factor.plain(weight(layer)).factors(16)
     original, candidate = gating.tiny_models(layer, a, b, (5, 24), model)
     feeds = {"x": rng.normal(size=(5, 24)).astype(np.float32)}
     np.testing.assert_allclose(run_model(candidate, feeds)[0], run_model(original, feeds)[0], atol=1e-4, rtol=1e-4)
@@ -470,10 +476,10 @@ def test_probe_feeds_weights_in_the_nodes_own_layout(rng, text):
                                 {"b": rng.normal(size=12).astype(np.float32)})
         feeds = {"x": rng.normal(size=(2, 16, 6, 6)).astype(np.float32)}
     graph = to_graph(model)
-    layer = next(found for node in graph.nodes if isinstance(found := match(node), Layer))
+    layer = next(found for node in graph.nodes if isinstance(found := match(node), Linear))
     ctx = PassContext(model, threads=1)
     same, zero = sensitivity.probe(ctx, ctx.export(graph), [layer, layer],
-                                   [layer.weight, np.zeros_like(layer.weight)], feeds)
+                                   [weight(layer), np.zeros_like(weight(layer))], feeds)
     assert same < 1e-6 < zero
 
 

@@ -11,7 +11,8 @@ from onnx import helper
 from onnxslim.runtime.session import make_session
 from onnxslim.sparse import masks
 from onnxslim.sparse.criteria import HessianAccumulator, im2col, scores
-from onnxslim.sparse.layers import Layer
+from onnxslim.ir.linear import linear_of
+from onnxslim.sparse.layers import from_mats, to_mats
 from onnxslim.sparse.reconstruct import prune_group
 
 
@@ -80,9 +81,9 @@ def test_im2col_rows_times_the_matrix_view_give_the_convolution(rng, attrs):
     x = rng.normal(size=(2, 4, 9, 8)).astype(np.float32)
     model = _conv_model(w, attrs, list(x.shape))
     y = make_session(model, optimize=False).run(None, {"X": x})[0]
-    layer = Layer(gs.import_onnx(model).nodes[0], 1, w, groups=groups)
+    layer = linear_of(gs.import_onnx(model).nodes[0])
     patches = im2col(x, layer).reshape(-1, groups, 4 // groups * 9)
-    ours = np.einsum("ngk,grk->ngr", patches, layer.to_mats()).reshape(patches.shape[0], -1)
+    ours = np.einsum("ngk,grk->ngr", patches, to_mats(layer)).reshape(patches.shape[0], -1)
     np.testing.assert_allclose(ours, np.moveaxis(y, 1, -1).reshape(-1, cout), atol=1e-4)
     acc = HessianAccumulator(layer, max_rows=10_000, rng=rng)
     acc.add(x)
@@ -94,7 +95,7 @@ def test_hessian_rows_are_capped_per_sample_whatever_the_batching(rng):
     w = rng.normal(size=(4, 1, 3, 3)).astype(np.float32)
     x = rng.normal(size=(6, 4, 10, 12)).astype(np.float32)
     model = _conv_model(w, {"group": 4, "pads": [1, 1, 1, 1]}, list(x.shape))
-    layer = Layer(gs.import_onnx(model).nodes[0], 1, w, groups=4)
+    layer = linear_of(gs.import_onnx(model).nodes[0])
     together = HessianAccumulator(layer, max_rows=20, rng=np.random.default_rng(0))
     together.add(x, samples=6)
     alone = HessianAccumulator(layer, max_rows=20, rng=np.random.default_rng(0))
@@ -114,9 +115,9 @@ def test_hessian_rows_are_capped_per_sample_whatever_the_batching(rng):
 def test_matrix_views_round_trip(rng, op, shape, attrs):
     w = rng.normal(size=shape).astype(np.float32)
     node = gs.Node(op, attrs=attrs, inputs=[gs.Variable("x"), gs.Constant("w", w)], outputs=[gs.Variable("y")])
-    layer = Layer(node, 1, w, groups=attrs.get("group", 1))
-    np.testing.assert_array_equal(layer.from_mats(layer.to_mats()), w)
-    assert layer.to_mats().shape[0] == attrs.get("group", 1)
+    layer = linear_of(node)
+    np.testing.assert_array_equal(from_mats(layer, to_mats(layer)), w)
+    assert to_mats(layer).shape[0] == attrs.get("group", 1)
 
 
 def test_conv_transpose_reconstruction_keeps_its_output_better_than_magnitude(rng):
@@ -126,13 +127,13 @@ def test_conv_transpose_reconstruction_keeps_its_output_better_than_magnitude(rn
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", 1, list(x.shape))],
                               [helper.make_tensor_value_info("Y", 1, None)], [onnx.numpy_helper.from_array(w, "W")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    layer = Layer(gs.import_onnx(model).nodes[0], 1, w)
+    layer = linear_of(gs.import_onnx(model).nodes[0])
     acc = HessianAccumulator(layer, max_rows=10_000, rng=rng)
     acc.add(x)
-    mats = layer.to_mats()
+    mats = to_mats(layer)
     count = masks.target_count(0.7, w.size)
-    rebuilt = layer.from_mats(prune_group(mats[0], acc.result()[0], 0.01, count=count)[None])
-    magnitude = layer.from_mats(np.where(masks.unstructured_mask(mats**2, count), 0, mats))
+    rebuilt = from_mats(layer, prune_group(mats[0], acc.result()[0], 0.01, count=count)[None])
+    magnitude = from_mats(layer, np.where(masks.unstructured_mask(mats**2, count), 0, mats))
 
     def output(weights):
         model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(weights.astype(np.float32), "W"))
