@@ -10,6 +10,8 @@ A node is a no-op when, for every input it can be given, its output equals its i
 - ``Slice`` that on every sliced axis has step 1, starts at 0 (or before it) and ends at or past
   the end (a numeric dim, or an end ≥ 2³¹−1: exporters' "to the end");
 - ``Transpose`` with the identity permutation;
+- ``Where(c, a, b)`` with a constant condition all True (a) or all False (b), when that branch
+  has the output's (numeric) shape;
 - ``x + 0``, ``x − 0``, ``x · 1``, ``x / 1``, ``x and True``, ``x or False`` with a constant that
   does not broadcast x to a larger shape (IEEE: x · 1 and x / 1 are x; x + 0 differs from x only
   in the sign of a zero).
@@ -98,6 +100,10 @@ def _noop(node: gs.Node, graph: gs.Graph, shapes: Shapes) -> tuple[str, gs.Tenso
     rule = SINGLE_RULES.get(node.op)
     if rule is not None and rule(node, shapes.get(x.name), shapes):
         return node.op.lower(), out, x
+    if node.op == "Where":
+        chosen = _where_branch(node, shapes)
+        if chosen is not None:
+            return "where_constant", out, chosen
     if node.op in NEUTRAL:
         source = _neutral_operand(node, shapes)
         if source is not None and shapes.types.get(source.name) == shapes.types.get(out.name):
@@ -158,6 +164,21 @@ def _slice(node: gs.Node, dims, shapes: Shapes) -> bool:
 
 def _at_start(start: int, dim) -> bool:
     return start == 0 or (start < 0 and isinstance(dim, int) and start + dim <= 0)
+
+
+def _where_branch(node: gs.Node, shapes: Shapes) -> gs.Tensor | None:
+    """``Where(c, a, b)`` with a constant ``c`` all True (all False) is ``a`` (``b``), when that
+    branch already has the output's shape (the condition and the other branch broadcast nothing)."""
+    if len(node.inputs) != 3:
+        return None
+    cond = constant_value(node.inputs[0])
+    if cond is None or cond.size == 0 or not (cond.all() or not cond.any()):
+        return None
+    chosen = node.inputs[1] if cond.all() else node.inputs[2]
+    dims, out = shapes.get(chosen.name), shapes.get(node.outputs[0].name)
+    if dims is None or dims != out or not all(isinstance(d, int) for d in dims):
+        return None
+    return chosen
 
 
 #: the constant that leaves the other operand as it is, per op

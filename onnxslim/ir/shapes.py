@@ -8,7 +8,7 @@ is only ever what inference computes from the inputs, never what an exporter cla
 onnx cannot infer gets no shapes (an empty map), never an error.
 
 ``shape_values`` then propagates the values of integer shape vectors through Shape, Size,
-Gather, Slice, Concat, (Un)Squeeze, Cast, Identity and integer Add/Sub/Mul, element by element:
+Gather, Slice, Concat, (Un)Squeeze, Cast, Identity, integer Add/Sub/Mul and Equal, element by element:
 an element is an int where every element it depends on is known, else unknown. ``Shape(x)`` of
 ``x: [batch, seq, 384]`` is ``[?, ?, 384]``; gathered at 2 it is the constant 384, gathered at 0
 it stays dynamic. The tensors whose every element is known are returned with their values.
@@ -288,6 +288,8 @@ def _propagate(node: gs.Node, shapes: dict, partial: dict) -> tuple[list[Element
         return (elements, dtype, True) if not scalar and len(elements) == 1 and _axes(node, operands) in (None, [0], [-1]) else None
     if op in ("Add", "Sub", "Mul") and len(operands) == 2 and operands[1] is not None:
         return _elementwise(op, operands[0], operands[1])
+    if op == "Equal" and len(operands) == 2 and operands[1] is not None:
+        return _equal(operands[0], operands[1])
     return None
 
 
@@ -345,6 +347,25 @@ def _elementwise(op: str, a, b):
     ea, eb = (ea * n if len(ea) == 1 else ea), (eb * n if len(eb) == 1 else eb)
     fn = {"Add": lambda x, y: x + y, "Sub": lambda x, y: x - y, "Mul": lambda x, y: x * y}[op]
     return [fn(x, y) if _is_int(x) and _is_int(y) else None for x, y in zip(ea, eb)], dtype, sa and sb
+
+
+def _equal(a, b):
+    """Element-wise Equal of shape values: known where both are numbers, and False where a dim
+    (never negative) meets a negative number (exporters test a shape against -1)."""
+    (ea, _, sa), (eb, _, sb) = a, b
+    if len(ea) != len(eb) and 1 not in (len(ea), len(eb)):
+        return None
+    n = max(len(ea), len(eb))
+    ea, eb = (ea * n if len(ea) == 1 else ea), (eb * n if len(eb) == 1 else eb)
+
+    def equal(x, y):
+        if _is_int(x) and _is_int(y):
+            return bool(x == y)
+        if (isinstance(x, DimOf) and _is_int(y) and y < 0) or (isinstance(y, DimOf) and _is_int(x) and x < 0):
+            return False
+        return None
+
+    return [equal(x, y) for x, y in zip(ea, eb)], np.dtype(bool), sa and sb
 
 
 def inferred_dims(model: onnx.ModelProto, strict: bool = False) -> dict[str, list[Dim]]:

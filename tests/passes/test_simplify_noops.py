@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from helpers import assert_parity, model_from_text, op_types, run_pass
 
+from onnxslim.passes.cleanup import DeadCodeElimination
+from onnxslim.passes.fold_constants import FoldConstants
 from onnxslim.passes.remove_noops import RemoveNoops
 
 EVERY_NOOP = """<ir_version: 8, opset_import: ["": 17]>
@@ -166,4 +168,24 @@ g (bool[N,4] m, float[N,4] x) => (float[N,4] y) {
     assert result.stats.get("and_neutral") == 1 and result.stats.get("or_neutral") == 1
     assert sorted(op for op in op_types(out) if op != "Constant") == ["Where"]
     feeds = {"m": rng.random((3, 4)) > 0.5, "x": rng.normal(size=(3, 4)).astype(np.float32)}
+    assert_parity(model, out, feeds)
+
+
+def test_a_shape_tested_against_minus_one_folds_and_its_where_goes(rng):
+    """Exporters write Where(Equal(shape, -1), 1, shape) before an Expand: a dim is never -1."""
+    text = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,1,S] x, float[N,4,S] y) => (float[N,4,S] z) {
+    s = Shape(y)
+    minus = Constant<value = int64[3] {-1, -1, -1}>()
+    e = Equal(s, minus)
+    ones = Constant<value = int64[3] {1, 1, 1}>()
+    t = Where(e, ones, s)
+    z = Expand(x, t)
+}"""
+    model = model_from_text(text)
+    out = model
+    for the_pass in (FoldConstants(), RemoveNoops(), DeadCodeElimination()):
+        out, _ = run_pass(the_pass, out)
+    assert sorted(op for op in op_types(out) if op != "Constant") == ["Expand", "Shape"]
+    feeds = {"x": rng.normal(size=(2, 1, 3)).astype(np.float32), "y": rng.normal(size=(2, 4, 3)).astype(np.float32)}
     assert_parity(model, out, feeds)
