@@ -189,9 +189,10 @@ class Session:
         self.output_types = {o.name: o.type for o in session.get_outputs()}
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """The outputs ``outputs`` (None: all) on ``feeds``: as they are, or, when they hold more rows
-        than the fixed batch, a batch at a time with the outputs concatenated on axis 0 (a trailing
-        part of fewer rows is dropped: the model cannot take it)."""
+        """The outputs ``outputs`` (None: all) on ``feeds``: as they are (one feed whose inputs do
+        not share axis 0 always), or, when they stack more rows than the fixed batch, a batch at a
+        time with the outputs concatenated on axis 0 (a trailing part of fewer rows is dropped: the
+        model cannot take it)."""
         names = list(outputs) if outputs is not None else self.outputs
         n = stacked_rows(feeds)
         if self.batch is None or n is None or n <= self.batch:

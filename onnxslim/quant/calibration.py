@@ -72,8 +72,9 @@ class Scan:
     some tensors (reference outputs and probe inputs), so that no later pass reruns the model
     on them. When the first feed's inputs do not share axis 0 (``stacked`` False: one feed, fed
     as it is), ``kept`` holds that whole feed instead: its arrays cannot be cut into rows or
-    joined with another feed's. A tensor without the feeds' sample axis (a mask computed from
-    shapes) is likewise kept whole from the first batch.
+    joined with another feed's. A scalar is likewise kept whole from the first batch. (A tensor
+    whose axis 0 is not the batch, ``[N*T, C]`` after a Reshape, keeps its first rows: the
+    per-layer probes read rows of it, as of any other.)
     """
 
     stats: dict[str, TensorStats]
@@ -115,7 +116,7 @@ def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channel
             out.channels[name] = (lo, hi) if old is None else (np.minimum(old[0], lo), np.maximum(old[1], hi))
         for name, wanted in keep.items():
             value = np.asarray(values[name])
-            if not out.stacked or (rows is not None and (value.ndim == 0 or len(value) != rows)):
+            if not out.stacked or value.ndim == 0:
                 if not parts[name]:
                     parts[name].append(value)
                     whole.add(name)
