@@ -95,6 +95,22 @@ def test_quantize_feeds_inputs_that_do_not_share_axis_0_as_they_are(tmp_path):
     assert any(t.data_type == onnx.TensorProto.INT8 for t in weights)  # int8 compute or int8 weight storage
 
 
+def test_quantize_a_matmul_of_two_inputs_with_different_axis_0(tmp_path):
+    """The ONNX test_matmul_2d node test: a [3, 4] @ b [4, 3]; b's rows are not samples."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["a", "b"], ["y"])], "matmul_2d",
+        [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [3, 4]),
+         onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [4, 3])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 3])])
+    path = tmp_path / "matmul_2d.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    out = tmp_path / "out.onnx"
+    done = _optimize(path, "-o", out, "--passes", "quantize", "--calibration-data", "random")
+    assert done.returncode == 0, done.stderr
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 3), np.float32)
+    assert run_model(onnx.load(str(out)), {"a": a, "b": b})[0].shape == (3, 3)
+
+
 def test_stacked_rows_tells_stacked_samples_from_one_feed():
     from onnxslim.core.context import stacked_rows, take_rows
 
