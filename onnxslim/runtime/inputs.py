@@ -14,8 +14,9 @@ alternatives is tried in this order, each changing only the dims the user did no
 
 * every other value a scalar input is compared with;
 * value inputs (integers a Tile, Expand, Reshape, Range, Slice, Pad, TopK, OneHot, Resize or
-  ConstantOfShape reads as repeats, a shape or a count) all at 1: ids in ``[0, 100)`` as
-  repeats can ask for gigabytes;
+  ConstantOfShape reads as repeats, a shape or a count, or a Reduce*, Squeeze, Unsqueeze, CumSum
+  or CumProd as axes) all at 1, then all at 0: ids in ``[0, 100)`` as repeats can ask for
+  gigabytes, and as axes are out of range;
 * spatial dims (``height``/``width``, the last two axes of an image) at 32, 64, 48, 128, 256,
   384, 512 and 640;
 * sequence-like dims at 8, 32, 64, 128, 1, 512 and 16000 (audio samples), and dims named
@@ -64,10 +65,14 @@ MAX_OUTPUT_BYTES = 256 * 2**20
 
 _COMPARISONS = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"}
 _PASS_THROUGH = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "CastLike"}
-#: Operand positions read as repeats, a shape or a count (not as data).
+#: Operand positions read as repeats, a shape, a count or axes (not as data).
 _VALUE_OPERANDS = {"Tile": (1,), "Expand": (1,), "Reshape": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
                    "Slice": (1, 2, 3, 4), "Pad": (1,), "TopK": (1,), "OneHot": (1,), "Resize": (3,),
-                   "Upsample": (1,)}
+                   "Upsample": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "CumSum": (1,), "CumProd": (1,),
+                   **{f"Reduce{r}": (1,) for r in ("Sum", "Mean", "Max", "Min", "Prod", "L1", "L2", "LogSum",
+                                                   "LogSumExp", "SumSquare")}}
+#: The values value inputs take, in turn, after the defaults (1, then 0 for a rank-1 tensor's axis).
+_VALUE_LADDER = (1, 0)
 
 
 class InputsError(UsageError):
@@ -153,9 +158,9 @@ def candidates(model: onnx.ModelProto, overrides: Mapping[str, Sequence[int]]) -
     for name, values in choices.items():
         for value in values[1:]:
             yield Candidate(f"{name}={_number(value)}", values={**base, name: np.asarray(value)})
-    ones = [name for name in value_inputs(model) if name not in overrides and name not in base]
-    if ones:
-        yield Candidate(f"{', '.join(ones)}=1", values={**base, **{name: np.asarray(1) for name in ones}})
+    fixed = [name for name in value_inputs(model) if name not in overrides and name not in base]
+    for value in _VALUE_LADDER if fixed else ():
+        yield Candidate(f"{', '.join(fixed)}={value}", values={**base, **{name: np.asarray(value) for name in fixed}})
     roles = _free_roles(specs)
     for role, alternatives in LADDER.items():
         if role in roles:
