@@ -60,7 +60,7 @@ from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, fp16, smooth
 from onnxslim.quant.mixed import Calibration, CheckData, MixedPrecision, Outcome, cosine_similarity
-from onnxslim.quant.placement import Placement, mark_ranks, node_key, plan
+from onnxslim.quant.placement import Placement, mark_from_values, node_key, plan
 from onnxslim.quant.plan import QuantizePlan
 from onnxslim.quant.probe import SLOWER, Probes, probe_plan
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables, weight_only_ok
@@ -172,7 +172,8 @@ class Quantize(Pass):
             ctx.warn("quantize: the graph still has BatchNormalization; run fold-bn first for integer Conv kernels")
         data = LimitedSamples(ctx.require_calibration(self.name), options.calibration_samples, batch=ctx.fixed_batch)
         calibrated = self._calibrate(work, base, ctx, data, act_type)
-        if mark_ranks(work, calibrated.plan, calibrated.kept):  # a 1-D MatMul input only the data showed
+        # a 1-D MatMul input or a float64 activation only the data showed
+        if mark_from_values(work, calibrated.plan, calibrated.kept):
             calibrated.plan = self._plan(work, act_type)
             declines = [Decline(where, reason) for where, reason in calibrated.plan.declines]
             if not calibrated.plan.compute:
@@ -181,7 +182,8 @@ class Quantize(Pass):
         kept = calibrated.kept
         check = CheckData(feeds={t.name: kept[t.name] for t in work.inputs if t.name in kept},
                           reference={t.name: kept[t.name] for t in work.outputs})
-        probes = probe_plan(ctx, work, calibrated.plan, calibrated.activation_params, kept, options, act_type)
+        probes = probe_plan(ctx, work, calibrated.plan, calibrated.activation_params, kept, options, act_type,
+                            calibrated.whole)
         _record_speed_choices(ctx, probes)
         budget = options.target_cosine if options.target_cosine is not None else self.tolerance().cosine
         mixed = MixedPrecision(work, options, act_type, calibrated, probes, check, ctx).search(budget)
@@ -237,7 +239,8 @@ class Quantize(Pass):
                     rows_to_keep[t.name] = max(rows_to_keep.get(t.name, 0), options.probe_samples)
         exposed = list(dict.fromkeys([*base.tensors, *groups, *rows_to_keep]))
         bins = options.bins if options.method != "minmax" else None
-        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), rows_to_keep, bins)
+        scan = calibration.scan(activations(ctx, work, exposed, data), base.tensors, list(groups), rows_to_keep, bins,
+                                inputs=[t.name for t in work.inputs])
         stats, kept = scan.stats, scan.kept
         channel_absmax = {x: np.maximum(np.abs(lo), np.abs(hi)) for x, (lo, hi) in scan.channels.items()}
         smoothed = (smooth.apply(work, groups, scan.channels, options.smooth)
@@ -249,13 +252,15 @@ class Quantize(Pass):
                                                                float(np.max(hi * record.inv)))
                 if x in kept:
                     kept[record.output] = kept[x] * record.inv
+                    if x in scan.whole:
+                        scan.whole.add(record.output)
             base = self._plan(work, act_type)
         # a smoothed input's histogram is not its source's: the per-channel scales came after the data
         missing = [n for n in base.tensors if n not in stats or (bins and stats[n].hist is None)]
         if missing:
             stats.update(calibration.scan(activations(ctx, work, missing, data), missing, bins=bins).stats)
         params = calibration.activation_qparams(base, stats, options.method, options.percentile, act_type)
-        return Calibration(base, params, kept, smoothed, channel_absmax)
+        return Calibration(base, params, kept, smoothed, channel_absmax, frozenset(scan.whole))
 
     def _stats(self, ctx: PassContext, mixed: Outcome, probes: Probes, act_type: str, smoothed,
                seconds_calibration: float, start: float) -> dict:

@@ -5,6 +5,12 @@ Runtime. It owns the provider, the threads, the fixed-batch rule (a model whose 
 declares a fixed batch B is fed B rows at a time) and the record of every choice made from
 measured latency, which the report carries pass by pass.
 
+Feeds come in two kinds (CONTRACT.md, data files): samples stacked on axis 0, which may be cut
+into rows and batches, and one feed whose inputs do not share axis 0 (an attention mask
+``[q, k]`` beside ``Q [2, q, d]``, a scalar, a recurrent state), which is one sample fed as it
+is: never cut, never concatenated with another. ``stacked_rows`` tells them apart and
+``take_rows`` cuts only the first kind; every pass that cuts rows goes through them.
+
 * ``ctx.session(model)`` opens a model once to run it many times; ``ctx.run(graph, feeds)`` runs
   it once; ``ctx.activations(graph, names)`` exports the current graph, exposes those tensors as
   outputs and streams the calibration data through it batch by batch, so the memory a pass uses
@@ -155,7 +161,7 @@ class PassContext:
         """
         models = [self.export(m) if isinstance(m, gs.Graph) else m for m in models]
         if rows is not None:
-            feeds = {k: v[:max(rows, fixed_batch(models[0]) or 1)] for k, v in feeds.items()}
+            feeds = take_rows(feeds, max(rows, fixed_batch(models[0]) or 1))
         threads = (self.threads or 1) if threads is CONTEXT_THREADS else threads
         return measure_latency(models, feeds, self.target_provider, threads, **options)
 
@@ -183,26 +189,25 @@ class Session:
         self.output_types = {o.name: o.type for o in session.get_outputs()}
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """The outputs ``outputs`` (None: all) on ``feeds``: as they are, or, when they hold more rows
-        than the fixed batch, a batch at a time with the outputs concatenated on axis 0 (a trailing
-        part of fewer rows is dropped: the model cannot take it)."""
+        """The outputs ``outputs`` (None: all) on ``feeds``: as they are (one feed whose inputs do
+        not share axis 0 always), or, when they stack more rows than the fixed batch, a batch at a
+        time with the outputs concatenated on axis 0 (a trailing part of fewer rows is dropped: the
+        model cannot take it)."""
         names = list(outputs) if outputs is not None else self.outputs
-        n = _rows(feeds)
+        n = stacked_rows(feeds)
         if self.batch is None or n is None or n <= self.batch:
             return dict(zip(names, self._session.run(names, dict(feeds))))
         b = self.batch
-        parts = [self._session.run(names, {k: v[i:i + b] if _rows({k: v}) == n else v for k, v in feeds.items()})
-                 for i in range(0, n - n % b, b)]
+        parts = [self._session.run(names, {k: v[i:i + b] for k, v in feeds.items()}) for i in range(0, n - n % b, b)]
         return {name: np.concatenate([p[j] for p in parts]) if np.ndim(parts[0][j]) else parts[0][j]
                 for j, name in enumerate(names)}
 
     def rows_run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``feeds`` as ``run`` feeds them: without the trailing rows past the last whole batch."""
-        n = _rows(feeds)
+        n = stacked_rows(feeds)
         if self.batch is None or n is None or n <= self.batch:
             return dict(feeds)
-        stop = n - n % self.batch
-        return {k: v[:stop] if _rows({k: v}) == n else v for k, v in feeds.items()}
+        return take_rows(feeds, n - n % self.batch)
 
 
 def fixed_batch(model: onnx.ModelProto) -> int | None:
@@ -213,7 +218,17 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
-def _rows(feeds: dict[str, np.ndarray]) -> int | None:
-    first = next(iter(feeds.values()), None)
-    return int(first.shape[0]) if first is not None and np.ndim(first) else None
+def stacked_rows(feeds: Mapping[str, np.ndarray]) -> int | None:
+    """The samples stacked on axis 0 when every array of ``feeds`` has the same length there;
+    None for one feed whose arrays do not share axis 0 (or hold a scalar), fed as it is."""
+    lengths = {int(np.shape(v)[0]) if np.ndim(v) else None for v in feeds.values()}
+    return lengths.pop() if len(lengths) == 1 and None not in lengths else None
+
+
+def take_rows(feeds: Mapping[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:
+    """The first ``n`` stacked samples of ``feeds`` (None: all); one feed (see ``stacked_rows``)
+    as it is: cutting its arrays would give shapes the model does not take."""
+    if n is None or stacked_rows(feeds) is None:
+        return dict(feeds)
+    return {k: v[:n] for k, v in feeds.items()}
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxslim.core.context import stacked_rows
 from onnxslim.quant.qparams import QParams, activation_params
 
 if TYPE_CHECKING:
@@ -69,23 +70,35 @@ class Scan:
     ``stats``: running min/max per tensor; ``channels``: per-channel (last axis) running min and
     max of some tensors (SmoothQuant's input statistics); ``kept``: the first ``rows`` rows of
     some tensors (reference outputs and probe inputs), so that no later pass reruns the model
-    on them.
+    on them. When the first feed's inputs do not share axis 0 (``stacked`` False: one feed, fed
+    as it is), ``kept`` holds that whole feed instead: its arrays cannot be cut into rows or
+    joined with another feed's. A scalar is likewise kept whole from the first batch. (A tensor
+    whose axis 0 is not the batch, ``[N*T, C]`` after a Reshape, keeps its first rows: the
+    per-layer probes read rows of it, as of any other.)
     """
 
     stats: dict[str, TensorStats]
     channels: dict[str, tuple[np.ndarray, np.ndarray]]
     kept: dict[str, np.ndarray]
     samples: int = 0
+    stacked: bool = True
+    whole: set[str] = dataclasses.field(default_factory=set)  # kept names never to cut into rows
 
 
 def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channels: Sequence[str] = (),
-         keep: dict[str, int] | None = None, bins: int | None = None) -> Scan:
+         keep: dict[str, int] | None = None, bins: int | None = None, inputs: Sequence[str] = ()) -> Scan:
     """Min/max of ``names`` (and their |x| histograms with ``bins``), per-channel ranges of
-    ``channels``, the ``keep[name]`` first rows."""
+    ``channels``, the ``keep[name]`` first rows; ``inputs`` (the graph inputs, among the batch
+    values) tell stacked samples from one feed (see ``Scan``)."""
     out = Scan({n: TensorStats() for n in names}, {}, {})
     keep = dict(keep or {})
     parts: dict[str, list[np.ndarray]] = {n: [] for n in keep}
+    whole = out.whole  # kept as the first batch gave them, never cut or joined
     for values in batches:
+        feeds = {n: values[n] for n in inputs if n in values}
+        rows = stacked_rows(feeds) if feeds else _batch(values, names)
+        if rows is None and not out.samples:
+            out.stacked = False
         for name in names:
             v = _finite(values[name])
             if v.size:
@@ -101,15 +114,21 @@ def scan(batches: Iterable[dict[str, np.ndarray]], names: Sequence[str], channel
             lo, hi = v.min(axis=0), v.max(axis=0)
             old = out.channels.get(name)
             out.channels[name] = (lo, hi) if old is None else (np.minimum(old[0], lo), np.maximum(old[1], hi))
-        for name, rows in keep.items():
+        for name, wanted in keep.items():
+            value = np.asarray(values[name])
+            if not out.stacked or value.ndim == 0:
+                if not parts[name]:
+                    parts[name].append(value)
+                    whole.add(name)
+                continue
             have = sum(len(p) for p in parts[name])
-            if have < rows:
-                parts[name].append(np.asarray(values[name])[: rows - have])
-        out.samples += _batch(values, names)
+            if rows is not None and name not in whole and have < wanted:
+                parts[name].append(value[: wanted - have])
+        out.samples += rows if rows is not None else 1
     for st in out.stats.values():
         if not np.isfinite(st.lo):
             st.lo = st.hi = 0.0
-    out.kept = {n: np.concatenate(p) for n, p in parts.items() if p}
+    out.kept = {n: p[0] if n in whole else np.concatenate(p) for n, p in parts.items() if p}
     return out
 
 

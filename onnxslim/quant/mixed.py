@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxslim.core.context import stacked_rows, take_rows
 from onnxslim.quant import dynamic, smooth, weight_only
 from onnxslim.quant.cpu import saturation_risk
 from onnxslim.quant.placement import Placement, plan
@@ -59,6 +60,7 @@ class Calibration:
     kept: dict[str, np.ndarray]                  # the first rows of the tensors the checks and probes read
     smoothed: dict[str, smooth.Smoothed]         # SmoothQuant: smoothed input -> its scales
     channel_absmax: dict[str, np.ndarray]        # MatMul/Gemm input -> max |x| per input channel
+    whole: frozenset[str] = frozenset()          # kept tensors without the sample axis: never cut into rows
 
 
 @dataclasses.dataclass
@@ -70,7 +72,8 @@ class CheckData:
 
     @property
     def rows(self) -> int:
-        return len(next(iter(self.feeds.values()))) if self.feeds else 0
+        """Stacked samples; 1 for one feed whose inputs do not share axis 0 (fed as it is)."""
+        return (stacked_rows(self.feeds) or 1) if self.feeds else 0
 
 
 @dataclasses.dataclass
@@ -133,7 +136,7 @@ class MixedPrecision:
         fold_rescale(g)
         if options.tables:
             quantize_tables(g, self.quantized)
-        result = self.ctx.run(g, {name: v[:rows] for name, v in self.check.feeds.items()})
+        result = self.ctx.run(g, take_rows(self.check.feeds, rows))
         reference = self.check.reference
         cosine = min(cosine_similarity(_rows_run(reference[k][:rows], result[k]), result[k]) for k in reference)
         logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",

@@ -82,6 +82,10 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
         return "not an ONNX-domain op"
     if any(t.inputs and t.inputs[0].op == "DequantizeLinear" for t in node.inputs if t.name):
         return "already quantized (reads a DequantizeLinear)"
+    other = next((t.dtype for t in activation_inputs(node) if t.dtype is not None and np.dtype(t.dtype) != np.float32),
+                 None)
+    if other is not None:  # fp16 graphs were widened to float32 before placement; float64 stays float64
+        return f"activation of type {np.dtype(other).name} (QuantizeLinear takes float32 here)"
     if node.op == "MatMul":
         if any(t.shape is not None and len(t.shape) < 2 for t in activation_inputs(node)):
             return "MatMul of a 1-D activation (ORT's integer MatMul kernels take rank 2 and up)"
@@ -113,18 +117,22 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
     return None
 
 
-def mark_ranks(graph: gs.Graph, p: Placement, values: dict[str, np.ndarray]) -> bool:
-    """Give the MatMul activation inputs of plan ``p`` whose shape the graph does not state the rank
-    of their calibrated ``values`` (a tensor without a batch axis keeps its own rank); True when one
-    is 1-D, which ``compute_blocker`` then declines: plan again."""
+def mark_from_values(graph: gs.Graph, p: Placement, values: dict[str, np.ndarray]) -> bool:
+    """Give the activation inputs of plan ``p`` whose type or MatMul rank the graph does not state
+    those of their calibrated ``values`` (a tensor without a batch axis keeps its own rank); True
+    when one is then declined by ``compute_blocker`` (a 1-D MatMul input, a float64 activation):
+    plan again."""
     nodes = {node_key(n): n for n in graph.nodes}
     found = False
     for key in p.compute:
         node = nodes[key]
-        if node.op != "MatMul":
-            continue
         for t in activation_inputs(node):
-            if t.shape is None and t.name in values and np.ndim(values[t.name]) < 2:
+            if t.name not in values:
+                continue
+            if t.dtype is None:
+                t.dtype = np.asarray(values[t.name]).dtype
+                found |= t.dtype != np.float32
+            if node.op == "MatMul" and t.shape is None and np.ndim(values[t.name]) < 2:
                 t.shape = [None] * np.ndim(values[t.name])
                 found = True
     return found

@@ -20,6 +20,7 @@ the real kernels saturate, per tensor for a depthwise conv that loses nothing by
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
 import numpy as np
 import onnx
@@ -248,9 +249,10 @@ class Probes:
 
 
 def probe_plan(ctx: PassContext, work: gs.Graph, p: Placement, activation_params: dict[str, QParams],
-               kept: dict[str, np.ndarray], options, act_type: str) -> Probes:
+               kept: dict[str, np.ndarray], options, act_type: str, whole: Collection[str] = ()) -> Probes:
     """Every layer of plan ``p`` probed with the real kernels on the first ``options.probe_samples``
-    rows ``kept`` by calibration (``options``: the quantize pass's).
+    rows ``kept`` by calibration (``options``: the quantize pass's; tensors in ``whole`` are one
+    feed's, used as they are).
 
     7-bit weights where the int16 pair sums saturate; depthwise convs per tensor where that costs
     no accuracy; with ``options.speed == "auto"`` on CPU, float and int8 timings of the layers
@@ -260,7 +262,7 @@ def probe_plan(ctx: PassContext, work: gs.Graph, p: Placement, activation_params
     risk = options.saturation == "all" or (options.saturation == "auto"
                                              and saturation_risk(provider, act_type, ctx.cpu))
     nodes = {node_key(n): n for n in work.nodes}
-    feeds = {k: v[: options.probe_samples] for k, v in kept.items()}
+    feeds = {k: v if k in whole else v[: options.probe_samples] for k, v in kept.items()}
     choices = {k: WeightChoice(options.per_channel, options.saturation == "all") for k in p.compute}
 
     def layers(keys):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxslim.core.context import PassContext
+from onnxslim.core.context import PassContext, stacked_rows
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class LimitedSamples:
     """Re-iterable calibration source cut at ``limit`` samples (None: all), in batches of at most ``chunk`` rows.
 
     A model with a fixed batch B takes B rows at a time: the chunk and the cut are whole batches.
+    A feed whose inputs do not share axis 0 counts as one sample and is never cut.
     """
 
     def __init__(self, source: Iterable[dict[str, np.ndarray]], limit: int | None, chunk: int = CHUNK,
@@ -38,7 +39,11 @@ class LimitedSamples:
         for feeds in self.source:
             if self.limit is not None and seen >= self.limit:
                 return
-            n = rows(feeds)
+            n = stacked_rows(feeds)
+            if n is None:  # one feed whose inputs do not share axis 0: one sample, fed as it is
+                seen += 1
+                yield feeds
+                continue
             if self.limit is not None and seen + n > self.limit:
                 feeds = {k: v[: self.limit - seen] for k, v in feeds.items()}
                 n = self.limit - seen
@@ -48,12 +53,7 @@ class LimitedSamples:
                 yield feeds
                 continue
             for start in range(0, n, self.chunk):
-                yield {k: v[start:start + self.chunk] if np.ndim(v) and len(v) == n else v for k, v in feeds.items()}
-
-
-def rows(feeds: dict[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if first.ndim else 1
+                yield {k: v[start:start + self.chunk] for k, v in feeds.items()}
 
 
 def activations(ctx: PassContext, graph: gs.Graph, names: Sequence[str],

@@ -13,6 +13,10 @@ The inputs are then run once in ONNX Runtime. When ORT refuses them, a short lad
 alternatives is tried in this order, each changing only the dims the user did not give:
 
 * every other value a scalar input is compared with;
+* value inputs (integers a Tile, Expand, Reshape, Range, Slice, Pad, TopK, OneHot, Resize or
+  ConstantOfShape reads as repeats, a shape or a count, or a Reduce*, Squeeze, Unsqueeze, CumSum
+  or CumProd as axes) all at 1, then all at 0: ids in ``[0, 100)`` as repeats can ask for
+  gigabytes, and as axes are out of range;
 * spatial dims (``height``/``width``, the last two axes of an image) at 32, 64, 48, 128, 256,
   384, 512 and 640;
 * sequence-like dims at 8, 32, 64, 128, 1, 512 and 16000 (audio samples), and dims named
@@ -20,8 +24,10 @@ alternatives is tried in this order, each changing only the dims the user did no
 * every other dynamic dim at 1, 8, 32, 64, 128, 512 and 16000 (audio samples);
 * all free dynamic dims equal, at 1, 32 and 64.
 
-The first that runs is used, and the report says which. When none runs, ``InputsError``
-names the input ORT complained about and the flag to give (``--input-shape`` or ``--data``).
+The first that runs is used, and the report says which. A candidate whose outputs exceed
+``MAX_OUTPUT_BYTES`` counts as refused: every check holds them, and their float64 copies, in
+memory. When none runs, ``InputsError`` names the input ORT complained about (a value input
+when the outputs were too large) and the flag to give (``--input-shape`` or ``--data``).
 """
 
 from __future__ import annotations
@@ -54,8 +60,19 @@ SAME_VALUE_LADDER = (1, 32, 64)
 MAX_TRIES = 40
 MAX_SECONDS = 60.0
 
+#: Generated inputs whose outputs take more bytes than this count as not running (see above).
+MAX_OUTPUT_BYTES = 256 * 2**20
+
 _COMPARISONS = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"}
 _PASS_THROUGH = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "CastLike"}
+#: Operand positions read as repeats, a shape, a count or axes (not as data).
+_VALUE_OPERANDS = {"Tile": (1,), "Expand": (1,), "Reshape": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
+                   "Slice": (1, 2, 3, 4), "Pad": (1,), "TopK": (1,), "OneHot": (1,), "Resize": (3,),
+                   "Upsample": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "CumSum": (1,), "CumProd": (1,),
+                   **{f"Reduce{r}": (1,) for r in ("Sum", "Mean", "Max", "Min", "Prod", "L1", "L2", "LogSum",
+                                                   "LogSumExp", "SumSquare")}}
+#: The values value inputs take, in turn, after the defaults (1, then 0 for a rank-1 tensor's axis).
+_VALUE_LADDER = (1, 0)
 
 
 class InputsError(UsageError):
@@ -115,7 +132,7 @@ def resolve_inputs(
         tries += 1
         try:
             feeds = random_feeds(model, _shapes(model, overrides, candidate), seed, values=candidate.values)
-            session.run(outputs, feeds)
+            _check_output_size(session.run(outputs, feeds))
         except UsageError:
             continue
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -141,6 +158,9 @@ def candidates(model: onnx.ModelProto, overrides: Mapping[str, Sequence[int]]) -
     for name, values in choices.items():
         for value in values[1:]:
             yield Candidate(f"{name}={_number(value)}", values={**base, name: np.asarray(value)})
+    fixed = [name for name in value_inputs(model) if name not in overrides and name not in base]
+    for value in _VALUE_LADDER if fixed else ():
+        yield Candidate(f"{', '.join(fixed)}={value}", values={**base, **{name: np.asarray(value) for name in fixed}})
     roles = _free_roles(specs)
     for role, alternatives in LADDER.items():
         if role in roles:
@@ -170,6 +190,33 @@ def compared_values(model: onnx.ModelProto) -> dict[str, list[float | int]]:
                 if mine in aliases and other in constants:
                     found.setdefault(aliases[mine], set()).update(constants[other])
     return {name: sorted(values, reverse=True) for name, values in found.items()}
+
+
+def value_inputs(model: onnx.ModelProto) -> list[str]:
+    """Integer inputs an op reads (directly or through a Cast, Reshape...) as repeats, a shape or a
+    count, in graph order."""
+    specs = [s for s in input_specs(model) if s.dtype.kind in "iu"]
+    found: set[str] = set()
+    for graph in subgraphs(model.graph):
+        aliases = {s.name: s.name for s in specs}
+        for node in graph.node:
+            if node.op_type in _PASS_THROUGH and node.input and node.input[0] in aliases:
+                aliases[node.output[0]] = aliases[node.input[0]]
+            for position in _VALUE_OPERANDS.get(node.op_type, ()):
+                if position < len(node.input) and node.input[position] in aliases:
+                    found.add(aliases[node.input[position]])
+    return [s.name for s in specs if s.name in found]
+
+
+class _TooLarge(Exception):
+    """Outputs past ``MAX_OUTPUT_BYTES``: refused like an ORT error."""
+
+
+def _check_output_size(outputs: list) -> None:
+    size = sum(o.nbytes for o in outputs if isinstance(o, np.ndarray))
+    if size > MAX_OUTPUT_BYTES:
+        raise _TooLarge(f"the outputs take {size / 2**30:.2f} GiB on generated values "
+                        f"(limit {MAX_OUTPUT_BYTES // 2**20} MiB)")
 
 
 def with_batch(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], batch: int) -> dict[str, tuple[int, ...]]:
@@ -235,6 +282,9 @@ def _description(candidate: Candidate, shapes, values, tries: int) -> str:
 def _failure(model: onnx.ModelProto, error: str | None, overrides) -> str:
     specs = input_specs(model)
     named = next((s.name for s in specs if error and f"'{s.name}'" in error), None)
+    if named is None and error and "on generated values" in error:
+        integers = [s.name for s in specs if s.dtype.kind in "iu"]
+        named = next((name for name in value_inputs(model) or integers if name not in overrides), None)
     dynamic = [s.name for s in specs if s.is_dynamic]
     subject = named or next((n for n in dynamic if n not in overrides), None) or (dynamic or [s.name for s in specs] or ["?"])[0]
     if subject in overrides:

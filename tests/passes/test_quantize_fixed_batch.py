@@ -69,3 +69,54 @@ def test_context_runs_a_fixed_batch_model_by_whole_batches(repo, tmp_path):
     assert out.shape == (8, 10)  # two whole batches; the 2 rows left over cannot be fed
     np.testing.assert_allclose(out[4:], run_model(model, {"input": x[4:8]})[0], rtol=1e-5, atol=1e-5)
     assert fixed_batch(onnx.load(str(repo / "models" / "cnn.onnx"))) is None
+
+
+def _unshared_axis0_model(tmp_path):
+    """Q [2, 4, 8] (fixed batch 2) and a mask [4, 6] without the batch axis, as the ONNX attention
+    tests declare them: the mask's rows are not samples and must never be stacked or cut."""
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array(rng.normal(size=(8, 6)).astype(np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["q", "w"], ["s"]), onnx.helper.make_node("Add", ["s", "mask"], ["y"])],
+        "unshared", [onnx.helper.make_tensor_value_info("q", onnx.TensorProto.FLOAT, [2, 4, 8]),
+                     onnx.helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, [4, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4, 6])], [w])
+    path = tmp_path / "unshared.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_quantize_feeds_inputs_that_do_not_share_axis_0_as_they_are(tmp_path):
+    path = _unshared_axis0_model(tmp_path)
+    out = tmp_path / "out.onnx"
+    done = _optimize(path, "-o", out, "--passes", "quantize", "--calibration-data", "random")
+    assert done.returncode == 0, done.stderr
+    weights = [t for t in onnx.load(str(out)).graph.initializer]
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in weights)  # int8 compute or int8 weight storage
+
+
+def test_quantize_a_matmul_of_two_inputs_with_different_axis_0(tmp_path):
+    """The ONNX test_matmul_2d node test: a [3, 4] @ b [4, 3]; b's rows are not samples."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["a", "b"], ["y"])], "matmul_2d",
+        [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [3, 4]),
+         onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [4, 3])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 3])])
+    path = tmp_path / "matmul_2d.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    out = tmp_path / "out.onnx"
+    done = _optimize(path, "-o", out, "--passes", "quantize", "--calibration-data", "random")
+    assert done.returncode == 0, done.stderr
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 3), np.float32)
+    assert run_model(onnx.load(str(out)), {"a": a, "b": b})[0].shape == (3, 3)
+
+
+def test_stacked_rows_tells_stacked_samples_from_one_feed():
+    from onnxslim.core.context import stacked_rows, take_rows
+
+    q, mask = np.zeros((2, 4, 8)), np.zeros((4, 6))
+    assert stacked_rows({"q": q, "k": q}) == 2
+    assert stacked_rows({"q": q, "mask": mask}) is None
+    assert stacked_rows({"q": q, "rate": np.array(16000)}) is None
+    assert take_rows({"q": q, "mask": mask}, 1)["mask"].shape == (4, 6)
+    assert take_rows({"q": q, "k": q}, 1)["k"].shape == (1, 4, 8)

@@ -103,3 +103,26 @@ def test_weight_shared_through_identity_copies_is_a_constant_weight(rng):
     x = rng.normal(size=(4, 6, 32)).astype(np.float32)
     a, b = run_model(model, {"x": x})[0].ravel(), run_model(out, {"x": x})[0].ravel()
     assert a @ b / np.sqrt((a @ a) * (b @ b)) > 0.98
+
+
+FLOAT64 = {
+    "stated": """<ir_version: 8, opset_import: ["": 17]>
+g (double[N,16] x) => (double[N,8] y) { y = MatMul(x, w) }""",
+    "shown by the data": """<ir_version: 8, opset_import: ["": 17]>
+g (double[N,16] x) => (double[N,8] y) {
+    h = Relu(x)
+    y = MatMul(h, w)
+}""",
+}
+
+
+@pytest.mark.parametrize("case", list(FLOAT64))
+def test_float64_activations_are_declined(rng, case):
+    """QuantizeLinear takes no float64: the flexattention `double` node tests once sent a float64
+    activation to the per-layer probe ("Unexpected input data type ... tensor(double)")."""
+    model = model_from_text(FLOAT64[case], {"w": rng.normal(size=(16, 8))})
+    batches = [{"x": rng.normal(size=(8, 16))} for _ in range(2)]
+    out, result = _quantize(model, batches)
+    assert not result.modified
+    assert any("float64" in d.reason for d in result.declines), result.declines
+    np.testing.assert_array_equal(run_model(out, batches[0])[0], run_model(model, batches[0])[0])

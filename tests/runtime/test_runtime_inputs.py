@@ -120,3 +120,45 @@ def test_batched_shapes_keep_batch_one_where_a_larger_batch_does_not_run():
                               [numpy_helper.from_array(np.array([2, 3], np.int64), "one")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert batched_shapes(model, resolve_inputs(model), 4)["x"] == (1, 6)
+
+
+
+def tile_like() -> onnx.ModelProto:
+    """The ONNX test_tile node test, small: repeats drawn as ids in [0, 100) multiply the output
+    (test_tile's own asked for 2.1 GiB in float64 parity); the tests lower the limit instead."""
+    nodes = [helper.make_node("Cast", ["repeats"], ["r"], to=TensorProto.INT64),
+             helper.make_node("Tile", ["x", "r"], ["y"]), helper.make_node("Identity", ["x"], ["x_out"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1]),
+              helper.make_tensor_value_info("repeats", TensorProto.INT32, [2])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None]),
+               helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1, 1])]
+    return _model(nodes, inputs, outputs)
+
+
+def test_value_inputs_take_1_when_generated_values_ask_for_too_much_memory(monkeypatch):
+    from onnxslim.runtime import inputs
+
+    assert inputs.value_inputs(tile_like()) == ["repeats"]
+    monkeypatch.setattr(inputs, "MAX_OUTPUT_BYTES", 64)
+    defaults = random_feeds(tile_like())["repeats"]
+    assert 4 * int(np.prod(defaults)) + 4 > 64  # the generated repeats are refused ...
+    resolved = resolve_inputs(tile_like())  # ... and repeats of 1 run
+    assert resolved.feeds["repeats"].tolist() == [1, 1] and "repeats=1" in resolved.description
+
+
+def test_outputs_too_large_on_every_candidate_name_the_value_input_and_the_flag(monkeypatch):
+    from onnxslim.runtime import inputs
+
+    monkeypatch.setattr(inputs, "MAX_OUTPUT_BYTES", 2)  # x_out alone takes 4 bytes
+    with pytest.raises(InputsError, match=r"outputs take .* give the shape or values of input 'repeats' with --data"):
+        resolve_inputs(tile_like())
+
+
+def test_axes_inputs_take_1_then_0():
+    """test_reduce_sum_*_negative_axes: ``axes`` generated as ids in [0, 100) are out of range."""
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+              helper.make_tensor_value_info("axes", TensorProto.INT64, [1])]
+    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    resolved = resolve_inputs(model)  # a rank-1 input: axis 1 is refused too, axis 0 runs
+    assert resolved.feeds["axes"].tolist() == [0] and "axes=0" in resolved.description
