@@ -122,7 +122,7 @@ def _targets(ctx, pairs, original, out_keep, rows, rng) -> dict[int, list[tuple[
     """One pass over the original model: per consumer and batch, sampled positions and their outputs."""
     names = [o.outputs[0].name for _, o in pairs]
     targets: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {id(n): [] for n, _ in pairs}
-    for values in ctx.activations(original, names):
+    for values in ctx.activations(prefix(original, names), names):  # what follows the last one is not run
         for (node, _), yn in zip(pairs, names):
             y = np.asarray(values[yn])
             keep = out_keep.get(id(node))
