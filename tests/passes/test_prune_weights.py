@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import assert_parity, model_from_text, op_types, run_model, run_pass
+from onnxslim.passes import prune_weights
 from onnxslim.passes.prune_weights import PruneWeights, PruneWeightsOptions
 
 from onnxslim.core.context import PassContext
@@ -293,3 +294,33 @@ def test_layers_with_fewer_calibration_rows_than_features_are_named_in_a_note(rn
     assert len(thin) == 1 and "(24 rows, 32 features)" in thin[0] and "1 layers" in thin[0]
     _, enough = _prune(model, PassContext(model, _calibration(rng, batches=5, size=8)), criterion="reconstruct")
     assert not any("fewer calibration rows" in note for note in enough.notes)
+
+
+DEEP = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,8,8] x) => (float[N,10] y) {
+    c = Conv<pads=[1,1,1,1]>(x, cw, cb)
+    r = Relu(c)
+    d = Conv<pads=[1,1,1,1]>(r, dw)
+    e = Relu(d)
+    p = GlobalAveragePool(e)
+    f = Flatten(p)
+    h = MatMul(f, mw)
+    s = Relu(h)
+    y = Gemm<transB=1>(s, gw, gb)
+}"""
+
+
+def test_reference_rows_kept_from_the_first_run_give_what_rerunning_the_original_gives(rng, monkeypatch):
+    """Later stages take the original model's rows sampled in the first run (the second Conv's are
+    subsampled: 64 positions per sample, 32 kept); past the memory budget the original runs again."""
+    weights = {**{k: rng.normal(size=s).astype(np.float32) for k, s in WEIGHTS.items()},
+               "dw": rng.normal(size=(16, 16, 3, 3)).astype(np.float32)}
+    model = model_from_text(DEEP, weights)
+    calibration = _calibration(rng, batches=4, size=8)
+    kept, kept_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    monkeypatch.setattr(prune_weights, "REFERENCE_BYTES", 0)
+    rerun, rerun_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert kept_result.stats == rerun_result.stats
+    a, b = _weights(kept), _weights(rerun)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["dw"], weights["dw"])
