@@ -55,7 +55,7 @@ NM_NOTE = ("N:M sparsity is what sparse tensor cores accelerate (TensorRT with s
 ROWS_PER_SAMPLE = 32  # input rows per calibration sample a convolution's H sees at most (seeded subsample)
 REFIT_ROWS = 4  # sequential refit only with at least this many calibration rows per input feature
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
-REFERENCE_BYTES = 256 << 20  # the original model's rows kept for the later stages at most (else it runs again)
+REFERENCE_BYTES = 512 << 20  # the original model's rows kept for the later stages at most (else it runs again)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,8 +242,13 @@ class PruneWeights(Pass):
         for batch, (values, reference) in enumerate(zip(ctx.activations(prefix(graph, names), names), references)):
             samples = len(next(iter(values.values())))
             for layer in layers:
-                acc[id(layer)].add(values[layer.input_name], None if reference is None else reference[layer.input_name],
-                                   samples, None if kept is None else kept[id(layer)][batch])
+                x, ref = values[layer.input_name], None if kept is None else kept[id(layer)][batch]
+                if isinstance(ref, sequential.Raw):
+                    acc[id(layer)].add(x, ref.x, samples)
+                elif ref is not None:
+                    acc[id(layer)].add(x, samples=samples, ref_rows=ref)
+                else:
+                    acc[id(layer)].add(x, None if reference is None else reference[layer.input_name], samples)
             if ahead is not None:
                 ahead.add(values, samples)
             used += samples

@@ -62,14 +62,23 @@ def stages(graph: gs.Graph, layers: list[Layer], most: int) -> list[int]:
     return [group[d] for d in depths]
 
 
+class Raw:
+    """An original input kept as it is (smaller than its sampled rows): its rows are taken again
+    at the layer's stage, at the positions the stage draws, which are the ones drawn here."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+
+
 class ReferenceRows:
     """The original model's input rows of every later stage's layers, sampled in the first
     calibration run (the unpruned model) exactly as each stage's accumulators will sample their
     own rows (one ``RowSampler`` per layer, on a generator equal to the stage's), so that no stage
     runs the original model again: on PP-OCRv4 that rerun was half the ORT time of the pass.
 
-    Kept while they fit in ``budget`` bytes; past it they are dropped (``rows`` None) and each
-    stage runs the original prefix again, as it must when the calibration set is large.
+    Each is kept as rows or as the input itself, whichever is smaller, while they fit in ``budget``
+    bytes; past it they are dropped (``rows`` None) and each stage runs the original prefix again,
+    as it must when the calibration set is large.
     """
 
     def __init__(self, stages: list[list[Layer]], make_rng, max_rows: int, budget: int) -> None:
@@ -85,8 +94,10 @@ class ReferenceRows:
             return
         for stage in self.samplers:
             for sampler in stage:
-                rows = sampler.sample(values[sampler.layer.input_name], samples)
-                self.rows[id(sampler.layer)].append(rows)
-                self.bytes += rows.nbytes
+                x = np.asarray(values[sampler.layer.input_name], dtype=np.float32)
+                rows = sampler.sample(x, samples)  # drawn even when unused: the stage's generator advances
+                kept = rows if rows.nbytes < x.nbytes else Raw(x)  # a depthwise layer's rows outweigh its input
+                self.rows[id(sampler.layer)].append(kept)
+                self.bytes += min(rows.nbytes, x.nbytes)
         if self.bytes > self.budget:
             self.rows = None

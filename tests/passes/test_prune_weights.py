@@ -18,7 +18,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
 from onnxslim.ir.stats import model_stats
-from onnxslim.sparse import masks
+from onnxslim.sparse import masks, sequential
 from onnxslim.sparse.storage import to_dense
 
 NET = """<ir_version: 8, opset_import: ["": 17]>
@@ -302,8 +302,10 @@ g (float[N,4,8,8] x) => (float[N,10] y) {
     r = Relu(c)
     d = Conv<pads=[1,1,1,1]>(r, dw)
     e = Relu(d)
-    p = GlobalAveragePool(e)
-    f = Flatten(p)
+    t = Reshape(e, shape)
+    q = Transpose<perm=[0,2,1]>(t)
+    u = MatMul(q, uw)
+    f = ReduceMean<axes=[1], keepdims=0>(u)
     h = MatMul(f, mw)
     s = Relu(h)
     y = Gemm<transB=1>(s, gw, gb)
@@ -311,16 +313,25 @@ g (float[N,4,8,8] x) => (float[N,10] y) {
 
 
 def test_reference_rows_kept_from_the_first_run_give_what_rerunning_the_original_gives(rng, monkeypatch):
-    """Later stages take the original model's rows sampled in the first run (the second Conv's are
-    subsampled: 64 positions per sample, 32 kept); past the memory budget the original runs again."""
+    """Later stages take the original model's inputs kept in the first run: as sampled rows (the
+    sequence MatMul: 64 rows per sample, 32 kept) or as they are where that is smaller (the second
+    Conv's 3x3 patches); past the memory budget the original runs again."""
     weights = {**{k: rng.normal(size=s).astype(np.float32) for k, s in WEIGHTS.items()},
-               "dw": rng.normal(size=(16, 16, 3, 3)).astype(np.float32)}
+               "dw": rng.normal(size=(16, 16, 3, 3)).astype(np.float32),
+               "uw": rng.normal(size=(16, 16)).astype(np.float32), "shape": np.array([0, 16, 64], np.int64)}
     model = model_from_text(DEEP, weights)
     calibration = _calibration(rng, batches=4, size=8)
+    forms, add = set(), sequential.ReferenceRows.add
+
+    def spy(self, values, samples):
+        add(self, values, samples)
+        forms.update(type(v[-1]).__name__ for v in (self.rows or {}).values())
+    monkeypatch.setattr(sequential.ReferenceRows, "add", spy)
     kept, kept_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert forms == {"ndarray", "Raw"}
     monkeypatch.setattr(prune_weights, "REFERENCE_BYTES", 0)
     rerun, rerun_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
     assert kept_result.stats == rerun_result.stats
     a, b = _weights(kept), _weights(rerun)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    assert not np.array_equal(a["dw"], weights["dw"])
+    assert not np.array_equal(a["dw"], weights["dw"]) and not np.array_equal(a["uw"], weights["uw"])
