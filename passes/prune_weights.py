@@ -35,6 +35,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.core.relay import Relay
 from onnxslim.core.requires import CLEAN
 from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import replace_input
@@ -55,7 +56,8 @@ NM_NOTE = ("N:M sparsity is what sparse tensor cores accelerate (TensorRT with s
 ROWS_PER_SAMPLE = 32  # input rows per calibration sample a convolution's H sees at most (seeded subsample)
 REFIT_ROWS = 4  # sequential refit only with at least this many calibration rows per input feature
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
-REFERENCE_BYTES = 512 << 20  # the original model's rows kept for the later stages at most (else it runs again)
+REFERENCE_BYTES = 512 << 20
+RELAY_BYTES = 512 << 20  # activations one stage's run hands to the next at most (else the next runs its prefix)  # the original model's rows kept for the later stages at most (else it runs again)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +128,15 @@ class PruneWeights(Pass):
         stages = sequential.stages(graph, layers, MAX_STAGES) if in_order else [0] * len(layers)
         later = [[layers[i] for i, s in enumerate(stages) if s == stage] for stage in sorted(set(stages)) if stage > 0]
         ahead = sequential.ReferenceRows(later, lambda: ctx.rng(4), ROWS_PER_SAMPLE, REFERENCE_BYTES)
-        hessians, used, _ = self._hessians(graph, ctx, layers, ahead=ahead) if self.needs_calibration() else ({}, 0, {})
+        relay = Relay(ctx, RELAY_BYTES)
+        order = sorted(set(stages))
+
+        def handover(stage: int) -> tuple[list, list[str] | None]:  # the nodes pruned after this run, the next run's
+            after = [s for s in order if s > stage]
+            then = [layers[i].input_name for i, s in enumerate(stages) if after and s == after[0]]
+            return [layers[i].node for i, s in enumerate(stages) if s == stage], then or None
+        hessians, used, _ = (self._hessians(graph, ctx, layers, ahead=ahead, relay=(relay, *handover(0)))
+                             if self.needs_calibration() else ({}, 0, {}))
         factors = self._factors(layers, hessians)
         layer_scores = [scores(opts.criterion, l.to_mats(), hessians.get(id(l)), opts.damp, factors.get(id(l)))
                         for l in layers]
@@ -142,7 +152,8 @@ class PruneWeights(Pass):
         for stage in sorted(set(stages)):
             todo = [i for i, s in enumerate(stages) if s == stage]
             if stage > 0:  # inputs now come through pruned layers: gather H (and the cross term) again
-                fresh, cross = self._hessians(graph, ctx, [layers[i] for i in todo], original, ahead.rows)[::2]
+                fresh, cross = self._hessians(graph, ctx, [layers[i] for i in todo], original, ahead.rows,
+                                              relay=(relay, *handover(stage)))[::2]
                 hessians.update(fresh)
                 for i in todo if ahead.rows is not None else ():  # used: free them
                     del ahead.rows[id(layers[i])]
@@ -228,10 +239,11 @@ class PruneWeights(Pass):
 
     def _hessians(self, graph: gs.Graph, ctx: PassContext, layers: list[Layer], original: gs.Graph | None = None,
                   kept: dict[int, list[np.ndarray]] | None = None, ahead: sequential.ReferenceRows | None = None,
-                  ) -> tuple[dict[int, np.ndarray], int, dict[int, np.ndarray]]:
+                  relay: tuple | None = None) -> tuple[dict[int, np.ndarray], int, dict[int, np.ndarray]]:
         """H of each layer's input; with ``original``, or the original model's rows ``kept`` by the
         first run, also the cross term with the original model's input. ``ahead`` samples, in the
-        first run, the rows the later stages will need."""
+        first run, the rows the later stages will need; ``relay`` is (``Relay``, the nodes
+        pruned after this run, the next run's tensors)."""
         ctx.require_calibration(self.name)
         rng = ctx.rng(4)
         acc = {id(l): HessianAccumulator(l, ROWS_PER_SAMPLE, rng) for l in layers}
@@ -239,7 +251,9 @@ class PruneWeights(Pass):
         references = (ctx.activations(prefix(original, names), names) if original is not None
                       else itertools.repeat(None))
         used = 0
-        for batch, (values, reference) in enumerate(zip(ctx.activations(prefix(graph, names), names), references)):
+        runs = (relay[0].activations(graph, names, relay[1], relay[2]) if relay is not None
+                else ctx.activations(prefix(graph, names), names))
+        for batch, (values, reference) in enumerate(zip(runs, references)):
             samples = len(next(iter(values.values())))
             for layer in layers:
                 x, ref = values[layer.input_name], None if kept is None else kept[id(layer)][batch]

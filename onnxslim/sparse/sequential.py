@@ -101,3 +101,4 @@ class ReferenceRows:
                 self.bytes += min(rows.nbytes, x.nbytes)
         if self.bytes > self.budget:
             self.rows = None
+

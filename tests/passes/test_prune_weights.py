@@ -17,6 +17,7 @@ from onnxslim.passes.prune_weights import PruneWeights, PruneWeightsOptions
 from onnxslim.core.context import PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
+from onnxslim.ir import nodes
 from onnxslim.ir.stats import model_stats
 from onnxslim.sparse import masks, sequential
 from onnxslim.sparse.storage import to_dense
@@ -335,3 +336,23 @@ def test_reference_rows_kept_from_the_first_run_give_what_rerunning_the_original
     a, b = _weights(kept), _weights(rerun)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["dw"], weights["dw"]) and not np.array_equal(a["uw"], weights["uw"])
+
+
+def test_stages_taking_the_previous_runs_values_give_what_running_each_prefix_gives(rng, monkeypatch):
+    """A stage's run starts from the values the previous run computed that pruning did not change
+    (the relay); with no room for them each stage runs its whole prefix: the same weights."""
+    weights = {**{k: rng.normal(size=s).astype(np.float32) for k, s in WEIGHTS.items()},
+               "dw": rng.normal(size=(16, 16, 3, 3)).astype(np.float32),
+               "uw": rng.normal(size=(16, 16)).astype(np.float32), "shape": np.array([0, 16, 64], np.int64)}
+    model = model_from_text(DEEP, weights)
+    calibration = _calibration(rng, batches=3, size=8)
+    cuts, between = [], nodes.between
+    monkeypatch.setattr(nodes, "between", lambda graph, given, names: (cuts.append(sorted(given)),
+                                                                       between(graph, given, names))[1])
+    relayed, relayed_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert cuts == [["r"], ["q"], ["f"]]  # from stage 2 on, each starts at the input of the layer pruned before it
+    monkeypatch.setattr(prune_weights, "RELAY_BYTES", 0)
+    full, full_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert relayed_result.stats == full_result.stats
+    a, b = _weights(relayed), _weights(full)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
