@@ -56,8 +56,8 @@ NM_NOTE = ("N:M sparsity is what sparse tensor cores accelerate (TensorRT with s
 ROWS_PER_SAMPLE = 32  # input rows per calibration sample a convolution's H sees at most (seeded subsample)
 REFIT_ROWS = 4  # sequential refit only with at least this many calibration rows per input feature
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
-REFERENCE_BYTES = 512 << 20
-RELAY_BYTES = 512 << 20  # activations one stage's run hands to the next at most (else the next runs its prefix)  # the original model's rows kept for the later stages at most (else it runs again)
+REFERENCE_BYTES = 512 << 20  # the original model's inputs kept for the later stages at most (else it runs again)
+RELAY_BYTES = 512 << 20  # activations one stage's run hands to the next at most (else the next runs its prefix)
 
 
 @dataclasses.dataclass(frozen=True)

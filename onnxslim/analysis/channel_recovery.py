@@ -20,8 +20,9 @@ level in topological order: a layer is refit on inputs produced by the already-r
 above it. Levels are grouped into at most ``MAX_RUNS`` runs of consecutive levels (a deep
 network has one level per layer: one calibration run each made the refit quadratic in depth ×
 samples); a layer is refit on inputs from the layers refit in earlier runs, and each run computes
-only what its inputs need that the previous run's refits changed (``core.relay.Relay``). The relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from
-the same normal equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose only
+only what its inputs need that the previous run's refits changed (``core.relay.Relay``). The
+relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from the same normal
+equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose only
 with kernel = stride; unnamed nodes are not refit (reported).
 """
 
