@@ -8,8 +8,11 @@ term), that minimizes the error against the original layer output, so errors do 
 with depth. The refit has ``cols²`` unknowns per group, so it is made only where the calibration
 gave at least ``REFIT_ROWS`` (4) rows per input feature; elsewhere the layer is pruned as SparseGPT
 does, on its pruned inputs (with few rows the refit overfits: on the PP-OCR detector at 50%, output
-cosine 0.77 with it everywhere, 0.95 with the guard). Depths are grouped so a model costs at most a fixed number of calibration runs,
-each over only the prefix of the graph that computes the inputs it needs.
+cosine 0.77 with it everywhere, 0.95 with the guard). Depths are grouped so a model costs at most
+a fixed number of calibration runs; each starts from the values the previous one computed that
+pruning did not change (``core.relay.Relay``), and the original model's inputs of the later
+stages are kept from the first run (``ReferenceRows``), so the original model runs once. Both hold per-sample data up to
+a memory budget (512 MiB each), past which the runs fall back to computing their whole prefix.
 """
 
 from __future__ import annotations
