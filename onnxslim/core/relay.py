@@ -42,7 +42,8 @@ class Relay:
             inputs = {t.name for t in sub.inputs}
             data = ({k: v for k, v in {**feeds, **values}.items() if k in inputs}
                     for feeds, values in zip(ctx.require_calibration("this pass"), kept))
-            runs = ctx.activations(sub, [n for n in wanted if n not in given], data=data)
+            computed = ctx.activations(sub, [n for n in wanted if n not in given], data=data)
+            runs = ({**values, **out} for values, out in zip(kept, computed))  # given ones this run did not read too
         else:
             runs = ctx.activations(nodes.prefix(graph, wanted), wanted)
         store: list[dict[str, np.ndarray]] | None = [] if keep else None

@@ -53,3 +53,14 @@ def test_a_run_whose_tensors_the_previous_run_holds_runs_nothing(rng, monkeypatc
     monkeypatch.setattr(ctx, "activations", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     again = [v["a"] for v in relay.activations(graph, ["a"], [], None)]
     assert len(again) == 2 and all(np.array_equal(p, q) for p, q in zip(first, again))
+
+
+def test_a_held_tensor_this_run_does_not_read_is_handed_on(rng):
+    model, graph, ctx = _setup(rng)
+    relay = Relay(ctx, 1 << 20)
+    list(relay.activations(graph, ["b"], [], ["a", "b"]))  # holds a and b
+    tanh = next(n for n in graph.nodes if n.op == "Tanh")
+    list(relay.activations(graph, ["c"], [tanh], ["a", "y"]))  # reads b only; a still valid for the next
+    assert sorted(relay.given) == ["a", "b"]  # b: Tanh reads it; a: no node of this run reads it
+    last = list(relay.activations(graph, ["a"], [], None))
+    assert all(np.array_equal(v["a"], np.maximum(x["x"], 0)) for v, x in zip(last, ctx.calibration))
