@@ -46,6 +46,7 @@ from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
 from onnxslim.core.requires import CLEAN
+from onnxslim.ir.nodes import prefix
 from onnxslim.ir.shapes import inferred_dims, refresh_shapes, strict_inference_ok
 from onnxslim.runtime.parity import Tolerance
 
@@ -190,7 +191,9 @@ class PruneChannels(Pass):
         stats = None
         if importance == "activation" and groups:
             members = imp.consumer_members(groups)
-            stats = imp.collect_activations(ctx.activations(graph, sorted({m.tensor for m in members})), members)
+            names = sorted({m.tensor for m in members})
+            # only the part of the graph that computes them: what follows the last one is not run
+            stats = imp.collect_activations(ctx.activations(prefix(graph, names), names), members)
         scores = {}
         for g in groups:
             s = None

@@ -35,6 +35,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.core.context import PassContext
 from onnxslim.core.pass_base import Decline, Pass, PassOptions, PassResult, option
 from onnxslim.core.registry import register_pass
+from onnxslim.core.relay import Relay
 from onnxslim.core.requires import CLEAN
 from onnxslim.ir.linear import Linear, drop_unread
 from onnxslim.ir.nodes import prefix
@@ -57,6 +58,8 @@ ALREADY = "the weights already hold this request: they are kept as they are"
 ROWS_PER_SAMPLE = 32  # input rows per calibration sample a convolution's H sees at most (seeded subsample)
 REFIT_ROWS = 4  # sequential refit only with at least this many calibration rows per input feature
 MAX_STAGES = 8  # sequential reconstruction: at most this many extra calibration runs (depths are grouped)
+REFERENCE_BYTES = 512 << 20  # the original model's inputs kept for the later stages at most (else it runs again)
+RELAY_BYTES = 512 << 20  # activations one stage's run hands to the next at most (else the next runs its prefix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +152,19 @@ class PruneWeights(Pass):
         if not layers:
             return PassResult(False, {"layers": 0}, declines)
         zeros_before = int(sum(l.stored.size - np.count_nonzero(l.stored) for l in layers))
-        hessians, used, _ = self._hessians(graph, ctx, layers) if self.needs_calibration() else ({}, 0, {})
+        in_order = opts.criterion == "reconstruct" and opts.sequential
+        stages = sequential.stages(graph, layers, MAX_STAGES) if in_order else [0] * len(layers)
+        later = [[layers[i] for i, s in enumerate(stages) if s == stage] for stage in sorted(set(stages)) if stage > 0]
+        ahead = sequential.ReferenceRows(later, lambda: ctx.rng(4), ROWS_PER_SAMPLE, REFERENCE_BYTES)
+        relay = Relay(ctx, RELAY_BYTES)
+        order = sorted(set(stages))
+
+        def handover(stage: int) -> tuple[list, list[str] | None]:  # the nodes pruned after this run, the next run's
+            after = [s for s in order if s > stage]
+            then = [layers[i].input.name for i, s in enumerate(stages) if after and s == after[0]]
+            return [layers[i].node for i, s in enumerate(stages) if s == stage], then or None
+        hessians, used, _ = (self._hessians(graph, ctx, layers, ahead=ahead, relay=(relay, *handover(0)))
+                             if self.needs_calibration() else ({}, 0, {}))
         factors = self._factors(layers, hessians)
         layer_scores = plan.cache.get("scores") or [
             scores(opts.criterion, to_mats(l), hessians.get(id(l)), opts.damp, factors.get(id(l))) for l in layers]
@@ -160,15 +175,16 @@ class PruneWeights(Pass):
                 changed += self._keep(graph, layer, layer.stored, choices, per_layer)
             return PassResult(changed > 0, self._stats(layers, per_layer, declines, choices, used, zeros_before),
                               declines, [SIZE_NOTE])
-        in_order = opts.criterion == "reconstruct" and opts.sequential
-        stages = sequential.stages(graph, layers, MAX_STAGES) if in_order else [0] * len(layers)
-        original = graph.copy() if in_order and max(stages) > 0 else None
+        original = graph.copy() if in_order and max(stages) > 0 and ahead.rows is None else None
         mats = [to_mats(l) for l in layers]
         for stage in sorted(set(stages)):
             todo = [i for i, s in enumerate(stages) if s == stage]
             if stage > 0:  # inputs now come through pruned layers: gather H (and the cross term) again
-                fresh, cross = self._hessians(graph, ctx, [layers[i] for i in todo], original)[::2]
+                fresh, cross = self._hessians(graph, ctx, [layers[i] for i in todo], original, ahead.rows,
+                                              relay=(relay, *handover(stage)))[::2]
                 hessians.update(fresh)
+                for i in todo if ahead.rows is not None else ():  # used: free them
+                    del ahead.rows[id(layers[i])]
                 factors.update(self._factors([layers[i] for i in todo], hessians))
                 for i in todo:
                     if cross[id(layers[i])] is not None:
@@ -249,9 +265,13 @@ class PruneWeights(Pass):
 
     # -- calibration -----------------------------------------------------------------------
 
-    def _hessians(self, graph: gs.Graph, ctx: PassContext, layers: list[Linear],
-                  original: gs.Graph | None = None) -> tuple[dict[int, np.ndarray], int, dict[int, np.ndarray]]:
-        """H of each layer's input; with ``original``, also the cross term with the original model's input."""
+    def _hessians(self, graph: gs.Graph, ctx: PassContext, layers: list[Linear], original: gs.Graph | None = None,
+                  kept: dict[int, list[np.ndarray]] | None = None, ahead: sequential.ReferenceRows | None = None,
+                  relay: tuple | None = None) -> tuple[dict[int, np.ndarray], int, dict[int, np.ndarray]]:
+        """H of each layer's input; with ``original``, or the original model's rows ``kept`` by the
+        first run, also the cross term with the original model's input. ``ahead`` samples, in the
+        first run, the rows the later stages will need; ``relay`` is (``Relay``, the nodes
+        pruned after this run, the next run's tensors)."""
         ctx.require_calibration(self.name)
         rng = ctx.rng(4)
         acc = {id(l): HessianAccumulator(l, ROWS_PER_SAMPLE, rng) for l in layers}
@@ -259,20 +279,29 @@ class PruneWeights(Pass):
         references = (ctx.activations(prefix(original, names), names) if original is not None
                       else itertools.repeat(None))
         used = 0
-        for values, reference in zip(ctx.activations(prefix(graph, names), names), references):
+        runs = (relay[0].activations(graph, names, relay[1], relay[2]) if relay is not None
+                else ctx.activations(prefix(graph, names), names))
+        for batch, (values, reference) in enumerate(zip(runs, references)):
             samples = len(next(iter(values.values())))
             for layer in layers:
-                acc[id(layer)].add(values[layer.input.name], None if reference is None else reference[layer.input.name],
-                                   samples)
+                x, ref = values[layer.input.name], None if kept is None else kept[id(layer)][batch]
+                if isinstance(ref, sequential.Raw):
+                    acc[id(layer)].add(x, ref.x, samples)
+                elif ref is not None:
+                    acc[id(layer)].add(x, samples=samples, ref_rows=ref)
+                else:
+                    acc[id(layer)].add(x, None if reference is None else reference[layer.input.name], samples)
+            if ahead is not None:
+                ahead.add(values, samples)
             used += samples
             if used >= self.options.samples:
                 break
         hessians = {k: a.result() for k, a in acc.items()}
-        if original is None:  # the first run sees every layer: name those whose H is underdetermined
-            self._thin = [f"{a.layer.name} ({a.rows} rows, {a.h.shape[1]} features)" for a in acc.values()
-                          if a.rows < a.h.shape[1]]
+        if original is None and kept is None:  # the first run sees every layer: name those whose H is underdetermined
+            self._thin = [f"{a.layer.name} ({a.rows_seen} rows, {a.h.shape[1]} features)" for a in acc.values()
+                          if a.rows_seen < a.h.shape[1]]
         # the refit to the original outputs has cols² unknowns per group: with too few rows it overfits
-        refits = {k: a.cross_result() if a.rows >= REFIT_ROWS * a.h.shape[1] else None for k, a in acc.items()}
+        refits = {k: a.cross_result() if a.rows_seen >= REFIT_ROWS * a.h.shape[1] else None for k, a in acc.items()}
         return hessians, used, refits
 
     # -- how many go where -----------------------------------------------------------------

@@ -20,8 +20,9 @@ level in topological order: a layer is refit on inputs produced by the already-r
 above it. Levels are grouped into at most ``MAX_RUNS`` runs of consecutive levels (a deep
 network has one level per layer: one calibration run each made the refit quadratic in depth ×
 samples); a layer is refit on inputs from the layers refit in earlier runs, and each run computes
-only the prefix of the graph its inputs need. The relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from
-the same normal equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose only
+only what its inputs need that the previous run's refits changed (``core.relay.Relay``). The
+relative output error ‖Y − Ŷ‖_F / ‖Y‖_F before and after the refit comes from the same normal
+equations. Limits: 2-D Conv only; Gemm with transA=0; ConvTranspose only
 with kernel = stride; unnamed nodes are not refit (reported).
 """
 
@@ -34,12 +35,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
+from onnxslim.core.relay import Relay
 from onnxslim.ir.linear import linear_of
 from onnxslim.ir.nodes import prefix
 from onnxslim.ir.weights import constant_value, replace_input, unique_name
 
 RIDGE = 1e-4
 MAX_RUNS = 8  # calibration runs of the refit (levels are grouped), besides the one for the targets
+RELAY_BYTES = 512 << 20  # activations one run hands to the next at most (else the next runs its whole prefix)
 
 
 @dataclasses.dataclass
@@ -75,8 +78,11 @@ def refit(ctx: PassContext, original: gs.Graph, pruned: gs.Graph, consumers: Seq
             todo.append(node)
     fits: list[LayerFit] = []
     targets = _targets(ctx, [(n, twin[id(n)]) for n in todo], original, out_keep, rows, rng)
-    for level in _grouped(_levels(pruned, {id(n) for n in todo}), MAX_RUNS):
-        fits += _refit_level(ctx, pruned, level, targets)
+    levels = _grouped(_levels(pruned, {id(n) for n in todo}), MAX_RUNS)
+    relay = Relay(ctx, RELAY_BYTES)  # each run starts from the values the previous refits left valid
+    for i, level in enumerate(levels):
+        then = [n.inputs[0].name for n in levels[i + 1]] if i + 1 < len(levels) else None
+        fits += _refit_level(ctx, pruned, level, targets, relay, then)
     return fits, skipped
 
 
@@ -126,7 +132,7 @@ def _targets(ctx, pairs, original, out_keep, rows, rng) -> dict[int, list[tuple[
     """One pass over the original model: per consumer and batch, sampled positions and their outputs."""
     names = [o.outputs[0].name for _, o in pairs]
     targets: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {id(n): [] for n, _ in pairs}
-    for values in ctx.activations(original, names):
+    for values in ctx.activations(prefix(original, names), names):  # what follows the last one is not run
         for (node, _), yn in zip(pairs, names):
             y = np.asarray(values[yn])
             keep = out_keep.get(id(node))
@@ -156,10 +162,10 @@ def _targets(ctx, pairs, original, out_keep, rows, rng) -> dict[int, list[tuple[
     return targets
 
 
-def _refit_level(ctx, pruned, nodes, targets) -> list[LayerFit]:
+def _refit_level(ctx, pruned, nodes, targets, relay: Relay, then: list[str] | None) -> list[LayerFit]:
     x_names = [n.inputs[0].name for n in nodes]
     acc: dict[int, _Normal] = {}
-    for batch, cur in enumerate(ctx.activations(prefix(pruned, x_names), x_names)):
+    for batch, cur in enumerate(relay.activations(pruned, x_names, nodes, then)):
         for node, xn in zip(nodes, x_names):
             pick, y = targets[id(node)][batch]
             a = _design(node, np.asarray(cur[xn], np.float64), pick)

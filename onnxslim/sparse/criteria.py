@@ -24,40 +24,34 @@ import numpy as np
 from onnxslim.ir.linear import Linear
 
 
-class HessianAccumulator:
-    """``H[g] = Σ XᵀX`` for one layer's input (per group), accumulated batch by batch.
-
-    Given the same rows of the original model too (``add(x, x_ref)``), also ``C[g] = Σ XᵀX_ref``,
-    the cross term reconstruction needs to aim at the original outputs.
-    """
+class RowSampler:
+    """Rows of one layer's input (per group), at most ``max_rows`` per calibration sample, drawn from
+    ``rng`` batch by batch: two samplers of one layer on equal ``rng`` draw the same rows."""
 
     def __init__(self, layer: Linear, max_rows: int, rng: np.random.Generator) -> None:
         """``max_rows``: input rows kept per calibration sample (at most)."""
         self.layer = layer
         self.max_rows = max_rows
         self.rng = rng
-        cols = layer.shape[0]
-        self.h = np.zeros((layer.groups, cols, cols))
-        self.cross: np.ndarray | None = None
-        self.rows = 0
 
-    def add(self, x: np.ndarray, x_ref: np.ndarray | None = None, samples: int = 1) -> None:
-        """Add one batch of ``samples`` samples (``x_ref``: the same rows in the original model)."""
+    def picker(self, samples: int):
+        """One batch's choice of rows (drawn once per row count, so ``x`` and ``x_ref`` share it)."""
         chosen: dict[int, np.ndarray | slice] = {}
         most = self.max_rows * max(samples, 1)
 
-        def pick(n: int) -> np.ndarray | slice:  # the same rows of x and x_ref
+        def pick(n: int) -> np.ndarray | slice:
             if n not in chosen:
                 chosen[n] = self._pick(n, most)
             return chosen[n]
+        return pick
 
-        rows = np.ascontiguousarray(self._rows(np.asarray(x, dtype=np.float32), pick))  # [G, n, cols]
-        self.h += np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
-        self.rows += rows.shape[1]
-        if x_ref is not None:
-            ref = np.ascontiguousarray(self._rows(np.asarray(x_ref, dtype=np.float32), pick))
-            cross = np.matmul(rows.transpose(0, 2, 1), ref).astype(np.float64)
-            self.cross = cross if self.cross is None else self.cross + cross
+    def rows(self, x: np.ndarray, pick) -> np.ndarray:
+        """``[G, n, cols]`` float32 rows of ``x`` at ``pick``."""
+        return np.ascontiguousarray(self._rows(np.asarray(x, dtype=np.float32), pick))
+
+    def sample(self, x: np.ndarray, samples: int = 1) -> np.ndarray:
+        """The rows of one batch of ``samples`` samples, drawn as ``HessianAccumulator.add`` draws them."""
+        return self.rows(x, self.picker(samples))
 
     def _pick(self, n: int, most: int) -> np.ndarray | slice:
         if n <= most:
@@ -79,11 +73,41 @@ class HessianAccumulator:
         n, cin, k = patches.shape
         return patches.reshape(n, g, cin // g * k).transpose(1, 0, 2)
 
+
+class HessianAccumulator(RowSampler):
+    """``H[g] = Σ XᵀX`` for one layer's input (per group), accumulated batch by batch.
+
+    Given the same rows of the original model too (``add(x, x_ref)``, or those rows sampled ahead
+    by a ``RowSampler`` on an equal ``rng``), also ``C[g] = Σ XᵀX_ref``, the cross term
+    reconstruction needs to aim at the original outputs.
+    """
+
+    def __init__(self, layer: Linear, max_rows: int, rng: np.random.Generator) -> None:
+        """``max_rows``: input rows kept per calibration sample (at most)."""
+        super().__init__(layer, max_rows, rng)
+        cols = layer.shape[0]
+        self.h = np.zeros((layer.groups, cols, cols))
+        self.cross: np.ndarray | None = None
+        self.rows_seen = 0
+
+    def add(self, x: np.ndarray, x_ref: np.ndarray | None = None, samples: int = 1,
+            ref_rows: np.ndarray | None = None) -> None:
+        """Add one batch of ``samples`` samples (``x_ref``: the same rows in the original model;
+        ``ref_rows``: the rows this call would take from it, sampled ahead)."""
+        pick = self.picker(samples)
+        rows = self.rows(x, pick)  # [G, n, cols]
+        self.h += np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
+        self.rows_seen += rows.shape[1]
+        ref = self.rows(x_ref, pick) if x_ref is not None else ref_rows
+        if ref is not None:
+            cross = np.matmul(rows.transpose(0, 2, 1), ref).astype(np.float64)
+            self.cross = cross if self.cross is None else self.cross + cross
+
     def result(self) -> np.ndarray:
-        return self.h / max(self.rows, 1)
+        return self.h / max(self.rows_seen, 1)
 
     def cross_result(self) -> np.ndarray | None:
-        return None if self.cross is None else self.cross / max(self.rows, 1)
+        return None if self.cross is None else self.cross / max(self.rows_seen, 1)
 
 
 def im2col(x: np.ndarray, layer: Linear, pick=None) -> np.ndarray:

@@ -308,3 +308,25 @@ def test_group_ratio_overrides_per_group(rng):
         PruneChannelsOptions(group_ratio=("/a/*=1.5",))
     text = 'prune-channels{group_ratio="/a/*=0;/b/*=0.5"}'
     assert parse(str(parse(text))) == parse(text)
+
+
+def test_refit_runs_relayed_give_what_running_each_prefix_gives(rng, monkeypatch):
+    """Each refit run starts from the values the previous refits left valid (the relay); with no
+    room for them each run computes its whole prefix: the same weights, the same figures."""
+    from onnxslim.analysis import channel_recovery
+    from onnxslim.ir import nodes
+
+    model = net(rng, blocks=("conv", "bnconv", "conv"), width=16)
+    data = calibration(rng, batches=3, n=8)
+    opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
+    cuts, between = [], nodes.between
+    monkeypatch.setattr(nodes, "between", lambda graph, given, names: (cuts.append(sorted(given)),
+                                                                       between(graph, given, names))[1])
+    relayed, relayed_result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    assert cuts and all(cuts)
+    monkeypatch.setattr(channel_recovery, "RELAY_BYTES", 0)
+    full, full_result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    assert relayed_result.stats == full_result.stats and relayed_result.notes == full_result.notes
+    a = {t.name: onnx.numpy_helper.to_array(t) for t in relayed.graph.initializer}
+    b = {t.name: onnx.numpy_helper.to_array(t) for t in full.graph.initializer}
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

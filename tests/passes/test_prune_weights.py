@@ -11,13 +11,15 @@ import numpy as np
 import onnx
 import pytest
 from helpers import assert_parity, model_from_text, op_types, run_model, run_pass
+from onnxslim.passes import prune_weights
 from onnxslim.passes.prune_weights import PruneWeights, PruneWeightsOptions
 
 from onnxslim.core.context import PassContext
 from onnxslim.core.pipeline import parse
 from onnxslim.errors import OptionError, UsageError
+from onnxslim.ir import nodes
 from onnxslim.ir.stats import model_stats
-from onnxslim.sparse import masks
+from onnxslim.sparse import masks, sequential
 from onnxslim.sparse.storage import to_dense
 
 NET = """<ir_version: 8, opset_import: ["": 17]>
@@ -301,3 +303,64 @@ def test_layers_with_fewer_calibration_rows_than_features_are_named_in_a_note(rn
     assert len(thin) == 1 and "(24 rows, 32 features)" in thin[0] and "1 layers" in thin[0]
     _, enough = _prune(model, PassContext(model, _calibration(rng, batches=5, size=8)), criterion="reconstruct")
     assert not any("fewer calibration rows" in note for note in enough.notes)
+
+
+DEEP = """<ir_version: 8, opset_import: ["": 17]>
+g (float[N,4,8,8] x) => (float[N,10] y) {
+    c = Conv<pads=[1,1,1,1]>(x, cw, cb)
+    r = Relu(c)
+    d = Conv<pads=[1,1,1,1]>(r, dw)
+    e = Relu(d)
+    t = Reshape(e, shape)
+    q = Transpose<perm=[0,2,1]>(t)
+    u = MatMul(q, uw)
+    f = ReduceMean<axes=[1], keepdims=0>(u)
+    h = MatMul(f, mw)
+    s = Relu(h)
+    y = Gemm<transB=1>(s, gw, gb)
+}"""
+
+
+def test_reference_rows_kept_from_the_first_run_give_what_rerunning_the_original_gives(rng, monkeypatch):
+    """Later stages take the original model's inputs kept in the first run: as sampled rows (the
+    sequence MatMul: 64 rows per sample, 32 kept) or as they are where that is smaller (the second
+    Conv's 3x3 patches); past the memory budget the original runs again."""
+    weights = {**{k: rng.normal(size=s).astype(np.float32) for k, s in WEIGHTS.items()},
+               "dw": rng.normal(size=(16, 16, 3, 3)).astype(np.float32),
+               "uw": rng.normal(size=(16, 16)).astype(np.float32), "shape": np.array([0, 16, 64], np.int64)}
+    model = model_from_text(DEEP, weights)
+    calibration = _calibration(rng, batches=4, size=8)
+    forms, add = set(), sequential.ReferenceRows.add
+
+    def spy(self, values, samples):
+        add(self, values, samples)
+        forms.update(type(v[-1]).__name__ for v in (self.rows or {}).values())
+    monkeypatch.setattr(sequential.ReferenceRows, "add", spy)
+    kept, kept_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert forms == {"ndarray", "Raw"}
+    monkeypatch.setattr(prune_weights, "REFERENCE_BYTES", 0)
+    rerun, rerun_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert kept_result.stats == rerun_result.stats
+    a, b = _weights(kept), _weights(rerun)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["dw"], weights["dw"]) and not np.array_equal(a["uw"], weights["uw"])
+
+
+def test_stages_taking_the_previous_runs_values_give_what_running_each_prefix_gives(rng, monkeypatch):
+    """A stage's run starts from the values the previous run computed that pruning did not change
+    (the relay); with no room for them each stage runs its whole prefix: the same weights."""
+    weights = {**{k: rng.normal(size=s).astype(np.float32) for k, s in WEIGHTS.items()},
+               "dw": rng.normal(size=(16, 16, 3, 3)).astype(np.float32),
+               "uw": rng.normal(size=(16, 16)).astype(np.float32), "shape": np.array([0, 16, 64], np.int64)}
+    model = model_from_text(DEEP, weights)
+    calibration = _calibration(rng, batches=3, size=8)
+    cuts, between = [], nodes.between
+    monkeypatch.setattr(nodes, "between", lambda graph, given, names: (cuts.append(sorted(given)),
+                                                                       between(graph, given, names))[1])
+    relayed, relayed_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert cuts == [["r"], ["q"], ["f"]]  # from stage 2 on, each starts at the input of the layer pruned before it
+    monkeypatch.setattr(prune_weights, "RELAY_BYTES", 0)
+    full, full_result = _prune(model, PassContext(model, calibration), sparsity=0.6, criterion="reconstruct")
+    assert relayed_result.stats == full_result.stats
+    a, b = _weights(relayed), _weights(full)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -91,3 +91,11 @@ def test_one_at_a_time_times_each_model_alone(chain, monkeypatch):
     stats = measure_latency([chain(2.0), chain(3.0)], {"X": np.ones((3, 5), np.float32)}, warmup=1, repeat=6,
                             max_seconds=60, one_at_a_time=True)
     assert [s.runs for s in stats] == [6, 6] and peak[0] == 1
+
+
+def test_early_stop_counts_timed_runs_in_blocks(chain):
+    """With blocks, the early stop comes once each model has MIN_RUNS timed runs, not MIN_RUNS rounds."""
+    stats = measure_latency([chain(2.0), chain(3.0)], {"X": np.ones((1, 5), np.float32)}, threads=2, warmup=0,
+                            repeat=30, max_seconds=0)
+    per_round = bench.BLOCK - bench.UNTIMED
+    assert [s.runs for s in stats] == [-(-MIN_RUNS // per_round) * per_round] * 2

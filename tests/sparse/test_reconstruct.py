@@ -101,7 +101,7 @@ def test_hessian_rows_are_capped_per_sample_whatever_the_batching(rng):
     alone = HessianAccumulator(layer, max_rows=20, rng=np.random.default_rng(0))
     for row in x:
         alone.add(row[None], samples=1)
-    assert together.rows == alone.rows == 6 * 20
+    assert together.rows_seen == alone.rows_seen == 6 * 20
     assert together.h.shape == (4, 9, 9)
 
 
