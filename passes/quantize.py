@@ -180,8 +180,11 @@ class Quantize(Pass):
                 return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to quantize"])
         seconds_calibration = time.perf_counter() - start
         kept = calibrated.kept
-        check = CheckData(feeds={t.name: kept[t.name] for t in work.inputs if t.name in kept},
-                          reference={t.name: kept[t.name] for t in work.outputs})
+        feeds = {t.name: kept[t.name] for t in work.inputs if t.name in kept}
+        # fp32's outputs run anew, not the calibration's first rows: those are the first samples'
+        # only where an output's axis 0 is the samples' (not in a sequence-first [T, N, C] output)
+        outputs = ctx.run(work, feeds)
+        check = CheckData(feeds, {t.name: outputs[t.name] for t in work.outputs})
         probes = probe_plan(ctx, work, calibrated.plan, calibrated.activation_params, kept, options, act_type,
                             calibrated.whole)
         _record_speed_choices(ctx, probes)

@@ -75,6 +75,14 @@ class CheckData:
         """Stacked samples; 1 for one feed whose inputs do not share axis 0 (fed as it is)."""
         return (stacked_rows(self.feeds) or 1) if self.feeds else 0
 
+    @property
+    def aligned(self) -> bool:
+        """Whether every output holds one row per stacked sample on axis 0, so that the first rows
+        of the feeds give the first rows of the reference (a sequence-first ``[T, N, C]`` output
+        does not; one feed fed as it is is never cut)."""
+        rows = stacked_rows(self.feeds) if self.feeds else None
+        return rows is None or all(np.ndim(v) and len(v) == rows for v in self.reference.values())
+
 
 @dataclasses.dataclass
 class Candidate:
@@ -196,7 +204,7 @@ class MixedPrecision:
         options = self.options
         limit = max(1, int(options.max_excluded * len(self.ranked)))
         lo = 0
-        if self.check.rows > SEARCH_ROWS:
+        if self.check.rows > SEARCH_ROWS and self.check.aligned:  # else only all the rows give a reference
             k, _ = self._count(target, 0, limit, SEARCH_ROWS)
             best = self.build(k)
             if best.cosine >= target:

@@ -120,3 +120,25 @@ def test_stacked_rows_tells_stacked_samples_from_one_feed():
     assert stacked_rows({"q": q, "rate": np.array(16000)}) is None
     assert take_rows({"q": q, "mask": mask}, 1)["mask"].shape == (4, 6)
     assert take_rows({"q": q, "k": q}, 1)["k"].shape == (1, 4, 8)
+
+
+def test_quantize_fixed_batch_with_a_sequence_first_output(tmp_path):
+    """A recognizer's ``[T, 1, C]`` output (the lstm_crnn corpus export): run one sample at a time,
+    its outputs stack T rows per sample, so the first rows of them are not the first samples'."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 1]),
+         helper.make_node("MatMul", ["t", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])], "seq_first",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1, 4])], [w1, w2])
+    path, out, calib = tmp_path / "seq.onnx", tmp_path / "out.onnx", tmp_path / "calib.npz"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    np.savez(calib, x=rng.standard_normal((40, 8, 6)).astype(np.float32))
+    done = _optimize(path, "-o", out, "--passes", FAST, "--calibration-data", calib, "--data", calib)
+    assert done.returncode == 0, done.stderr
+    assert "QuantizeLinear" in [n.op_type for n in onnx.load(str(out)).graph.node]
