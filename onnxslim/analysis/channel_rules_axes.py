@@ -128,6 +128,11 @@ def _softmax(node: gs.Node, b: Builder) -> None:
     b.set_space(node.outputs[0], *space)
 
 
+def _axis(axis: int, rank: int | None) -> int | None:
+    """``axis`` made non-negative; None for a negative one when the rank is unknown."""
+    return axis if axis >= 0 else axis % rank if rank else None
+
+
 def _opset(b: Builder) -> int:
     return int(getattr(b.graph, "opset", 17) or 17)
 
@@ -139,8 +144,11 @@ def _concat(node: gs.Node, b: Builder) -> None:
     if not tracked:
         return check_shape_exprs(node, b, concat=True)
     rank = b.rank(node.outputs[0]) or b.rank(tracked[0][0])
-    axis = int(node.attrs["axis"]) % rank
+    axis = _axis(int(node.attrs["axis"]), rank)
     where = f"Concat {node.name!r}"
+    if axis is None:
+        freeze_all(node, b, f"{where}: a negative axis on inputs of unknown rank")
+        return
     if any(a != tracked[0][1] for _, a, _ in tracked):
         freeze_all(node, b, "inputs carry channels on different axes")
         return
@@ -171,8 +179,10 @@ def _split(node: gs.Node, b: Builder) -> None:
     space = b.space(node.inputs[0])
     if space is None:
         return
-    rank = b.rank(node.inputs[0])
-    axis = int(node.attrs.get("axis", 0)) % rank
+    axis = _axis(int(node.attrs.get("axis", 0)), b.rank(node.inputs[0]))
+    if axis is None:
+        b.freeze(space[1], f"Split {node.name!r}: a negative axis on an input of unknown rank")
+        return
     if axis != space[0]:
         for out in node.outputs:
             b.set_space(out, *space)
@@ -211,7 +221,10 @@ def _slice(node: gs.Node, b: Builder) -> None:
         b.freeze(space[1], f"Slice {node.name!r}: starts/ends/axes are not constant")
         return
     starts, ends = [int(v) for v in values[0]], [int(v) for v in values[1]]
-    axes = [int(a) % rank for a in values[2]] if len(values) > 2 and values[2] is not None else list(range(len(starts)))
+    axes = [_axis(int(a), rank) for a in values[2]] if len(values) > 2 and values[2] is not None else list(range(len(starts)))
+    if None in axes:
+        b.freeze(space[1], f"Slice {node.name!r}: a negative axis on an input of unknown rank")
+        return
     steps = [int(s) for s in values[3]] if len(values) > 3 and values[3] is not None else [1] * len(starts)
     if space[0] not in axes:
         b.set_space(node.outputs[0], *space)

@@ -418,3 +418,25 @@ def test_channels_on_a_parameter_input_freeze(rng):
     text2 = text.replace("s = Relu (c)", "s = Relu (c)\n        v = ReduceMean <axes = [0, 2, 3], keepdims = 0> (s)")
     model = helpers.model_from_text(text2.replace("(s, s4, s4, s4, s4)", "(s, v, s4, s4, s4)"), weights)
     assert any("parameter input" in r for r in plan_of(model).groups[0].reasons)
+
+
+def test_negative_axes_on_tensors_of_unknown_rank_freeze(rng):
+    """Concat, Split and Slice with a negative axis where no shape is known (mobilevit's legacy
+    export): the channel axis cannot be told apart, so the channels freeze (was a TypeError)."""
+    text = f"""{HEAD}
+    g (float[2, 3, 6, 6] x) => (float[2, 4, 6, 6] y) {{
+        a = Conv (x, Wa)
+        b = Conv (x, Wb)
+        c = Concat <axis = -3> (a, b)
+        p, q = Split <axis = -3> (c, sizes)
+        s = Slice (p, starts, ends, axes)
+        t = Add (s, q)
+        y = Conv (t, Wy)
+    }}"""
+    weights = {"Wa": w(rng, 8, 3, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1),
+               "sizes": np.array([8, 8], np.int64), "starts": np.array([0], np.int64),
+               "ends": np.array([8], np.int64), "axes": np.array([-3], np.int64)}
+    plan = analyze(to_graph(helpers.model_from_text(text, weights)).toposort(), {})
+    reasons = [r for g in plan.groups for r in g.reasons]
+    assert all(g.frozen for g in plan.groups if len(g.sources) == 2)
+    assert any("negative axis on inputs of unknown rank" in r for r in reasons)
