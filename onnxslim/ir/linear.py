@@ -27,9 +27,10 @@ transposed one: batch × input pixels).
 The weight may be an initializer, the output of a ``Constant`` node (Paddle exports have no
 initializers), or an ``Identity`` of either (PyTorch's export of a weight shared by several
 layers, ALBERT). ``readers`` counts the layers reading the underlying weight through such
-copies, so a shared weight is seen as shared. ``write`` puts a new weight in the same dtype and
-the same kind of source (an initializer, or a new ``Constant`` node); the old one is never edited
-in place, since another node may read it.
+copies, so a shared weight is seen as shared. ``write`` and ``write_bias`` put a new weight or
+bias in the weight's dtype and the same kind of source (an initializer, or a new ``Constant``
+node); the old one is never edited in place, since another node may read it: a shared weight
+stays as it is for its other readers, and this node alone reads the new one.
 """
 
 from __future__ import annotations
@@ -211,23 +212,56 @@ class Linear:
 
     def write(self, graph: gs.Graph, values: np.ndarray, suffix: str) -> gs.Tensor:
         """Point the node at a new weight ``values`` (stored layout; cast to the stored dtype), held
-        as the old one was: an initializer, or the output of a new ``Constant`` node. The old weight
-        and its ``Constant`` node go once nothing reads them; ``self`` then views the new weight."""
-        old = self.tensor
+        as the old one was (``write_input``); ``self`` then views the new weight."""
         values = np.ascontiguousarray(np.asarray(values).astype(self.stored.dtype, copy=False))
         if values.shape != self.stored.shape:
             raise ValueError(f"{self.name}: new weight {values.shape} for a {self.stored.shape} one")
-        name = unique_name(graph, f"{old.name}_{suffix}")
-        if self.source == CONSTANT_NODE:
-            new: gs.Tensor = gs.Variable(name, dtype=values.dtype, shape=list(values.shape))
-            graph.nodes.append(gs.Node("Constant", f"{name}/Constant", {"value": gs.Constant(f"{name}_value", values)},
-                                       outputs=[new]))
-        else:
-            new = gs.Constant(name, values)
-        self.node.inputs[1] = new
-        drop_unread(graph, old)
+        new = write_input(graph, self.node, 1, values, suffix, self.source)
         self.stored, self.readers = values, 1
         return new
+
+    def write_bias(self, graph: gs.Graph, values: np.ndarray, suffix: str) -> gs.Tensor:
+        """Give the node the bias ``values`` (any shape that broadcasts to the output; cast to the
+        weight's dtype): the old bias is replaced as ``write_input`` does, and a node without one
+        gets one held like its weight (Paddle's Constant nodes stay Constant nodes)."""
+        if not self.has_bias and not self.can_add_bias:
+            raise ValueError(f"{self.name}: a {self.op} takes no bias")
+        values = np.asarray(values).astype(self.stored.dtype, copy=False)
+        if self.has_bias:
+            return write_input(graph, self.node, 2, values, suffix)
+        new = _new_constant(graph, f"{self.name}_bias_{suffix}", values, self.source)
+        self.node.inputs.append(new)
+        return new
+
+
+def write_input(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray, suffix: str,
+                source: str | None = None) -> gs.Tensor:
+    """Point ``node.inputs[index]`` at a new constant ``values``, held as the old one was (``source``,
+    by default seen through Identity copies): an initializer, or the output of a new ``Constant``
+    node. The old tensor is never edited in place, since another node may read it; it and its
+    ``Constant`` node go once nothing reads them."""
+    old = node.inputs[index]
+    new = _new_constant(graph, f"{old.name}_{suffix}", values, source or source_of(old))
+    node.inputs[index] = new
+    drop_unread(graph, old)
+    return new
+
+
+def source_of(tensor: gs.Tensor) -> str:
+    """INITIALIZER or CONSTANT_NODE: where a constant tensor's values are held, through Identity copies."""
+    return INITIALIZER if isinstance(_root(tensor), gs.Constant) else CONSTANT_NODE
+
+
+def _new_constant(graph: gs.Graph, base: str, values: np.ndarray, source: str) -> gs.Tensor:
+    """A tensor named after ``base`` (made unique) holding ``values`` as ``source`` says."""
+    values = np.ascontiguousarray(values)
+    name = unique_name(graph, base)
+    if source != CONSTANT_NODE:
+        return gs.Constant(name, values)
+    new = gs.Variable(name, dtype=values.dtype, shape=list(values.shape))
+    graph.nodes.append(gs.Node("Constant", f"{name}/Constant", {"value": gs.Constant(f"{name}_value", values)},
+                               outputs=[new]))
+    return new
 
 
 def with_weight(node: gs.Node, stored: np.ndarray) -> Linear:
@@ -246,8 +280,7 @@ def linear_of(node: gs.Node, graph: gs.Graph | None = None) -> Linear | None:
         return None
     root = _root(node.inputs[1])
     readers = _readers(root) + (1 if graph is not None and root in graph.outputs else 0)
-    kind = INITIALIZER if isinstance(root, gs.Constant) else CONSTANT_NODE
-    return Linear(node, stored, kind, max(readers, 1))
+    return Linear(node, stored, source_of(root), max(readers, 1))
 
 
 def _root(tensor: gs.Tensor) -> gs.Tensor:
