@@ -54,16 +54,6 @@ def batchnorm(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
     return scale, beta - mean * scale
 
 
-def output_axis(producer: gs.Node) -> int:
-    """The output-channel axis of the producer's weight (Conv, Gemm, ungrouped ConvTranspose)."""
-    return linear_of(producer).output_axis
-
-
-def output_channels(producer: gs.Node) -> int:
-    """Output channels of a Conv, Gemm, or ungrouped ConvTranspose (grouped ones are not folded)."""
-    return linear_of(producer).out_channels
-
-
 def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarray, out: gs.Tensor,
          suffix: str) -> None:
     """Fold ``y · scale + shift`` (one float64 per output channel each) into ``producer``; ``out`` becomes

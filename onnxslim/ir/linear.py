@@ -22,7 +22,8 @@ Axes: ``output_axis`` is the axis of the stored weight that indexes the outputs 
 quantization axis), ``reduction_axis`` the one holding ``K`` in a dense layer, ``feature_axis`` the
 axis of the input activation holding the features. ``macs(input_shape)`` is rows · K · N summed
 over the groups, rows being the input's feature vectors (a convolution: batch × output pixels; a
-transposed one: batch × input pixels).
+transposed one: batch × input pixels). ``mac_dims`` is that count from shapes alone, symbolic
+dims included, for any such node (constant weight or not): the FLOPs of ``ir.stats``.
 
 The weight may be an initializer, the output of a ``Constant`` node (Paddle exports have no
 initializers), or an ``Identity`` of either (PyTorch's export of a weight shared by several
@@ -37,7 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -128,9 +130,7 @@ class Linear:
     @property
     def feature_axis(self) -> int:
         """The axis of the input activation that holds the ``K`` features (channels for convolutions)."""
-        if self.op in ("Conv", "ConvTranspose"):
-            return 1
-        return 0 if self.trans_a else -1
+        return feature_axis(self.op, self.node.attrs)
 
     @property
     def output_axis(self) -> int | None:
@@ -198,15 +198,17 @@ class Linear:
         x = [int(d) for d in input_shape]
         if self.op == "MatMul" and self.stored.ndim != 2:
             return None
-        g, (k, n) = self.groups, self.shape
-        if self.op == "ConvTranspose":  # each input value is multiplied by its group's N weights
-            return math.prod(x) * n
+        y: list[int] | None = None  # a ConvTranspose's MACs need no output shape
         if self.op == "Conv":
             out = _conv_out(x[2:], list(self.stored.shape[2:]), self.node.attrs)
-            return None if out is None else x[0] * math.prod(out) * g * n * k
-        if self.op == "Gemm":
-            return (x[1] if self.trans_a else x[0]) * k * n
-        return math.prod(x[:-1]) * k * n
+            if out is None:
+                return None
+            y = [x[0], self.out_channels, *out]
+        elif self.op == "Gemm":
+            y = [x[1] if self.trans_a else x[0], self.shape[1]]
+        elif self.op == "MatMul":  # a vector weight drops the feature axis
+            y = [*x[:-1], *self.stored.shape[1:]]
+        return math.prod(mac_dims(self.op, self.node.attrs, x, self.stored.shape, y))
 
     # -- write-back ------------------------------------------------------------------------------
 
@@ -262,6 +264,30 @@ def _new_constant(graph: gs.Graph, base: str, values: np.ndarray, source: str) -
     graph.nodes.append(gs.Node("Constant", f"{name}/Constant", {"value": gs.Constant(f"{name}_value", values)},
                                outputs=[new]))
     return new
+
+
+def feature_axis(op: str, attrs: Mapping[str, Any]) -> int:
+    """The axis of a layer's input that holds the ``K`` features: 1 (channels) for convolutions,
+    Gemm's rows with ``transA``, else the last."""
+    if op in ("Conv", "ConvTranspose"):
+        return 1
+    return 0 if op == "Gemm" and attrs.get("transA", 0) else -1
+
+
+def mac_dims(op: str, attrs: Mapping[str, Any], x: Sequence, w: Sequence, y: Sequence | None) -> list:
+    """The dims whose product is a layer's multiply-accumulates, from the shapes of its input ``x``,
+    weight ``w`` and output ``y`` (ints or symbol names, as they come): what ``ir.stats`` counts
+    where only shapes are known, and ``Linear.macs`` at an input's shape.
+
+        Conv           y · Cin/G·Πk     every output value sums K = Cin/G·Πk products
+        ConvTranspose  x · Cout/G·Πk    every input value is multiplied by its group's N weights
+        Gemm, MatMul   y · K            K from the input's feature axis (any weight, constant or not)
+    """
+    if op == "Conv":
+        return [*y, *w[1:]]
+    if op == "ConvTranspose":
+        return [*x, *w[1:]]
+    return [*y, x[feature_axis(op, attrs)]]
 
 
 def with_weight(node: gs.Node, stored: np.ndarray) -> Linear:

@@ -34,9 +34,10 @@ from onnx import numpy_helper
 
 from onnxslim.ir import refs
 from onnxslim.ir.io import STUB_MIN_BYTES, sparse_to_dense, weightless
+from onnxslim.ir.linear import OPS as COMPUTE_OPS
+from onnxslim.ir.linear import mac_dims
 from onnxslim.ir.weightless import iter_tensors, subgraphs, value_nbytes
 
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _QPARAM_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
 #: Models with at most this many tensor bytes get their zip size exactly; larger ones, estimated.
 ZIP_EXACT_BYTES = 8 << 20
@@ -172,15 +173,8 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, list]) -> Polynomial | None:
     w = shapes.get(node.input[1]) if len(node.input) > 1 else None
     if out is None or a is None or w is None or not a:
         return None
-    if node.op_type == "Conv":
-        dims = [*out, *w[1:]]
-    elif node.op_type == "ConvTranspose":
-        dims = [*a, *w[1:]]
-    elif node.op_type == "Gemm":
-        trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
-        dims = [*out, a[0 if trans_a else -1]]
-    else:
-        dims = [*out, a[-1]]
+    attrs = {at.name: onnx.helper.get_attribute_value(at) for at in node.attribute}
+    dims = mac_dims(node.op_type, attrs, a, w, out)
     return None if any(d is None for d in dims) else _product(dims)
 
 
