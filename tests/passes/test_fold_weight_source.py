@@ -10,11 +10,11 @@ import hashlib
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_parity, model_from_text, run_pass
 
 from onnxslim import api
 from onnxslim.passes.fold_affine import FoldAffine
 from onnxslim.passes.fold_bn import FoldBatchNorm
+from onnxslim.testing import assert_parity, model_from_text, run_pass
 
 CONV_BN = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
