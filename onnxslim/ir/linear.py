@@ -232,7 +232,10 @@ class Linear:
         if self.has_bias:
             return write_input(graph, self.node, 2, values, suffix)
         new = _new_constant(graph, f"{self.name}_bias_{suffix}", values, self.source)
-        self.node.inputs.append(new)
+        if len(self.node.inputs) > 2:  # an optional input left empty ("") takes the bias
+            self.node.inputs[2] = new
+        else:
+            self.node.inputs.append(new)
         return new
 
 
