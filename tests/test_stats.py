@@ -59,6 +59,20 @@ def test_unknown_shapes_count_zero_with_a_note(rng):
     assert any("1 node(s)" in note for note in report["notes"])
 
 
+def test_the_note_counts_nodes_whose_size_stays_symbolic_not_report_keys(rng):
+    """A Reshape to a shape read from an input: inference names its dims (unk__0, unk__1), so at
+    the data's shapes the Reshape, the MatMul and the Relu after it count 0 — three nodes, which
+    the note says (it once said 4: the report keys holding a symbol)."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["": 17]>
+        g (float[batch, 32] x, int64[2] s) => (float[batch, 64] z) { r = Reshape(x, s)
+        y = MatMul(r, w)
+        z = Relu(y) }""")
+    model.graph.initializer.append(numpy_helper.from_array(rng.normal(size=(32, 64)).astype(np.float32), "w"))
+    report = stats.flops_report(model, {"x": (2, 32), "s": (2,)})
+    assert report["flops"]["MatMul"] == 0 and "unk__" in report["flops_symbolic"]["MatMul"]
+    assert report["notes"] == ["FLOPs: the shapes of 3 node(s) are unknown at the data's shapes; counted as 0"]
+
+
 def test_inspect_needs_no_runnable_model_and_ort_says_nothing(rng, tmp_path, capfd):
     path = tmp_path / "custom.onnx"
     onnx.save_model(_mlp(rng, custom=True), str(path))
