@@ -73,11 +73,12 @@ def _foldable(producer: gs.Node, graph: gs.Graph) -> tuple[gs.Node, np.ndarray, 
     BatchNormalization: (node, scale, shift)."""
     y = producer.outputs[0]
     node = sole_reader(y, graph)
-    if node is None or constant_value(producer.inputs[1]) is None:
+    layer = linear_of(producer)
+    if node is None or layer is None:
         return None
     if is_onnx_op(node, "BatchNormalization") and node.inputs[0] is y:
         params = affine.batchnorm(node)
-        if params is None or len(params[0]) != affine.output_channels(producer):
+        if params is None or len(params[0]) != layer.out_channels:
             return None
         return node, *params
     if not is_onnx_op(node, *OPS):
@@ -88,8 +89,9 @@ def _foldable(producer: gs.Node, graph: gs.Graph) -> tuple[gs.Node, np.ndarray, 
     value = constant_value(other)
     if value is None or value.dtype.kind != "f":
         return None
-    rank = 2 if producer.op == "Gemm" else constant_value(producer.inputs[1]).ndim
-    return _scale_shift(node, value, rank, affine.output_channels(producer))
+    # the output's rank: a convolution's is its weight's, a Gemm's 2 (affine.blocker declines others)
+    rank = 2 if producer.op == "Gemm" else layer.stored.ndim
+    return _scale_shift(node, value, rank, layer.out_channels)
 
 
 def _scale_shift(node: gs.Node, value: np.ndarray, rank: int, channels: int) -> tuple | None:
@@ -149,7 +151,7 @@ def _forward_foldable(node: gs.Node, graph: gs.Graph, channels: _Channels) -> tu
     x, value = (node.inputs[0], values[1]) if values[0] is None else (node.inputs[1], values[0])
     if value.dtype.kind != "f" or (node.inputs[0] is not x and node.op in ("Div", "Sub")):
         return None
-    weight = constant_value(y.outputs[0].inputs[1])
+    weight = constant_value(y.outputs[0].inputs[1])  # an ungrouped Conv's: input channels on axis 1
     if value.size > 1 and channels(x) != weight.shape[1]:
         return None  # x must already have the Conv's channels: a per-channel value may not broadcast it
     step = _scale_shift(node, value, weight.ndim, weight.shape[1])

@@ -296,13 +296,10 @@ def test_a_dry_run_keeps_sequence_types(tmp_path):
 def test_a_model_loaded_by_reference_is_optimized_exactly_and_left_untouched(tmp_path, monkeypatch, with_data_file):
     """The large-model flow (ir.refs) on a small model: weights read from the input file on demand,
     the output streamed, verified from its staged file; the input's bytes never change."""
-    import sys
-    from pathlib import Path
-
     from onnxslim.ir import refs
+    from onnxslim.testing import models_module
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from large_models import dense_stack
+    dense_stack = models_module("large_models", folder="benchmarks").dense_stack
 
     monkeypatch.setattr(refs, "REFERENCE_MIN_BYTES", 1)
     if with_data_file:

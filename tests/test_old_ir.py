@@ -14,11 +14,11 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import run_model
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim.errors import ModelLoadError
 from onnxslim.ir import io as ir_io
+from onnxslim.testing import EXACT_ATOL, EXACT_RTOL, run_model
 
 
 def _old_model(opset: int, ir: int, listed: bool = True) -> onnx.ModelProto:
@@ -68,7 +68,7 @@ def test_default_pipeline_on_initializers_listed_as_inputs(tmp_path, opset, ir):
     assert next(o.version for o in result.opset_import if o.domain == "") >= ir_io.MIN_OPSET
     x = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
     expected = run_model(_old_model(opset, ir), {"x": x})[0]  # ORT on the model as the user has it
-    np.testing.assert_allclose(run_model(result, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_model(result, {"x": x})[0], expected, rtol=EXACT_RTOL, atol=EXACT_ATOL)
 
 
 @pytest.mark.parametrize("passes", ["quantize{check_speed=false,speed=off}", "svd", "prune-channels"])

@@ -7,12 +7,11 @@ model that cannot be fetched skips with the reason; in CI (CI=true) it fails.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from helpers import models_module
 
 from onnxslim import api
+from onnxslim.testing import models_module
 
 # real models fetched from PyPI packages: run with the other real-model tests under -m slow
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import jsonschema
 import numpy as np
 import onnx
 import pytest
-from helpers import models_module
 
 from onnxslim import api
+from onnxslim.testing import models_module
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"

@@ -8,10 +8,13 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim import api
 from onnxslim.ir import stats
+from onnxslim.ir.io import to_graph
+from onnxslim.ir.linear import linear_of
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "report.schema.json").read_text())
 
@@ -56,6 +59,20 @@ def test_unknown_shapes_count_zero_with_a_note(rng):
     assert any("1 node(s)" in note for note in report["notes"])
 
 
+def test_the_note_counts_nodes_whose_size_stays_symbolic_not_report_keys(rng):
+    """A Reshape to a shape read from an input: inference names its dims (unk__0, unk__1), so at
+    the data's shapes the Reshape, the MatMul and the Relu after it count 0 — three nodes, which
+    the note says (it once said 4: the report keys holding a symbol)."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["": 17]>
+        g (float[batch, 32] x, int64[2] s) => (float[batch, 64] z) { r = Reshape(x, s)
+        y = MatMul(r, w)
+        z = Relu(y) }""")
+    model.graph.initializer.append(numpy_helper.from_array(rng.normal(size=(32, 64)).astype(np.float32), "w"))
+    report = stats.flops_report(model, {"x": (2, 32), "s": (2,)})
+    assert report["flops"]["MatMul"] == 0 and "unk__" in report["flops_symbolic"]["MatMul"]
+    assert report["notes"] == ["FLOPs: the shapes of 3 node(s) are unknown at the data's shapes; counted as 0"]
+
+
 def test_inspect_needs_no_runnable_model_and_ort_says_nothing(rng, tmp_path, capfd):
     path = tmp_path / "custom.onnx"
     onnx.save_model(_mlp(rng, custom=True), str(path))
@@ -90,3 +107,29 @@ def test_zip_size_of_a_large_model_is_estimated_from_samples(rng, monkeypatch):
     monkeypatch.setattr(stats, "ZIP_EXACT_BYTES", 0)
     guess, estimated = stats.model_compressed_bytes(model)
     assert estimated and abs(guess - exact) < 0.1 * exact
+
+
+LAYERS = [  # (text of one layer, input shape, MACs counted by hand)
+    ("y = Gemm<transA=1, transB=1>(x, w)", "float[6,4] x", {"w": (5, 6)}, (6, 4), 4 * 6 * 5),
+    ("y = Gemm(x, w)", "float[4,6] x", {"w": (6, 5)}, (4, 6), 4 * 6 * 5),
+    ("y = Conv<group=2, pads=[1,1,1,1]>(x, w)", "float[2,4,8,8] x", {"w": (6, 2, 3, 3)}, (2, 4, 8, 8),
+     2 * 6 * 8 * 8 * (2 * 3 * 3)),
+    ("y = Conv<strides=[2,2]>(x, w)", "float[1,3,9,9] x", {"w": (5, 3, 3, 3)}, (1, 3, 9, 9), 5 * 4 * 4 * 27),
+    ("y = ConvTranspose<group=2, strides=[2,2]>(x, w)", "float[1,4,5,5] x", {"w": (4, 3, 2, 2)}, (1, 4, 5, 5),
+     4 * 5 * 5 * 3 * 2 * 2),
+    ("y = MatMul(x, w)", "float[2,3,6] x", {"w": (6, 5)}, (2, 3, 6), 2 * 3 * 6 * 5),
+]
+
+
+@pytest.mark.parametrize(("body", "signature", "weights", "x_shape", "macs"), LAYERS, ids=lambda v: str(v)[:30])
+def test_flops_of_a_layer_are_twice_the_layer_views_macs(rng, body, signature, weights, x_shape, macs):
+    """stats and the layer view (onnxslim.ir.linear) read transA/transB, groups and strides alike,
+    and both agree with the MACs counted by hand."""
+    model = onnx.parser.parse_model(f'<ir_version: 8, opset_import: ["": 17]> g ({signature}) => (float y) {{ {body} }}')
+    model.graph.output[0].type.tensor_type.ClearField("shape")  # the output's shape is inference's to tell
+    for name, shape in weights.items():
+        model.graph.initializer.append(numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name))
+    op = model.graph.node[0].op_type
+    assert stats.flops(model)[op] == 2 * macs
+    layer = linear_of(to_graph(model).nodes[0])
+    assert layer.macs(x_shape) == macs

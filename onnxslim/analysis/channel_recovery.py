@@ -251,8 +251,7 @@ def _current(node: gs.Node) -> np.ndarray:
         return np.concatenate([mat, bias[None, :]], axis=0)
     if len(node.inputs) > 2 and node.inputs[2].name:
         b = constant_value(node.inputs[2]).astype(np.float64)
-        if node.op == "Gemm":
-            b = b * node.attrs.get("beta", 1.0)
+        b = b * layer.beta  # 1 but for Gemm
         bias = np.broadcast_to(b.reshape(-1) if b.size == out else b.reshape(-1)[:1], (out,)).copy()
     elif node.op == "MatMul":
         add = _bias_add(node)
@@ -283,7 +282,7 @@ def _write(graph: gs.Graph, node: gs.Node, theta: np.ndarray) -> None:
     elif node.op == "ConvTranspose":
         _set_bias(graph, node, bias.reshape(-1, layer.spatial)[:, 0].astype(dtype), 2)
     elif node.op == "Gemm":
-        beta = node.attrs.get("beta", 1.0)
+        beta = layer.beta
         if beta == 0 or len(node.inputs) < 3 or not node.inputs[2].name:
             node.attrs["beta"] = 1.0
             beta = 1.0

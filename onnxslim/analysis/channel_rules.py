@@ -170,7 +170,7 @@ def _conv(node: gs.Node, b: Builder) -> None:
         b.param(node, 1, 0, layout)
         if bias:
             b.param(node, 2, 0, layout)
-        b.attr_edit(node, "group", space[1])
+        b.attr_edit(node, "group", space[1])  # the attribute itself: it counts the channels kept
         b.set_space(out, 1, layout)
     else:
         _grouped_conv(node, b, space, w, group, bool(bias))

@@ -5,7 +5,10 @@
 and a per-input-channel one folded into an unpadded Conv after it (``fold_forward``).
 
 Shared by ``fold-bn`` (s and t from a BatchNormalization) and ``fold-affine`` (from constant
-Mul/Div/Add/Sub nodes). Computed in float64 and cast back to the weight's dtype.
+Mul/Div/Add/Sub nodes). Computed in float64 and cast back to the weight's dtype. The new weight
+and bias are written through the layer view (``onnxslim.ir.linear``): held where the old ones were
+(an initializer, or a ``Constant`` node in a Paddle export), and never edited in place, so a weight
+another node shares keeps its values for that node.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.ir.linear import linear_of
-from onnxslim.ir.weights import constant_value, replace_input, unique_name
+from onnxslim.ir.weights import constant_value
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -51,16 +54,6 @@ def batchnorm(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
     return scale, beta - mean * scale
 
 
-def output_axis(producer: gs.Node) -> int:
-    """The output-channel axis of the producer's weight (Conv, Gemm, ungrouped ConvTranspose)."""
-    return linear_of(producer).output_axis
-
-
-def output_channels(producer: gs.Node) -> int:
-    """Output channels of a Conv, Gemm, or ungrouped ConvTranspose (grouped ones are not folded)."""
-    return linear_of(producer).out_channels
-
-
 def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarray, out: gs.Tensor,
          suffix: str) -> None:
     """Fold ``y · scale + shift`` (one float64 per output channel each) into ``producer``; ``out`` becomes
@@ -68,23 +61,23 @@ def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarra
 
     The nodes between the producer and ``out`` are left for the caller to remove.
     """
-    weight = constant_value(producer.inputs[1])
-    has_bias = len(producer.inputs) > 2 and bool(producer.inputs[2].name)
-    bias = constant_value(producer.inputs[2]).astype(np.float64) if has_bias else np.zeros(1)
+    layer = linear_of(producer)
+    weight = layer.stored
+    bias = layer.bias().astype(np.float64) if layer.has_bias else np.zeros(1)
     if producer.op == "Gemm":
-        bias = bias * producer.attrs.get("beta", 1.0)
-        producer.attrs["beta"] = 1.0
+        bias = bias * layer.beta
+        producer.attrs["beta"] = 1.0  # beta now lives in the new bias
     shape = [1] * weight.ndim
-    shape[output_axis(producer)] = -1
+    shape[layer.output_axis] = -1
     # a shift alone (an Add) leaves the weight as it is: no pass over it
-    new_weight = None
     if not np.all(scale == 1):
         # float64 products, rounded into the weight's dtype buffer by buffer: no float64 copy of
         # the weight (the same values as multiplying a float64 copy and casting it back)
         new_weight = np.empty_like(weight)
         np.multiply(weight, scale.reshape(shape), out=new_weight, dtype=np.float64, casting="unsafe")
+        layer.write(graph, new_weight, suffix)
     # the bias keeps its own shape, or becomes one per channel
-    _set_weight_and_bias(graph, producer, new_weight, bias * scale + shift, suffix)
+    layer.write_bias(graph, bias * scale + shift, suffix)
     producer.outputs[0] = out
 
 
@@ -93,25 +86,15 @@ def fold_forward(graph: gs.Graph, conv: gs.Node, scale: np.ndarray, shift: np.nd
     """Fold ``x · scale + shift`` (one float64 per input channel each) into an unpadded ``conv``, which
     then reads ``x``:  W * (x·s + t) + b  ==  (W·s) * x + (b + W * t).
 
-    Exact only without padding (a padded border would hold t, not 0): the caller checks.
+    Exact only without padding (a padded border would hold t, not 0), and for an ungrouped Conv,
+    whose weight holds the input channels on axis 1: the caller checks both.
     """
-    w = constant_value(conv.inputs[1]).astype(np.float64)
+    layer = linear_of(conv)
+    w = layer.stored.astype(np.float64)
     shape = [1] * w.ndim
     shape[1] = -1
-    has_bias = len(conv.inputs) > 2 and bool(conv.inputs[2].name)
-    bias = constant_value(conv.inputs[2]).astype(np.float64) if has_bias else np.zeros(w.shape[0])
+    bias = layer.bias().astype(np.float64) if layer.has_bias else np.zeros(w.shape[0])
     bias = bias + (w * shift.reshape(shape)).sum(axis=tuple(range(1, w.ndim)))
-    _set_weight_and_bias(graph, conv, w * scale.reshape(shape), bias, suffix)
+    layer.write(graph, w * scale.reshape(shape), suffix)
+    layer.write_bias(graph, bias, suffix)
     conv.inputs[0] = x
-
-
-def _set_weight_and_bias(graph: gs.Graph, layer: gs.Node, weight: np.ndarray | None, bias: np.ndarray, suffix: str) -> None:
-    """New constants for ``layer``'s weight and bias (added if it had none), in its weight's dtype."""
-    dtype = constant_value(layer.inputs[1]).dtype
-    if weight is not None:
-        replace_input(graph, layer, 1, weight.astype(dtype, copy=False), suffix)
-    if len(layer.inputs) > 2 and layer.inputs[2].name:
-        replace_input(graph, layer, 2, bias.astype(dtype), suffix)
-    else:
-        name = unique_name(graph, f"{layer.name or layer.outputs[0].name}_bias_{suffix}")
-        layer.inputs.append(gs.Constant(name, np.ascontiguousarray(bias.astype(dtype))))

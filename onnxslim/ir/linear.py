@@ -22,21 +22,24 @@ Axes: ``output_axis`` is the axis of the stored weight that indexes the outputs 
 quantization axis), ``reduction_axis`` the one holding ``K`` in a dense layer, ``feature_axis`` the
 axis of the input activation holding the features. ``macs(input_shape)`` is rows · K · N summed
 over the groups, rows being the input's feature vectors (a convolution: batch × output pixels; a
-transposed one: batch × input pixels).
+transposed one: batch × input pixels). ``mac_dims`` is that count from shapes alone, symbolic
+dims included, for any such node (constant weight or not): the FLOPs of ``ir.stats``.
 
 The weight may be an initializer, the output of a ``Constant`` node (Paddle exports have no
 initializers), or an ``Identity`` of either (PyTorch's export of a weight shared by several
 layers, ALBERT). ``readers`` counts the layers reading the underlying weight through such
-copies, so a shared weight is seen as shared. ``write`` puts a new weight in the same dtype and
-the same kind of source (an initializer, or a new ``Constant`` node); the old one is never edited
-in place, since another node may read it.
+copies, so a shared weight is seen as shared. ``write`` and ``write_bias`` put a new weight or
+bias in the weight's dtype and the same kind of source (an initializer, or a new ``Constant``
+node); the old one is never edited in place, since another node may read it: a shared weight
+stays as it is for its other readers, and this node alone reads the new one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -127,9 +130,7 @@ class Linear:
     @property
     def feature_axis(self) -> int:
         """The axis of the input activation that holds the ``K`` features (channels for convolutions)."""
-        if self.op in ("Conv", "ConvTranspose"):
-            return 1
-        return 0 if self.trans_a else -1
+        return feature_axis(self.op, self.node.attrs)
 
     @property
     def output_axis(self) -> int | None:
@@ -197,37 +198,99 @@ class Linear:
         x = [int(d) for d in input_shape]
         if self.op == "MatMul" and self.stored.ndim != 2:
             return None
-        g, (k, n) = self.groups, self.shape
-        if self.op == "ConvTranspose":  # each input value is multiplied by its group's N weights
-            return math.prod(x) * n
+        y: list[int] | None = None  # a ConvTranspose's MACs need no output shape
         if self.op == "Conv":
             out = _conv_out(x[2:], list(self.stored.shape[2:]), self.node.attrs)
-            return None if out is None else x[0] * math.prod(out) * g * n * k
-        if self.op == "Gemm":
-            return (x[1] if self.trans_a else x[0]) * k * n
-        return math.prod(x[:-1]) * k * n
+            if out is None:
+                return None
+            y = [x[0], self.out_channels, *out]
+        elif self.op == "Gemm":
+            y = [x[1] if self.trans_a else x[0], self.shape[1]]
+        elif self.op == "MatMul":  # a vector weight drops the feature axis
+            y = [*x[:-1], *self.stored.shape[1:]]
+        return math.prod(mac_dims(self.op, self.node.attrs, x, self.stored.shape, y))
 
     # -- write-back ------------------------------------------------------------------------------
 
     def write(self, graph: gs.Graph, values: np.ndarray, suffix: str) -> gs.Tensor:
         """Point the node at a new weight ``values`` (stored layout; cast to the stored dtype), held
-        as the old one was: an initializer, or the output of a new ``Constant`` node. The old weight
-        and its ``Constant`` node go once nothing reads them; ``self`` then views the new weight."""
-        old = self.tensor
+        as the old one was (``write_input``); ``self`` then views the new weight."""
         values = np.ascontiguousarray(np.asarray(values).astype(self.stored.dtype, copy=False))
         if values.shape != self.stored.shape:
             raise ValueError(f"{self.name}: new weight {values.shape} for a {self.stored.shape} one")
-        name = unique_name(graph, f"{old.name}_{suffix}")
-        if self.source == CONSTANT_NODE:
-            new: gs.Tensor = gs.Variable(name, dtype=values.dtype, shape=list(values.shape))
-            graph.nodes.append(gs.Node("Constant", f"{name}/Constant", {"value": gs.Constant(f"{name}_value", values)},
-                                       outputs=[new]))
-        else:
-            new = gs.Constant(name, values)
-        self.node.inputs[1] = new
-        drop_unread(graph, old)
+        new = write_input(graph, self.node, 1, values, suffix, self.source)
         self.stored, self.readers = values, 1
         return new
+
+    def write_bias(self, graph: gs.Graph, values: np.ndarray, suffix: str) -> gs.Tensor:
+        """Give the node the bias ``values`` (any shape that broadcasts to the output; cast to the
+        weight's dtype): the old bias is replaced as ``write_input`` does, and a node without one
+        gets one held like its weight (Paddle's Constant nodes stay Constant nodes)."""
+        if not self.has_bias and not self.can_add_bias:
+            raise ValueError(f"{self.name}: a {self.op} takes no bias")
+        values = np.asarray(values).astype(self.stored.dtype, copy=False)
+        if self.has_bias:
+            return write_input(graph, self.node, 2, values, suffix)
+        new = _new_constant(graph, f"{self.name}_bias_{suffix}", values, self.source)
+        if len(self.node.inputs) > 2:  # an optional input left empty ("") takes the bias
+            self.node.inputs[2] = new
+        else:
+            self.node.inputs.append(new)
+        return new
+
+
+def write_input(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray, suffix: str,
+                source: str | None = None) -> gs.Tensor:
+    """Point ``node.inputs[index]`` at a new constant ``values``, held as the old one was (``source``,
+    by default seen through Identity copies): an initializer, or the output of a new ``Constant``
+    node. The old tensor is never edited in place, since another node may read it; it and its
+    ``Constant`` node go once nothing reads them."""
+    old = node.inputs[index]
+    new = _new_constant(graph, f"{old.name}_{suffix}", values, source or source_of(old))
+    node.inputs[index] = new
+    drop_unread(graph, old)
+    return new
+
+
+def source_of(tensor: gs.Tensor) -> str:
+    """INITIALIZER or CONSTANT_NODE: where a constant tensor's values are held, through Identity copies."""
+    return INITIALIZER if isinstance(_root(tensor), gs.Constant) else CONSTANT_NODE
+
+
+def _new_constant(graph: gs.Graph, base: str, values: np.ndarray, source: str) -> gs.Tensor:
+    """A tensor named after ``base`` (made unique) holding ``values`` as ``source`` says."""
+    values = np.ascontiguousarray(values)
+    name = unique_name(graph, base)
+    if source != CONSTANT_NODE:
+        return gs.Constant(name, values)
+    new = gs.Variable(name, dtype=values.dtype, shape=list(values.shape))
+    graph.nodes.append(gs.Node("Constant", f"{name}/Constant", {"value": gs.Constant(f"{name}_value", values)},
+                               outputs=[new]))
+    return new
+
+
+def feature_axis(op: str, attrs: Mapping[str, Any]) -> int:
+    """The axis of a layer's input that holds the ``K`` features: 1 (channels) for convolutions,
+    Gemm's rows with ``transA``, else the last."""
+    if op in ("Conv", "ConvTranspose"):
+        return 1
+    return 0 if op == "Gemm" and attrs.get("transA", 0) else -1
+
+
+def mac_dims(op: str, attrs: Mapping[str, Any], x: Sequence, w: Sequence, y: Sequence | None) -> list:
+    """The dims whose product is a layer's multiply-accumulates, from the shapes of its input ``x``,
+    weight ``w`` and output ``y`` (ints or symbol names, as they come): what ``ir.stats`` counts
+    where only shapes are known, and ``Linear.macs`` at an input's shape.
+
+        Conv           y · Cin/G·Πk     every output value sums K = Cin/G·Πk products
+        ConvTranspose  x · Cout/G·Πk    every input value is multiplied by its group's N weights
+        Gemm, MatMul   y · K            K from the input's feature axis (any weight, constant or not)
+    """
+    if op == "Conv":
+        return [*y, *w[1:]]
+    if op == "ConvTranspose":
+        return [*x, *w[1:]]
+    return [*y, x[feature_axis(op, attrs)]]
 
 
 def with_weight(node: gs.Node, stored: np.ndarray) -> Linear:
@@ -246,8 +309,7 @@ def linear_of(node: gs.Node, graph: gs.Graph | None = None) -> Linear | None:
         return None
     root = _root(node.inputs[1])
     readers = _readers(root) + (1 if graph is not None and root in graph.outputs else 0)
-    kind = INITIALIZER if isinstance(root, gs.Constant) else CONSTANT_NODE
-    return Linear(node, stored, kind, max(readers, 1))
+    return Linear(node, stored, source_of(root), max(readers, 1))
 
 
 def _root(tensor: gs.Tensor) -> gs.Tensor:

@@ -34,9 +34,10 @@ from onnx import numpy_helper
 
 from onnxslim.ir import refs
 from onnxslim.ir.io import STUB_MIN_BYTES, sparse_to_dense, weightless
+from onnxslim.ir.linear import OPS as COMPUTE_OPS
+from onnxslim.ir.linear import mac_dims
 from onnxslim.ir.weightless import iter_tensors, subgraphs, value_nbytes
 
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _QPARAM_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
 #: Models with at most this many tensor bytes get their zip size exactly; larger ones, estimated.
 ZIP_EXACT_BYTES = 8 << 20
@@ -125,24 +126,23 @@ def flops_report(model: onnx.ModelProto, feeds: Mapping[str, Any] | None = None,
     """``flops`` at the shapes of ``feeds``, ``flops_symbolic`` in the model's own dims, and
     ``notes`` (how many nodes inference could not size)."""
     stub = stub if stub is not None else weightless(model)
-    symbolic, unknown_symbolic = _flops_terms(stub.graph, _inferred_shapes(stub))
+    symbolic, _, _ = _flops_terms(stub.graph, _inferred_shapes(stub))
     fixed = _with_input_shapes(stub, feeds or {})
-    concrete, unknown = _flops_terms(fixed.graph, _inferred_shapes(fixed))
-    counts: dict[str, int] = {}
-    for key, poly in concrete.items():
-        known = {m: c for m, c in poly.items() if not m}
-        counts[key] = sum(known.values())
-        unknown += any(m for m in poly)
+    concrete, unknown, symbolic_left = _flops_terms(fixed.graph, _inferred_shapes(fixed))
+    # at the data's shapes a term still holding a symbol (a dim inference could not resolve) counts 0
+    counts = {key: sum(c for m, c in poly.items() if not m) for key, poly in concrete.items()}
+    unknown += symbolic_left
     notes = []
     if unknown:
         notes.append(f"FLOPs: the shapes of {unknown} node(s) are unknown at the data's shapes; counted as 0")
     return {"flops": counts, "flops_symbolic": {k: format_polynomial(p) for k, p in symbolic.items()}, "notes": notes}
 
 
-def _flops_terms(graph: onnx.GraphProto, shapes: dict[str, list]) -> tuple[dict[str, Polynomial], int]:
+def _flops_terms(graph: onnx.GraphProto, shapes: dict[str, list]) -> tuple[dict[str, Polynomial], int, int]:
+    """FLOPs polynomials by key, the nodes of unknown shape, and the nodes whose term holds a symbol."""
     per_op: dict[str, Polynomial] = collections.defaultdict(dict)
     elementwise: Polynomial = {}
-    unknown = 0
+    unknown = symbolic = 0
     for node in graph.node:
         if node.op_type == "Constant" or not node.output:
             continue
@@ -153,8 +153,11 @@ def _flops_terms(graph: onnx.GraphProto, shapes: dict[str, list]) -> tuple[dict[
                 unknown += 1
             else:
                 _add(per_op[node.op_type], macs, 2)
+                symbolic += any(macs)  # a monomial other than () names a symbol
         elif out is not None and all(d is not None for d in out):
-            _add(elementwise, _product(out), 1)
+            term = _product(out)
+            _add(elementwise, term, 1)
+            symbolic += any(term)
         else:
             unknown += 1
     compute: Polynomial = {}
@@ -163,7 +166,8 @@ def _flops_terms(graph: onnx.GraphProto, shapes: dict[str, list]) -> tuple[dict[
     total: Polynomial = {}
     _add(total, compute, 1)
     _add(total, elementwise, 1)
-    return {"total": total, "compute": compute, "elementwise": elementwise, **dict(sorted(per_op.items()))}, unknown
+    terms = {"total": total, "compute": compute, "elementwise": elementwise, **dict(sorted(per_op.items()))}
+    return terms, unknown, symbolic
 
 
 def _macs(node: onnx.NodeProto, shapes: dict[str, list]) -> Polynomial | None:
@@ -172,15 +176,8 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, list]) -> Polynomial | None:
     w = shapes.get(node.input[1]) if len(node.input) > 1 else None
     if out is None or a is None or w is None or not a:
         return None
-    if node.op_type == "Conv":
-        dims = [*out, *w[1:]]
-    elif node.op_type == "ConvTranspose":
-        dims = [*a, *w[1:]]
-    elif node.op_type == "Gemm":
-        trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
-        dims = [*out, a[0 if trans_a else -1]]
-    else:
-        dims = [*out, a[-1]]
+    attrs = {at.name: onnx.helper.get_attribute_value(at) for at in node.attribute}
+    dims = mac_dims(node.op_type, attrs, a, w, out)
     return None if any(d is None for d in dims) else _product(dims)
 
 

@@ -2,7 +2,8 @@
 
 A weight may be an initializer (a ``gs.Constant`` tensor) or the output of a ``Constant`` node
 (Paddle exports have no initializers at all). Every pass reads weights through
-``constant_value`` and writes them through ``replace_input``, so both look the same.
+``constant_value``, so both look the same. ``replace_input`` writes a new initializer;
+``onnxslim.ir.linear.write_input`` (and the layer view's ``write``) keeps the old one's kind.
 """
 
 from __future__ import annotations

@@ -105,6 +105,9 @@ def split(graph: gs.Graph, layer: Linear, a: np.ndarray, b: np.ndarray) -> tuple
 
 
 def _attrs(node: gs.Node) -> tuple[dict, dict]:
+    """The attributes of the two nodes that replace ``node``. They copy attributes as written (not
+    the layer view's reading of them): the first node reads the input as ``node`` did (``transA``,
+    a convolution's strides and pads), the second keeps Gemm's ``beta`` on C."""
     attrs = dict(node.attrs)
     if node.op == "MatMul":
         return {}, {}

@@ -115,8 +115,8 @@ def sequential(ctx: PassContext, graph: gs.Graph, plans: Sequence, damping: floa
             if where is not None:
                 node, index = where
                 stored = constant_value(node.inputs[index])
-                if node.op == "Gemm":
-                    shift = shift / float(node.attrs.get("beta", 1.0))
+                if node is layer.node:  # the layer's own bias: Gemm's C is scaled by beta
+                    shift = shift / layer.beta
                 updated = (stored.astype(np.float64) + shift.reshape(stored.shape)).astype(stored.dtype)
                 replace_input(graph, node, index, updated, "refit")
                 shifted += 1

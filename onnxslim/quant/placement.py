@@ -105,11 +105,12 @@ def compute_blocker(node: gs.Node, activation_matmul: bool) -> str | None:
     if weight.dtype.kind != "f":
         return "the weight is not floating point"
     if node.op == "Gemm":
-        if node.attrs.get("alpha", 1.0) != 1.0 or node.attrs.get("beta", 1.0) != 1.0:
+        layer = with_weight(node, weight)
+        if layer.alpha != 1.0 or layer.beta != 1.0:
             return "Gemm with alpha or beta other than 1"
         if len(node.inputs) > 2 and node.inputs[2].name:
             bias = constant_value(node.inputs[2])
-            n_out = with_weight(node, weight).shape[1]
+            n_out = layer.shape[1]
             if bias is None or bias.ndim != 1 or bias.shape[0] != n_out:
                 return "Gemm bias is not a constant vector of the output size"
     elif len(node.inputs) > 2 and node.inputs[2].name and constant_value(node.inputs[2]) is None:

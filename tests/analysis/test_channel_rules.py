@@ -6,22 +6,17 @@ channels zeroed), which must agree to fp32 round-off.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import helpers
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import prune_nets
-
+from onnxslim import testing
 from onnxslim.analysis.channel_deps import analyze
 from onnxslim.analysis.channel_layout import Segment, kept_positions, slice_layout
 from onnxslim.analysis.channel_importance import choose_keep, kept_count
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.shapes import inferred_dims
+from onnxslim.testing import EXACT_ATOL, EXACT_RTOL, prune_nets
 
 HEAD = '<ir_version: 8, opset_import: ["" : 17]>'
 
@@ -46,7 +41,7 @@ def check_soft_equals_hard(model, rng, drop_every=2):
     dims = [d.dim_value or 2 for d in model.graph.input[0].type.tensor_type.shape.dim]
     feeds = {name: rng.normal(0, 1, dims).astype(np.float32)}
     for a, b in zip(prune_nets.run(soft, feeds), prune_nets.run(hard, feeds)):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b, a, rtol=EXACT_RTOL, atol=EXACT_ATOL)
     return hard, plan, keep
 
 
@@ -60,7 +55,7 @@ def conv_chain(rng, middle: str, extra: dict | None = None, c: int = 8):
         y = Conv (m, W2)
     }}"""
     weights = {"W1": w(rng, c, 3, 3, 3), "B1": w(rng, c), "W2": w(rng, 4, c, 1, 1), **(extra or {})}
-    return helpers.model_from_text(text, weights)
+    return testing.model_from_text(text, weights)
 
 
 def test_conv_group1_creates_a_group_with_producer_and_consumer(rng):
@@ -133,7 +128,7 @@ def test_binary_with_an_untracked_activation_freezes(rng):
         m = Add (c, z)
         y = Conv (m, W2)
     }}"""
-    model = helpers.model_from_text(text, {"W1": w(rng, 8, 3, 1, 1), "W2": w(rng, 4, 8, 1, 1)})
+    model = testing.model_from_text(text, {"W1": w(rng, 8, 3, 1, 1), "W2": w(rng, 4, 8, 1, 1)})
     assert "'z' has 8 entries on the channel axis and is not tracked" in plan_of(model).groups[0].reasons[0]
 
 
@@ -146,7 +141,7 @@ def test_residual_add_couples_both_producers(rng):
         s = Add (a, b)
         y = Conv (s, Wy)
     }}"""
-    model = helpers.model_from_text(text, {"Wa": w(rng, 8, 3, 1, 1), "Wb": w(rng, 8, 8, 1, 1), "Wy": w(rng, 4, 8, 1, 1)})
+    model = testing.model_from_text(text, {"Wa": w(rng, 8, 3, 1, 1), "Wb": w(rng, 8, 8, 1, 1), "Wy": w(rng, 4, 8, 1, 1)})
     plan = plan_of(model)
     group = next(g for g in plan.groups if len(g.sources) == 2)
     assert len(group.sources) == 2 and not group.frozen
@@ -166,7 +161,7 @@ def test_concat_and_split_move_channels_by_offsets(rng):
     }}"""
     weights = {"Wa": w(rng, 8, 3, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1),
                "sizes": np.array([8, 8], np.int64)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     group = next(g for g in plan.groups if len(g.sources) == 2)
     assert not group.frozen
@@ -195,7 +190,7 @@ def test_slice_on_channel_axis_at_a_segment_boundary(rng):
     }}"""
     weights = {"Wa": w(rng, 8, 3, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1),
                "st": np.array([8], np.int64), "en": np.array([16], np.int64), "ax": np.array([1], np.int64)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     assert len(plan.prunable()) == 2
     check_soft_equals_hard(model, rng)
@@ -239,7 +234,7 @@ def test_flatten_into_gemm_maps_each_channel_to_a_stride(rng):
         y = Gemm (h, Wo)
     }}"""
     weights = {"W1": w(rng, 8, 3, 1, 1), "Wg": w(rng, 6, 128), "Bg": w(rng, 6), "Wo": w(rng, 6, 5)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     consumer = next(m for m in plan.groups[0].members if m.role == "consumer")
     assert consumer.layout[0].inner == 16 and consumer.axis == 1
@@ -255,7 +250,7 @@ def test_constant_reshape_is_rewritten_and_dynamic_one_freezes(rng):
         y = MatMul (f, Wm)
     }}"""
     weights = {"W1": w(rng, 8, 3, 1, 1), "Wm": w(rng, 128, 5), "shape": np.array([2, 128], np.int64)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     assert any(m.kind == "size" and m.mode == "delta" for m in plan.groups[0].members)
     hard, _, _ = check_soft_equals_hard(model, rng)
@@ -267,7 +262,7 @@ def test_constant_reshape_is_rewritten_and_dynamic_one_freezes(rng):
         f = Reshape (c, shp)
         y = MatMul (f, Wm)
     }}"""
-    model = helpers.model_from_text(text2, {k: v for k, v in weights.items() if k != "shape"})
+    model = testing.model_from_text(text2, {k: v for k, v in weights.items() if k != "shape"})
     assert "shape is not constant" in plan_of(model).groups[0].reasons[0]
 
 
@@ -284,7 +279,7 @@ def test_shape_of_batch_then_minus_one_reshape_is_handled(rng):
     }}"""
     weights = {"W1": w(rng, 8, 3, 1, 1), "Wm": w(rng, 8, 5), "z": np.array([0], np.int64),
                "o": np.array([1], np.int64), "minus": np.array([-1], np.int64)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     assert not plan.groups[0].frozen, plan.lines()
     check_soft_equals_hard(model, rng)
@@ -300,7 +295,7 @@ def test_conv_transpose_and_matmul_rules(rng):
         y = Conv (e, W2)
     }}"""
     weights = {"W1": w(rng, 8, 3, 1, 1), "Wt": w(rng, 8, 6, 2, 2), "Bt": w(rng, 6), "W2": w(rng, 2, 6, 1, 1)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     assert [g.frozen for g in plan.groups] == [False, False, True]
     check_soft_equals_hard(model, rng)
@@ -324,7 +319,7 @@ def test_shared_weight_is_copied_not_edited(rng):
         y = Add (ya, yb)
     }}"""
     weights = {"W": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1), "Wy2": w(rng, 4, 8, 1, 1)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     g = to_graph(model).toposort()
     plan = analyze(g, inferred_dims(model))
     from onnxslim.analysis.channel_apply import apply_plan
@@ -362,7 +357,7 @@ def test_residual_add_over_a_concat_cuts_the_producer_at_the_offsets(rng):
         y = Conv (s, Wy)
     }}"""
     weights = {"Wa": w(rng, 4, 3, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wc": w(rng, 12, 12, 1, 1), "Wy": w(rng, 4, 12, 1, 1)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     assert sorted((g.size, len(g.sources)) for g in plan.prunable()) == [(4, 2), (8, 2)]
     hard, _, _ = check_soft_equals_hard(model, rng)
@@ -382,7 +377,7 @@ def test_residual_add_over_a_depthwise_multiplier_regroups_the_other_side(rng):
         y = Conv (s, Wy)
     }}"""
     weights = {"Wa": w(rng, 4, 3, 1, 1), "Wd": w(rng, 8, 1, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     plan = plan_of(model)
     group = next(g for g in plan.groups if len(g.sources) == 2)
     assert (group.size, group.frozen) == (4, False)
@@ -400,7 +395,7 @@ def test_a_tensor_read_inside_a_subgraph_freezes(rng):
                        else_branch = e () => (float[2, 8, 6, 6] z) {{ z = Neg (r) }}>
         y = Conv (m, W2)
     }}"""
-    model = helpers.model_from_text(text, {"W1": w(rng, 8, 3, 1, 1), "W2": w(rng, 4, 8, 1, 1)})
+    model = testing.model_from_text(text, {"W1": w(rng, 8, 3, 1, 1), "W2": w(rng, 4, 8, 1, 1)})
     assert "reads 'r' inside a subgraph" in plan_of(model).groups[0].reasons[0]
 
 
@@ -413,10 +408,10 @@ def test_channels_on_a_parameter_input_freeze(rng):
         y = Conv (m, W2)
     }}"""
     weights = {"W1": w(rng, 4, 3, 1, 1), "W2": w(rng, 4, 4, 1, 1), "s4": np.ones(4, np.float32)}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     assert not plan_of(model).groups[0].frozen  # constants on the parameter inputs are fine
     text2 = text.replace("s = Relu (c)", "s = Relu (c)\n        v = ReduceMean <axes = [0, 2, 3], keepdims = 0> (s)")
-    model = helpers.model_from_text(text2.replace("(s, s4, s4, s4, s4)", "(s, v, s4, s4, s4)"), weights)
+    model = testing.model_from_text(text2.replace("(s, s4, s4, s4, s4)", "(s, v, s4, s4, s4)"), weights)
     assert any("parameter input" in r for r in plan_of(model).groups[0].reasons)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import model_from_text, run_pass
 from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions
 
 from onnxslim.analysis import channel_recovery
 from onnxslim.core.context import PassContext
+from onnxslim.testing import model_from_text, run_pass
 
 DEPTH = 14
 

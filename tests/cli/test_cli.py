@@ -12,10 +12,10 @@ import jsonschema
 import numpy as np
 import onnx
 import pytest
-from helpers import model_from_text
 
 import onnxslim
 from onnxslim.api import DEFAULT_PIPELINE
+from onnxslim.testing import model_from_text
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs" / "report.schema.json").read_text())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import model_from_text
 
 from onnxslim.core import context as context_module
 from onnxslim.core.context import LatencyStats, PassContext
@@ -16,6 +15,7 @@ from onnxslim.core.pipeline import parse
 from onnxslim.core.registry import register_pass
 from onnxslim.ir.io import to_graph
 from onnxslim.runtime.cpu import CpuFeatures
+from onnxslim.testing import model_from_text
 
 LINEAR = """<ir_version: 8, opset_import: ["": 17]>
 g (float[{batch},3] x) => (float[{batch},2] y) {{

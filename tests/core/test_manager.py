@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import model_from_text
 
 from onnxslim.core.context import PassContext
 from onnxslim.core.manager import PassManager
@@ -19,6 +18,7 @@ from onnxslim.core.registry import RegistryError, register_pass
 from onnxslim.errors import PassError, UsageError, VerificationError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value, replace_input
+from onnxslim.testing import model_from_text
 
 MLP = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,4] x) => (float[N,3] y) {

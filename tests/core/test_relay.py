@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import model_from_text
 
 from onnxslim.core.context import PassContext
 from onnxslim.core.relay import Relay
 from onnxslim.ir import nodes
 from onnxslim.ir.io import to_graph
+from onnxslim.testing import model_from_text
 
 CHAIN = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,4] x) => (float[N,4] y) {

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from helpers import model_from_text
 
 from onnxslim import api
 from onnxslim.core.context import PassContext
@@ -17,6 +16,7 @@ from onnxslim.core.pipeline import parse
 from onnxslim.core.registry import register_pass
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value, replace_input
+from onnxslim.testing import model_from_text
 
 REPO = Path(__file__).resolve().parents[2]
 

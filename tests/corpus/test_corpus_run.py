@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
+from onnxslim.testing import models_module
 
-import corpus_run  # noqa: E402
+corpus_run = models_module("corpus_run")
 
 
 def test_compare_uses_the_exact_rule_per_output() -> None:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
-sys.path.insert(0, str(MODELS))
+from onnxslim.testing import models_module
 
-import corpus  # noqa: E402
-import corpus_run  # noqa: E402
+MODELS = Path(__file__).resolve().parents[2] / "models"
+corpus = models_module("corpus")
+corpus_run = models_module("corpus_run")
 
 #: (model, command) pairs excused from the targets, each with the upstream defect that breaks it
 #: (ONNX Runtime lacks the op, the model itself is invalid...); our own bugs are fixed, never listed.

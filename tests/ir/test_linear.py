@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import model_from_text, run_model
 
 from onnxslim.ir.io import to_graph, to_model
 from onnxslim.ir.linear import CONSTANT_NODE, INITIALIZER, linear_of
+from onnxslim.testing import model_from_text, run_model
 
 
 def _view(model: onnx.ModelProto, op: str):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.passes.cleanup import DeadCodeElimination
 from onnxslim.passes.fold_affine import FoldAffine
 from onnxslim.passes.fuse_activations import FuseActivations
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 CONV_AFFINE = """<ir_version: 8, opset_import: ["": 12]>
 g (float[N,3,8,8] x) => (float[N,4,8,8] y) {

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.passes.fold_bn import FoldBatchNorm
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 CONV_BN = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,3,8,8] x) => (float[N,4,8,8] y) {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.passes.fold_constants import FoldConstants
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 RANGE_OF_FOLDED_SCALAR = """<ir_version: 8, opset_import: ["": 17]>
 g (int64 start) => (int64[M] y) {

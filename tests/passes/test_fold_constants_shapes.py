@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.core.context import PassContext
 from onnxslim.ir import shapes as shapes_module
 from onnxslim.ir.io import to_graph
 from onnxslim.passes.fold_constants import FoldConstants
 from onnxslim.passes.remove_noops import RemoveNoops
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 def _computing(model: onnx.ModelProto) -> list[str]:
     return [op for op in op_types(model) if op != "Constant"]

@@ -7,13 +7,13 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import model_from_text, op_types, run_model, run_pass
 from onnx import TensorProto
 
 from onnxslim.passes.cleanup import DeadCodeElimination
 from onnxslim.passes.fold_affine import FoldAffine
 from onnxslim.passes.fold_bn import FoldBatchNorm
 from onnxslim.passes.fuse_activations import FuseActivations
+from onnxslim.testing import model_from_text, op_types, run_model, run_pass
 
 CONV_BN = """<ir_version: 8, opset_import: ["": 17]>
 g ({t}[N,3,8,8] x) => ({t}[N,8,8,8] y) {{

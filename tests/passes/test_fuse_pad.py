@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.passes.fuse_pad import FusePad
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 W = {"w": np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)}
 

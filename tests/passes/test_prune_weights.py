@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_parity, model_from_text, op_types, run_model, run_pass
 from onnxslim.passes import prune_weights
 from onnxslim.passes.prune_weights import PruneWeights, PruneWeightsOptions
 
@@ -21,6 +20,7 @@ from onnxslim.ir import nodes
 from onnxslim.ir.stats import model_stats
 from onnxslim.sparse import masks, sequential
 from onnxslim.sparse.storage import to_dense
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_model, run_pass
 
 NET = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,4,8,8] x) => (float[N,10] y) {

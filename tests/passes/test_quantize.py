@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import model_from_text, op_types, run_model, run_pass
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import numpy_helper
@@ -24,6 +23,7 @@ from onnxslim.quant.qparams import (
     quantize,
     weight_params,
 )
+from onnxslim.testing import model_from_text, op_types, run_model, run_pass
 
 FAST = {"check_speed": False, "speed": "off"}  # no choices from measured latency in tests
 

@@ -6,12 +6,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import model_from_text, op_types, run_model
 
 from onnxslim.core.context import PassContext
 from onnxslim.ir.io import to_graph
 from onnxslim.quant import cpu, dynamic
 from onnxslim.runtime.cpu import host_cpu
+from onnxslim.testing import model_from_text, op_types, run_model
 
 #: where this CPU's u8·s8 kernels can saturate, the pass gives dynamic layers 7-bit weights
 HOST_RISK = cpu.saturation_risk("CPUExecutionProvider", "uint8", host_cpu())

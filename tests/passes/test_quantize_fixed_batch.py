@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import run_model
 
 from onnxslim.core.context import PassContext, fixed_batch
+from onnxslim.testing import run_model
 
 FAST = "quantize{check_speed=false,speed=off}"
 

@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 import onnx
-from helpers import model_from_text, op_types, run_model, run_pass
 from onnx import TensorProto, numpy_helper
 
 from onnxslim.core.context import PassContext
 from onnxslim.ir.io import to_graph, to_model
 from onnxslim.passes.quantize import Quantize, QuantizeOptions
 from onnxslim.quant import fp16
+from onnxslim.testing import model_from_text, op_types, run_model, run_pass
 
 FAST = {"check_speed": False, "speed": "off"}
 

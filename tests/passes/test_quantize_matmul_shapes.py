@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import model_from_text, op_types, run_model, run_pass
 
 from onnxslim.core.context import PassContext
 from onnxslim.passes.quantize import Quantize, QuantizeOptions
+from onnxslim.testing import model_from_text, op_types, run_model, run_pass
 
 FAST = {"check_speed": False, "speed": "off"}
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import assert_parity, graph_of, model_from_text, op_types, run_pass
 
+from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.passes.cleanup import DeadCodeElimination
 from onnxslim.passes.reshape_targets import ReshapeTargets
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 FLATTEN_KEEPING_BATCH = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,3,5,5] x) => (float[N,3] y) {
@@ -23,7 +24,7 @@ g (float[N,3,5,5] x) => (float[N,3] y) {
 
 
 def _targets(model):
-    tensors = graph_of(model).tensors()
+    tensors = to_graph(model).tensors()
     return [constant_value(tensors[n.input[1]]).tolist() for n in model.graph.node if n.op_type == "Reshape"]
 
 

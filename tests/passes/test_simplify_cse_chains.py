@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.passes.collapse_chains import CollapseChains
 from onnxslim.passes.cse import CommonSubexpressionElimination
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 
 def _computing(model):

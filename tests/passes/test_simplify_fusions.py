@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import model_from_text, op_types, run_model, run_pass
 
 from onnxslim.passes.fuse_gelu import FuseGelu
 from onnxslim.passes.fuse_layernorm import FuseLayerNorm
-
-
-def assert_exact(before, after, feeds):
-    """The contract's `exact`: max_abs ≤ 1e-5 + 1e-4·max|a| per output, ORT default and DISABLE_ALL."""
-    for optimize in (True, False):
-        for a, b in zip(run_model(before, feeds, optimize), run_model(after, feeds, optimize)):
-            assert a.shape == b.shape and a.dtype == b.dtype
-            assert np.max(np.abs(a - b)) <= 1e-5 + 1e-4 * np.max(np.abs(a))
+from onnxslim.testing import assert_exact, model_from_text, op_types, run_pass
 
 
 def _computing(model):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import assert_parity, model_from_text, op_types, run_pass
 
 from onnxslim.passes.cleanup import DeadCodeElimination
 from onnxslim.passes.fold_constants import FoldConstants
 from onnxslim.passes.remove_noops import RemoveNoops
+from onnxslim.testing import assert_parity, model_from_text, op_types, run_pass
 
 EVERY_NOOP = """<ir_version: 8, opset_import: ["": 17]>
 g (float[N,12] x) => (float[N,12] y) {

@@ -5,14 +5,13 @@ fuses back to 13 LayerNormalization and 6 Gelu, within `exact` of the original o
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
-from helpers import models_module, run_model, run_pass
 
 from onnxslim.passes.fuse_gelu import FuseGelu
 from onnxslim.passes.fuse_layernorm import FuseLayerNorm
+from onnxslim.testing import models_module, run_model, run_pass
 
 fetch = models_module("fetch")
 realdata = models_module("realdata")

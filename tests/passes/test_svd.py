@@ -8,14 +8,6 @@ import jsonschema
 import numpy as np
 import onnx
 import pytest
-from helpers import (
-    assert_parity,
-    model_from_text,
-    models_module,
-    op_types,
-    run_model,
-    run_pass,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 from onnxslim.passes.svd import LowRankSplit, SvdOptions
@@ -27,6 +19,7 @@ from onnxslim.ir.io import to_graph
 from onnxslim.lowrank import factor, gating, rank, refit, sensitivity
 from onnxslim.ir.linear import Linear
 from onnxslim.lowrank.layers import match, split, weight
+from onnxslim.testing import assert_parity, model_from_text, models_module, op_types, run_model, run_pass
 
 # A full-rank split is K·N products rearranged: round-off only, a little above EXACT.
 ROUNDOFF_ATOL, ROUNDOFF_RTOL = 1e-4, 1e-4

@@ -10,20 +10,15 @@ the output shape must not change.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnx
 from hypothesis import given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
-import prune_nets
-
 from onnxslim.analysis.channel_deps import analyze
 from onnxslim.ir.shapes import inferred_dims
 from onnxslim.ir.stats import model_stats
+from onnxslim.testing import prune_nets
 
 KINDS = ["conv", "residual", "concat", "depthwise", "multiplier", "grouped", "bnconv", "scale"]
 BLOCKS = st.lists(st.sampled_from(KINDS), min_size=1, max_size=4)
