@@ -431,7 +431,7 @@ def test_negative_axes_on_tensors_of_unknown_rank_freeze(rng):
     weights = {"Wa": w(rng, 8, 3, 1, 1), "Wb": w(rng, 8, 3, 1, 1), "Wy": w(rng, 4, 8, 1, 1),
                "sizes": np.array([8, 8], np.int64), "starts": np.array([0], np.int64),
                "ends": np.array([8], np.int64), "axes": np.array([-3], np.int64)}
-    plan = analyze(to_graph(helpers.model_from_text(text, weights)).toposort(), {})
+    plan = analyze(to_graph(testing.model_from_text(text, weights)).toposort(), {})
     reasons = [r for g in plan.groups for r in g.reasons]
     assert all(g.frozen for g in plan.groups if len(g.sources) == 2)
     assert any("negative axis on inputs of unknown rank" in r for r in reasons)
