@@ -133,3 +133,30 @@ def test_flops_of_a_layer_are_twice_the_layer_views_macs(rng, body, signature, w
     assert stats.flops(model)[op] == 2 * macs
     layer = linear_of(to_graph(model).nodes[0])
     assert layer.macs(x_shape) == macs
+
+
+def test_flops_at_the_data_shapes_resolve_a_slice_to_a_computed_length(rng):
+    """BERT's position embeddings: ``Slice(position_ids[1, 512], 0, Shape(ids)[1])``. onnx's data
+    propagation gives the slice no length, so every layer after it had no shape and MiniLM's
+    compute FLOPs were 0; the shape computation's value, given back as a constant, sizes it."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["": 17]>
+        g (int64[batch, seq] ids) => (float[batch, seq, 64] y) {
+            shape = Shape(ids)
+            seq_len = Gather(shape, one)
+            ends = Unsqueeze(seq_len, zero_axis)
+            positions = Slice(position_ids, zero_start, ends, one_axis)
+            p = Gather(table, positions)
+            t = Gather(table, ids)
+            h = Add(t, p)
+            y = MatMul(h, w) }""")
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.arange(512, dtype=np.int64)[None], "position_ids"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero_start"),
+        numpy_helper.from_array(np.array([1], np.int64), "one_axis"),
+        numpy_helper.from_array(rng.normal(size=(512, 32)).astype(np.float32), "table"),
+        numpy_helper.from_array(rng.normal(size=(32, 64)).astype(np.float32), "w")])
+    report = stats.flops_report(model, {"ids": (2, 7)})
+    assert report["flops"]["MatMul"] == 2 * 2 * 7 * 32 * 64
+    assert report["notes"] == []

@@ -9,7 +9,9 @@ weightless copy, never from running it:
 
 - ``symbolic_flops``: FLOPs as polynomials in the model's symbolic dims (``"2048*batch*seq"``);
 - ``flops``: the same at the shapes of the data used (the inputs' shapes are fixed, inference
-  runs again, so shapes computed from them resolve too).
+  runs again, so shapes computed from them resolve too; where onnx's data propagation stops
+  short, as at BERT's ``Slice(position_ids, 0, Shape(ids)[1])``, the values of those shape
+  computations are written into the graph as constants and inference runs once more).
 
 A node whose shapes inference cannot tell contributes nothing, and the notes say how many.
 Weights are read one tensor at a time (params, nonzero params, the zip size), so these
@@ -30,12 +32,14 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from onnxslim.ir import refs
 from onnxslim.ir.io import STUB_MIN_BYTES, sparse_to_dense, weightless
 from onnxslim.ir.linear import OPS as COMPUTE_OPS
 from onnxslim.ir.linear import mac_dims
+from onnxslim.ir.shapes import computed_shapes, shape_values
 from onnxslim.ir.weightless import iter_tensors, subgraphs, value_nbytes
 
 _QPARAM_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
@@ -128,7 +132,7 @@ def flops_report(model: onnx.ModelProto, feeds: Mapping[str, Any] | None = None,
     stub = stub if stub is not None else weightless(model)
     symbolic, _, _ = _flops_terms(stub.graph, _inferred_shapes(stub))
     fixed = _with_input_shapes(stub, feeds or {})
-    concrete, unknown, symbolic_left = _flops_terms(fixed.graph, _inferred_shapes(fixed))
+    concrete, unknown, symbolic_left = _flops_terms(fixed.graph, _resolved_shapes(fixed))
     # at the data's shapes a term still holding a symbol (a dim inference could not resolve) counts 0
     counts = {key: sum(c for m, c in poly.items() if not m) for key, poly in concrete.items()}
     unknown += symbolic_left
@@ -224,6 +228,46 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list]:
                 if attr.name == "value":
                     shapes[node.output[0]] = list(attr.t.dims)
     return shapes
+
+
+def _resolved_shapes(model: onnx.ModelProto, rounds: int = 3) -> dict[str, list]:
+    """``_inferred_shapes``, with the values of shape computations that ``ir.shapes`` can tell
+    (at fixed input shapes: ``Shape → Gather → Unsqueeze`` and the like) given to onnx as
+    initializers in place of the tensors their readers read, up to ``rounds`` times."""
+    shapes = _inferred_shapes(model)
+    given: set[str] = set()
+    for _ in range(rounds):
+        try:
+            graph = gs.import_onnx(model).toposort()
+            values = shape_values(graph, computed_shapes(graph, model))
+        except Exception:  # noqa: BLE001 - a graph gs or inference cannot read keeps onnx's shapes
+            break
+        values = {name: value for name, value in values.items() if name not in given}
+        if not values:
+            break
+        given.update(values)
+        model = _with_values(model, values)
+        shapes = _inferred_shapes(model)
+    return shapes
+
+
+def _with_values(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of the weightless ``model`` whose top-level nodes read ``values`` as initializers
+    (new names; the nodes that computed them stay, unread)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {init.name for init in out.graph.initializer}
+    renamed = {}
+    for name, value in values.items():
+        new = f"{name}__value"
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        renamed[name] = new
+        out.graph.initializer.append(numpy_helper.from_array(np.asarray(value), new))
+    for node in out.graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+    return out
 
 
 def _with_input_shapes(stub: onnx.ModelProto, feeds: Mapping[str, Any]) -> onnx.ModelProto:
