@@ -62,8 +62,9 @@ _COUNTER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_pref
 
 
 def _count_in_child(path: str) -> tuple[int | None, str | None]:
-    code = "import sys; from onnxslim.runtime.session import optimized_node_count as c; print(c(sys.argv[1]))"
-    done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=False)
+    # ort_nodes imports ORT alone: onnx's import would be most of the child's time
+    done = subprocess.run([sys.executable, "-m", "onnxslim.runtime.ort_nodes", path],
+                          capture_output=True, text=True, check=False)
     if done.returncode == 0:
         return int(done.stdout.split()[-1]), None
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
