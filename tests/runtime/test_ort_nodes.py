@@ -53,3 +53,46 @@ def test_child_prints_the_session_count_without_importing_onnx(build, tmp_path):
     count, onnx_imported = done.stdout.split()
     assert int(count) == optimized_node_count(model) < len(model.graph.node)
     assert onnx_imported == "False"  # onnx (and ml_dtypes with it) would be most of the child's time
+
+
+def _gemm_relu(rng, tmp_path) -> Path:
+    """Gemm -> Relu -> Identity with a 64 KB weight: ORT puts it in the optimized model's side file."""
+    from onnx import TensorProto, helper, numpy_helper
+    weight = numpy_helper.from_array(rng.standard_normal((128, 128)).astype("float32"), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["X", "W"], ["G"]), helper.make_node("Relu", ["G"], ["R"]),
+         helper.make_node("Identity", ["R"], ["Y"])],
+        "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 128])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 128])], [weight])
+    path = tmp_path / "gemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_weights_sent_to_the_null_device_leave_the_count_as_a_real_side_file_does(rng, tmp_path):
+    path = _gemm_relu(rng, tmp_path)
+    discarded = ort_nodes._count(path, ["CPUExecutionProvider"], discard_weights=True)
+    written = ort_nodes._count(path, ["CPUExecutionProvider"], discard_weights=False)
+    assert discarded == written == 1  # ORT fuses Gemm and Relu and drops the Identity
+
+
+def test_without_symlinks_the_side_file_is_real(rng, tmp_path, monkeypatch):
+    path = _gemm_relu(rng, tmp_path)
+
+    def refuse(*_args, **_kwargs):
+        raise OSError("symbolic links are not available")
+
+    monkeypatch.setattr(ort_nodes.os, "symlink", refuse)
+    assert ort_nodes.optimized_node_count(path) == 1
+
+
+def test_a_model_ort_refuses_raises_ort_s_error(tmp_path):
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Mystery", ["X"], ["Y"], domain="nowhere")], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "mystery.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("nowhere", 1)]),
+              path)
+    with pytest.raises(Exception, match="Mystery|nowhere"):
+        ort_nodes.optimized_node_count(path)
