@@ -1,7 +1,8 @@
 """ORT's top-level node count of a model file, importing nothing but ONNX Runtime.
 
-``node_count`` runs this module as a child process for a large model
-(``python -m onnxslim.runtime.ort_nodes MODEL.onnx`` prints the count). Importing onnx there
+``node_count`` runs this module as a child process for large models: ``python -m
+onnxslim.runtime.ort_nodes`` reads model paths from stdin and answers each with a line (``serve``);
+``python -m onnxslim.runtime.ort_nodes MODEL.onnx`` prints one count. Importing onnx there
 cost 0.7-1.2 s per child on the 2-core benchmark machine (almost all of it ml_dtypes' extension
 module, which onnx imports), three times ORT's own import and more than ORT's session on the
 100 M-parameter model: so this module reads ORT's optimized model with a protobuf wire walk
@@ -119,5 +120,20 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def serve(lines, out) -> None:
+    """For each model path read from ``lines``, one line on ``out``: its count, or ``!`` and the
+    first line of why ORT refused it. Ends when ``lines`` does (the parent is done)."""
+    for line in lines:
+        try:
+            answer = str(optimized_node_count(line.rstrip("\n")))
+        except Exception as exc:  # noqa: BLE001 - any refusal is the answer, the child serves on
+            answer = "!" + ((str(exc).strip() or type(exc).__name__).splitlines() or [""])[0]
+        out.write(answer + "\n")
+        out.flush()
+
+
 if __name__ == "__main__":
-    print(optimized_node_count(sys.argv[1]))
+    if len(sys.argv) > 1:
+        print(optimized_node_count(sys.argv[1]))
+    else:
+        serve(sys.stdin, sys.stdout)

@@ -96,3 +96,46 @@ def test_a_model_ort_refuses_raises_ort_s_error(tmp_path):
               path)
     with pytest.raises(Exception, match="Mystery|nowhere"):
         ort_nodes.optimized_node_count(path)
+
+
+def test_large_models_share_one_child_that_survives_a_refusal(rng, tmp_path, monkeypatch):
+    from onnxslim.runtime import node_count
+    monkeypatch.setattr(node_count, "ISOLATE_BYTES", 0)  # every model counts in the child
+    monkeypatch.setattr(node_count, "_CHILD", node_count._Child())
+    good = onnx.load(_gemm_relu(rng, tmp_path))
+    bad = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Mystery", ["X"], ["Y"], domain="nowhere")], "g",
+        [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [1])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("nowhere", 1)])
+    assert node_count.ort_node_count(good) == (1, None)
+    child = node_count._CHILD.process
+    count, why = node_count.ort_node_count(bad)
+    assert count is None and why.startswith("nodes after ORT: skipped") and "Mystery" in why
+    assert node_count.ort_node_count(good) == (1, None)
+    assert node_count._CHILD.process is child  # one child served all three
+
+
+def test_a_child_that_dies_is_reported_and_replaced(rng, tmp_path, monkeypatch):
+    from onnxslim.runtime import node_count
+    monkeypatch.setattr(node_count, "ISOLATE_BYTES", 0)
+    child = node_count._Child()
+    monkeypatch.setattr(node_count, "_CHILD", child)
+    good = onnx.load(_gemm_relu(rng, tmp_path))
+    child.command = [sys.executable, "-c", "import sys; sys.stdin.readline(); sys.exit('ORT crashed here')"]
+    count, why = node_count.ort_node_count(good)
+    assert count is None and why.startswith("nodes after ORT: skipped") and "ORT crashed here" in why
+    child.command = node_count._Child.command
+    assert node_count.ort_node_count(good) == (1, None)  # the next count starts a new child
+
+
+def test_closing_reaps_the_child(rng, tmp_path, monkeypatch):
+    from onnxslim.runtime import node_count
+    monkeypatch.setattr(node_count, "ISOLATE_BYTES", 0)
+    child = node_count._Child()
+    monkeypatch.setattr(node_count, "_CHILD", child)
+    assert node_count.ort_node_count(onnx.load(_gemm_relu(rng, tmp_path))) == (1, None)
+    process = child.process
+    child.close()
+    assert process.returncode == 0 and child.process is None  # ended on its closed stdin, and reaped
+    child.close()  # nothing left to close
