@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -90,3 +91,11 @@ def test_zip_size_of_a_large_model_is_estimated_from_samples(rng, monkeypatch):
     monkeypatch.setattr(stats, "ZIP_EXACT_BYTES", 0)
     guess, estimated = stats.model_compressed_bytes(model)
     assert estimated and abs(guess - exact) < 0.1 * exact
+
+
+def test_costs_measured_in_the_background_reach_the_caller_and_so_do_their_errors():
+    future = api._in_background(lambda a, b=0: a + b, 2, b=3)
+    assert future.result(timeout=10) == 5
+    failing = api._in_background(stats.model_stats, None)  # not a model: an AttributeError
+    with pytest.raises(AttributeError):
+        failing.result(timeout=10)
