@@ -95,8 +95,12 @@ class _Child:
                 answer = ""
             if answer.startswith("!"):
                 return None, _skipped(answer[1:])
-            if answer:
+            if answer.isdigit():
                 return int(answer), None
+            if answer:  # something else wrote on its stdout: the answers can no longer be trusted
+                self.process.kill()
+                self._death()
+                return None, _skipped(f"unexpected answer from the counting process: {answer[:80]!r}")
             return None, _skipped(self._death())
 
     def close(self) -> None:

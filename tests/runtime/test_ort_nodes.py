@@ -139,3 +139,17 @@ def test_closing_reaps_the_child(rng, tmp_path, monkeypatch):
     child.close()
     assert process.returncode == 0 and child.process is None  # ended on its closed stdin, and reaped
     child.close()  # nothing left to close
+
+
+def test_a_child_answering_nonsense_is_replaced(rng, tmp_path, monkeypatch):
+    from onnxslim.runtime import node_count
+    monkeypatch.setattr(node_count, "ISOLATE_BYTES", 0)
+    child = node_count._Child()
+    monkeypatch.setattr(node_count, "_CHILD", child)
+    good = onnx.load(_gemm_relu(rng, tmp_path))
+    child.command = [sys.executable, "-c", "import sys, time; sys.stdin.readline(); print('hello'); time.sleep(60)"]
+    count, why = node_count.ort_node_count(good)
+    assert count is None and "unexpected answer" in why and "hello" in why
+    assert child.process is None  # the chatty child was ended
+    child.command = node_count._Child.command
+    assert node_count.ort_node_count(good) == (1, None)
