@@ -115,7 +115,7 @@ def format_inspect(doc: dict[str, Any]) -> str:
 def format_passes() -> str:
     lines: list[str] = []
     for cls in all_passes():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = next(iter((cls.__doc__ or "").strip().splitlines()), "")  # a pass may have no docstring
         kind = "exact" if cls.exact else "lossy"
         lines.append(f"{cls.name} ({kind}): {doc}")
         hints = typing.get_type_hints(cls.Options)

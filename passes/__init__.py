@@ -1,4 +1,10 @@
-"""The rewrite passes. Each module registers its passes on import; the list here is explicit."""
+"""The rewrite passes. Each module registers its passes on import; the lists here are explicit.
+
+The exact passes (the default pipeline's) are imported with the package. The lossy ones pull in
+the quantization, pruning and low-rank machinery, 95 ms of imports here that a default run never
+uses, so each is imported when a pipeline names it or the passes are listed (``LAZY``, read by
+``core.registry``).
+"""
 
 from onnxslim.passes import (  # noqa: F401
     cleanup,
@@ -11,11 +17,15 @@ from onnxslim.passes import (  # noqa: F401
     fuse_gelu,
     fuse_pad,
     fuse_layernorm,
-    prune_channels,
-    prune_weights,
-    quantize,
     remove_identity,
     remove_noops,
     reshape_targets,
-    svd,
 )
+
+#: pass name -> the module of onnxslim.passes that registers it, imported on first use
+LAZY = {
+    "prune-channels": "prune_channels",
+    "prune-weights": "prune_weights",
+    "quantize": "quantize",
+    "svd": "svd",
+}

@@ -160,3 +160,11 @@ def test_flops_at_the_data_shapes_resolve_a_slice_to_a_computed_length(rng):
     report = stats.flops_report(model, {"ids": (2, 7)})
     assert report["flops"]["MatMul"] == 2 * 2 * 7 * 32 * 64
     assert report["notes"] == []
+
+
+def test_costs_measured_in_the_background_reach_the_caller_and_so_do_their_errors():
+    future = api._in_background(lambda a, b=0: a + b, 2, b=3)
+    assert future.result(timeout=10) == 5
+    failing = api._in_background(stats.model_stats, None)  # not a model: an AttributeError
+    with pytest.raises(AttributeError):
+        failing.result(timeout=10)

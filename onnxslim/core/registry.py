@@ -5,6 +5,7 @@ The second-registration check is what catches ``passes/`` being imported twice (
 
 The built-in passes are imported on the first lookup or listing, not when ``onnxslim`` is:
 they pull in ONNX Runtime, which ``import onnxslim.errors`` or ``onnxslim --help`` never need.
+The lossy ones wait until a pipeline names one (``onnxslim.passes.LAZY``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 
 def get_pass(name: str) -> type[Pass]:
-    _register_builtins()
+    _register_builtins(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -44,10 +45,17 @@ def get_pass(name: str) -> type[Pass]:
 
 def all_passes() -> list[type[Pass]]:
     """Registered passes, exact ones first, each group in name order."""
-    _register_builtins()
+    _register_builtins(None)
     return sorted(_REGISTRY.values(), key=lambda c: (not c.exact, c.name))
 
 
-def _register_builtins() -> None:
-    # Each module of onnxslim.passes registers its passes on import; Python imports them once.
-    importlib.import_module("onnxslim.passes")
+def _register_builtins(name: str | None) -> None:
+    """Import the pass modules that register ``name``: the package's own (the exact passes), then
+    the lazy module of ``name`` (``onnxslim.passes.LAZY``); every lazy one for ``None`` or an
+    unknown name, so that a listing or an error names them all. Python imports each once."""
+    package = importlib.import_module("onnxslim.passes")
+    if name in _REGISTRY:
+        return
+    modules = [package.LAZY[name]] if name in package.LAZY else list(package.LAZY.values())
+    for module in modules:
+        importlib.import_module(f"{package.__name__}.{module}")

@@ -71,14 +71,30 @@ def fold(graph: gs.Graph, producer: gs.Node, scale: np.ndarray, shift: np.ndarra
     shape[layer.output_axis] = -1
     # a shift alone (an Add) leaves the weight as it is: no pass over it
     if not np.all(scale == 1):
-        # float64 products, rounded into the weight's dtype buffer by buffer: no float64 copy of
-        # the weight (the same values as multiplying a float64 copy and casting it back)
-        new_weight = np.empty_like(weight)
-        np.multiply(weight, scale.reshape(shape), out=new_weight, dtype=np.float64, casting="unsafe")
-        layer.write(graph, new_weight, suffix)
+        layer.write(graph, _scaled(weight, scale.reshape(shape)), suffix)
     # the bias keeps its own shape, or becomes one per channel
     layer.write_bias(graph, bias * scale + shift, suffix)
     producer.outputs[0] = out
+
+
+def _scaled(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``weight · scale`` computed in float64 and rounded once into the weight's dtype, without a
+    float64 copy of the weight.
+
+    When every scale is a float32 (or, for a float16 weight, a float16) number, the weight's own
+    dtype multiplies instead, with the same bits: the product of two float32 numbers (24-bit
+    significands) is exact in float64 (53), so rounding it once to float32 is exactly IEEE's
+    float32 product; likewise float16 (numpy multiplies halves in float32, exact for 11-bit
+    significands). That takes 60% of the buffered float64 loop's time (12 vs 20 ms on a 3162²
+    weight here; the 100 M-parameter model folds 10 of them, every scale a float32 from a Mul).
+    """
+    out = np.empty_like(weight)
+    narrow = scale.astype(weight.dtype) if weight.dtype in (np.float32, np.float16) else None
+    if narrow is not None and np.array_equal(narrow, scale):
+        np.multiply(weight, narrow, out=out)
+    else:  # buffer by buffer: the same values as multiplying a float64 copy and casting it back
+        np.multiply(weight, scale, out=out, dtype=np.float64, casting="unsafe")
+    return out
 
 
 def fold_forward(graph: gs.Graph, conv: gs.Node, scale: np.ndarray, shift: np.ndarray, x: gs.Tensor,

@@ -107,7 +107,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, Any]:
 def _array(tensor: onnx.TensorProto) -> np.ndarray:
     """The tensor's values; a raw float/int tensor is viewed in its bytes, not converted."""
     if refs.is_reference(tensor):
-        return refs.read_array(tensor)
+        return refs.map_array(tensor)  # counted and dropped: no copy of it
     if tensor.HasField("raw_data") and tensor.data_type in _RAW_VIEWS:
         return np.frombuffer(tensor.raw_data, dtype=_RAW_VIEWS[tensor.data_type])
     return numpy_helper.to_array(tensor)

@@ -26,14 +26,13 @@ from onnxslim.errors import DataError, UsageError
 from onnxslim.ir import external
 from onnxslim.ir.external import save_for_ort, tensor_bytes
 from onnxslim.ir.refs import has_references
+from onnxslim.runtime import ort_nodes
 
 logger = logging.getLogger(__name__)
 
 #: ORT severity 4 = fatal only: its warnings are noise for users, and its errors reach us as
 #: exceptions (logged, they would print a second, coloured copy on stderr).
 _LOG_SEVERITY = 4
-#: Fatal only: for sessions whose failure is reported by the caller, never by ORT's own log.
-_QUIET_SEVERITY = 4
 
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
@@ -113,34 +112,15 @@ def make_session(
 def optimized_node_count(
     model: onnx.ModelProto | str | os.PathLike[str], provider: str = "CPUExecutionProvider"
 ) -> int:
-    """Top-level node count of ``model`` after ORT's own graph optimizations.
-
-    Uses ``ORT_ENABLE_EXTENDED`` (constant folding, redundancy elimination, operator fusions)
-    rather than ``ORT_ENABLE_ALL``: the extra level adds layout transforms (NCHWc reorders on
-    CPU) that depend on the host's SIMD width, so the count would differ from machine to
-    machine. The optimized model's weights go to an external file and are never loaded back.
-    ORT logs nothing (severity fatal): a model it cannot load raises, and the caller says why.
+    """Top-level node count of ``model`` after ORT's own graph optimizations
+    (``ort_nodes.optimized_node_count``: ``ORT_ENABLE_EXTENDED``, weights never read back).
+    ORT logs nothing: a model it cannot load raises, and the caller says why.
     """
-    options = _session_options(threads=1, optimize=True)
-    options.log_severity_level = _QUIET_SEVERITY
-    options.add_session_config_entry("session.disable_prepacking", "1")  # no kernel runs: no packed weights
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if not isinstance(model, onnx.ModelProto):
+        return ort_nodes.optimized_node_count(model, _provider_chain(provider))
     with tempfile.TemporaryDirectory(prefix="onnxslim-ortopt-") as tmp:
-        out_path = os.path.join(tmp, "optimized.onnx")
-        options.optimized_model_filepath = out_path
-        # Without these entries ORT serializes the optimized model in one protobuf (2 GiB limit).
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", "optimized.bin"
-        )
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes",
-            str(external.EXTERNAL_MIN_BYTES),
-        )
-        source = model
-        if isinstance(model, onnx.ModelProto):
-            source = save_for_ort(model, tmp, force_external=tensor_bytes(model) >= external.LARGE_MODEL_BYTES)
-        ort.InferenceSession(os.fspath(source), options, providers=_provider_chain(provider))
-        return len(onnx.load(out_path, load_external_data=False).graph.node)
+        path = save_for_ort(model, tmp, force_external=tensor_bytes(model) >= external.LARGE_MODEL_BYTES)
+        return ort_nodes.optimized_node_count(path, _provider_chain(provider))
 
 
 def run(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
