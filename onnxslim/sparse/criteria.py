@@ -129,20 +129,13 @@ def im2col(x: np.ndarray, layer: Linear, pick=None) -> np.ndarray:
     chosen = np.arange(total)[pick(total) if pick else slice(None)]
     where = np.unravel_index(chosen, out_shape)
     rows, channels = len(chosen), x.shape[1]
-    # index arrays broadcast to [rows, C, k_1, ..., k_s]; positions in the padding read 0
-    shape = lambda axis, n: [n if a == axis else 1 for a in range(2 + spatial)]  # noqa: E731
-    index = [where[0].reshape(shape(0, rows)), np.arange(channels).reshape(shape(1, channels))]
-    valid = np.ones([rows, 1] + kernel, dtype=bool)
-    for i in range(spatial):
-        pos = where[1 + i][:, None] * strides[i] - pads[i] + np.arange(kernel[i])[None, :] * dil[i]  # [rows, k_i]
-        inside = (pos >= 0) & (pos < sizes[i])
-        layout = [rows] + [1] * (1 + spatial)
-        layout[2 + i] = kernel[i]
-        index.append(np.clip(pos, 0, sizes[i] - 1).reshape(layout))
-        valid &= inside.reshape(layout)
-    patches = x[tuple(index)]  # [rows, C, k...]
-    if not valid.all():
-        patches = np.where(valid, patches, 0)
+    # every window of the zero-padded input as a view [N, C, positions..., kernel...] (dilation
+    # steps through it), then one gather of the chosen (sample, position) pairs: [rows, C, k...]
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
+    span = [(kernel[i] - 1) * dil[i] + 1 for i in range(spatial)]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=tuple(range(2, 2 + spatial)))
+    windows = windows[(Ellipsis, *(slice(None, None, d) for d in dil))]
+    patches = windows[(where[0], slice(None), *(where[1 + i] * strides[i] for i in range(spatial)))]
     return patches.reshape(rows, channels, int(np.prod(kernel)))
 
 
