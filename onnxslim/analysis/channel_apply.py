@@ -14,7 +14,8 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.analysis.channel_layout import kept_positions, width
 from onnxslim.analysis.channel_plan import Member, Analysis
-from onnxslim.ir.weights import constant_value, replace_input
+from onnxslim.ir.linear import write_input
+from onnxslim.ir.weights import constant_value
 
 
 def apply_plan(graph: gs.Graph, plan: Analysis, keep: Mapping[int, np.ndarray]) -> dict[str, int]:
@@ -44,14 +45,14 @@ def apply_plan(graph: gs.Graph, plan: Analysis, keep: Mapping[int, np.ndarray]) 
         value = constant_value(node.inputs[index])
         for axis, positions in slices:
             value = np.take(value, positions, axis=axis)
-        replace_input(graph, node, index, value, "pruned")
+        write_input(graph, node, index, value, "pruned")
         stats["params_sliced"] += 1
     for node, edits in sizes.values():
         value = np.array(constant_value(node.inputs[edits[0].index]), copy=True)
         flat = value.reshape(-1)
         for m in edits:
             flat[m.axis] = _new_size(int(flat[m.axis]), m, src_keep)
-        replace_input(graph, node, edits[0].index, value, "pruned")
+        write_input(graph, node, edits[0].index, value, "pruned")
         stats["shape_constants"] += 1
     return stats
 

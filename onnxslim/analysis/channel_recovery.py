@@ -36,9 +36,9 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
 from onnxslim.core.relay import Relay
-from onnxslim.ir.linear import linear_of
+from onnxslim.ir.linear import linear_of, write_input
 from onnxslim.ir.nodes import prefix
-from onnxslim.ir.weights import constant_value, replace_input, unique_name
+from onnxslim.ir.weights import constant_value, unique_name
 
 RIDGE = 1e-4
 MAX_RUNS = 8  # calibration runs of the refit (levels are grouped), besides the one for the targets
@@ -291,13 +291,13 @@ def _write(graph: gs.Graph, node: gs.Node, theta: np.ndarray) -> None:
         add = _bias_add(node)
         if add is not None and bias is not None:
             old = constant_value(add[0].inputs[add[1]])
-            replace_input(graph, add[0], add[1], bias.reshape(old.shape).astype(old.dtype), "refit")
+            write_input(graph, add[0], add[1], bias.reshape(old.shape).astype(old.dtype), "refit")
 
 
 def _set_bias(graph: gs.Graph, node: gs.Node, bias: np.ndarray, index: int) -> None:
     if len(node.inputs) > index and node.inputs[index].name:
         old = constant_value(node.inputs[index])
-        replace_input(graph, node, index, bias.reshape(old.shape) if old.size == bias.size else bias, "refit")
+        write_input(graph, node, index, bias.reshape(old.shape) if old.size == bias.size else bias, "refit")
         return
     while len(node.inputs) < index:
         node.inputs.append(gs.Variable.empty())

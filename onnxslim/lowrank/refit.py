@@ -31,9 +31,9 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.core.context import PassContext
 from onnxslim.ir.nodes import prefix
-from onnxslim.ir.weights import constant_value, replace_input
+from onnxslim.ir.weights import constant_value
 from onnxslim.lowrank import factor
-from onnxslim.ir.linear import Linear
+from onnxslim.ir.linear import Linear, write_input
 from onnxslim.lowrank.layers import rows, weight
 
 
@@ -118,7 +118,7 @@ def sequential(ctx: PassContext, graph: gs.Graph, plans: Sequence, damping: floa
                 if node is layer.node:  # the layer's own bias: Gemm's C is scaled by beta
                     shift = shift / layer.beta
                 updated = (stored.astype(np.float64) + shift.reshape(stored.shape)).astype(stored.dtype)
-                replace_input(graph, node, index, updated, "refit")
+                write_input(graph, node, index, updated, "refit")
                 shifted += 1
             split(graph, layer, a, b)
     return shifted
