@@ -65,10 +65,12 @@ def refit(ctx: PassContext, original: gs.Graph, pruned: gs.Graph, consumers: Seq
           out_keep: Mapping[int, np.ndarray | None], rows: int, rng: np.random.Generator) -> tuple[list[LayerFit], list[str]]:
     """Refit ``consumers`` (nodes of ``pruned``) in place; returns fits and notes on layers skipped.
 
-    ``original`` is a copy of ``pruned`` taken before pruning: node i of one is node i of the
-    other. ``out_keep`` maps id(node) of a consumer whose own outputs were pruned to the kept ones.
+    ``original`` is a copy of ``pruned`` taken before pruning: its i-th node other than a
+    ``Constant`` is the pruned graph's (pruning replaces the Constant nodes of the weights it
+    slices, and adds none else). ``out_keep`` maps id(node) of a consumer whose own outputs were
+    pruned to the kept ones.
     """
-    twin = {id(n): o for n, o in zip(pruned.nodes, original.nodes)}
+    twin = {id(n): o for n, o in zip(_computing(pruned), _computing(original))}
     todo, skipped = [], []
     for node in consumers:
         reason = _unsupported(node, twin.get(id(node)))
@@ -195,6 +197,10 @@ def _refit_level(ctx, pruned, nodes, targets, relay: Relay, then: list[str] | No
             _write(pruned, node, theta)
         fits.append(LayerFit(_label(node), before, min(after, before), normal.rows))
     return fits
+
+
+def _computing(graph: gs.Graph) -> list[gs.Node]:
+    return [n for n in graph.nodes if n.op != "Constant"]
 
 
 def _patchwise(node: gs.Node) -> bool:

@@ -133,6 +133,21 @@ def test_recovery_reduces_the_output_error(rng):
     assert err_refit < err_plain
 
 
+def test_recovery_with_weights_in_constant_nodes(rng):
+    """Paddle-style weights (no initializers): slicing replaces their Constant nodes, and the
+    refit still pairs each layer with its original (it once paired nodes by list position,
+    Constant nodes included: IndexError on PP-OCRv4's direction classifier)."""
+    model = prune_nets.random_net(rng, ["conv", "depthwise", "bnconv"], 16, "gap", const_nodes=True)
+    assert not model.graph.initializer
+    data = calibration(rng, batches=4, n=16)
+    opts = PruneChannelsOptions(ratio=0.5, importance="l1", recover=True)
+    refit, result = testing.run_pass(PruneChannels(opts), model, PassContext(model, data))
+    assert result.stats["layers_refit"] >= 1
+    assert result.stats["refit_error_after"] < result.stats["refit_error_before"]
+    weights = [n for n in refit.graph.node if n.op_type == "Conv"]
+    assert all(w.input[1] not in {i.name for i in refit.graph.initializer} for w in weights)
+
+
 def onnxslim_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "onnxslim", *map(str, args)], check=False, capture_output=True, text=True)
 
