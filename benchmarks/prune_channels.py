@@ -17,6 +17,7 @@ Writes benchmarks/out/prune_channels.md and .png and prints the table. Never run
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -199,8 +200,11 @@ def main() -> None:
         rows += run_model(name, ratios, args.seconds)
     text = "# prune-channels\n\n" + table(rows) + "\n"
     (OUT / "prune_channels.md").write_text(text)
-    plot(rows, OUT / "prune_channels.png")
     print(text)
+    try:
+        plot(rows, OUT / "prune_channels.png")
+    except ImportError:
+        print("matplotlib missing: pip install -e '.[bench]' for the plot", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -219,9 +220,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     text = table(rows, latencies)
     (OUT / "prune_weights.md").write_text(text + "\n")
-    plot(rows, OUT / "prune_weights.png")
     print(text)
-    print(f"\nwrote {OUT / 'prune_weights.md'} and {OUT / 'prune_weights.png'}")
+    try:
+        plot(rows, OUT / "prune_weights.png")
+    except ImportError:
+        print("matplotlib missing: pip install -e '.[bench]' for the plot", file=sys.stderr)
+    print(f"\nwrote {OUT / 'prune_weights.md'}")
 
 
 if __name__ == "__main__":
