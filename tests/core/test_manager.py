@@ -200,3 +200,17 @@ g (float[N,4] x) => (float[N,3] y) {
     assert [(d["where"], d["reason"]) for d in lossy.declines] == [
         ("matmul", "already quantized (its weight comes from DequantizeLinear): left as it is")]
     assert exact.declines == []
+
+
+def test_constant_bytes_counts_initializers_and_constant_node_values():
+    """What decides whether the manager collects cycles after each pass (``COLLECT_MIN_BYTES``)."""
+    import onnx_graphsurgeon as gs
+
+    from onnxslim.core.manager import constant_bytes
+
+    x = gs.Variable("x", np.float32, [4])
+    shape = gs.Variable("shape", np.int64, [10])
+    y = gs.Variable("y", np.float32, [1000])
+    nodes = [gs.Node("Constant", outputs=[shape], attrs={"value": gs.Constant("v", np.zeros(10, np.int64))}),
+             gs.Node("Add", inputs=[x, gs.Constant("w", np.zeros(1000, np.float32))], outputs=[y])]
+    assert constant_bytes(gs.Graph(nodes=nodes, inputs=[x], outputs=[y, shape])) == 4000 + 80
