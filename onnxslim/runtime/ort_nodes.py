@@ -134,6 +134,6 @@ def serve(lines, out) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        print(optimized_node_count(sys.argv[1]))
+        sys.stdout.write(f"{optimized_node_count(sys.argv[1])}\n")  # the child's answer, as serve() writes it
     else:
         serve(sys.stdin, sys.stdout)
