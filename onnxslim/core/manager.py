@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -216,9 +217,9 @@ def constant_bytes(graph: gs.Graph) -> int:
     total = 0
     for value in values:
         try:
-            total += int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize
+            total += math.prod(value.shape) * np.dtype(value.dtype).itemsize
         except TypeError:  # a dtype numpy does not know (bfloat16, float8): count it at one byte
-            total += int(np.prod(value.shape))
+            total += math.prod(value.shape)
     return total
 
 
@@ -235,7 +236,7 @@ def graph_size(graph: gs.Graph) -> dict[str, int]:
             value = tensor.inputs[0].attrs.get("value")
             sparse = tensor.inputs[0].attrs.get("sparse_value")  # prune-weights{storage=sparse}
             if value is None and sparse is not None and sparse.values.data_type != onnx.TensorProto.INT64:
-                params += int(np.prod(sparse.dims))
+                params += math.prod(sparse.dims)
         if isinstance(value, gs.Constant) and value.dtype != np.int64 and value.shape is not None:
-            params += int(np.prod(value.shape))
+            params += math.prod(value.shape)
     return {"nodes": nodes, "params": params}

@@ -21,6 +21,7 @@ the check that the graph's outputs keep their shapes after the rewrite.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -127,7 +128,7 @@ def _add_constant(name: str, constant: gs.Constant, inputs: list, initializers: 
 
 
 def _elements(constant: gs.Constant) -> int:
-    return int(np.prod(constant.shape)) if constant.shape is not None else 0
+    return math.prod(constant.shape) if constant.shape is not None else 0
 
 
 # --- values of shape computations -------------------------------------------------------------

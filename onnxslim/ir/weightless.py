@@ -10,7 +10,9 @@ without a second copy of its weights in memory. The caller's model is never modi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+
 import numpy as np
 import onnx
 
@@ -84,7 +86,7 @@ def value_nbytes(tensor: onnx.TensorProto) -> int:
     (``len(tensor.raw_data)`` would copy the bytes out of the protobuf)."""
     if tensor.data_type == onnx.TensorProto.STRING:
         return sum(len(s) for s in tensor.string_data)
-    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    count = math.prod(tensor.dims)
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except (KeyError, ValueError, TypeError):
