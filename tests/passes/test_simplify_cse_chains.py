@@ -177,3 +177,46 @@ g (float[N,5] x) => (float[1,5,N,1] y) {
     assert result.stats["unsqueezes"] == 1 and _computing(out).count("Unsqueeze") == 1
     assert [list(a.ints) for n in out.graph.node if n.op_type == "Unsqueeze" for a in n.attribute] == [[0, 3]]
     assert_parity(model, out, {"x": rng.normal(size=(3, 5)).astype(np.float32)})
+
+
+def test_a_first_node_read_by_several_of_its_kind_merges_into_each(rng):
+    """albert's dynamo export: ``arange[None]`` read by two Unsqueezes; onnxsim merges both."""
+    text = """<ir_version: 8, opset_import: ["": 18]>
+g (float[N] x) => (float[1,1,N] y, float[1,N,1] z, float[3,N,4] t, float[N,4,3] w, float[N,3,4] v) {
+    a0 = Constant<value = int64[1] {0}>()
+    a1 = Constant<value = int64[1] {1}>()
+    a2 = Constant<value = int64[1] {2}>()
+    r = Relu(x)
+    u = Unsqueeze(r, a0)
+    y = Unsqueeze(u, a0)
+    z = Unsqueeze(u, a2)
+    s = Constant<value = float[3,1,4] {1,2,3,4,5,6,7,8,9,10,11,12}>()
+    e = Unsqueeze(r, a1)
+    b = Mul(e, s)
+    p = Transpose<perm = [1, 0, 2]>(b)
+    t = Transpose<perm = [1, 0, 2]>(p)
+    w = Transpose<perm = [0, 2, 1]>(p)
+    v = Transpose<perm = [0, 1, 2]>(p)
+}"""
+    model = model_from_text(text)
+    out, result = run_pass(CollapseChains(), model)
+    assert result.stats["unsqueezes"] == 2 and _computing(out).count("Unsqueeze") == 3
+    # t cancels into a graph output while w and v read the same Transpose: that Transpose stays
+    assert result.stats["transposes"] == 0 and _computing(out).count("Transpose") == 4
+    assert any("other readers" in d.reason for d in result.declines)
+    assert_parity(model, out, {"x": rng.normal(size=(5,)).astype(np.float32)})
+    assert not run_pass(CollapseChains(), out)[1].modified
+
+
+def test_transposes_read_by_several_transposes_compose_into_each(rng):
+    text = """<ir_version: 8, opset_import: ["": 18]>
+g (float[N,3,4] x) => (float[4,N,3] y, float[N,4,3] z) {
+    r = Relu(x)
+    p = Transpose<perm = [1, 0, 2]>(r)
+    y = Transpose<perm = [2, 1, 0]>(p)
+    z = Transpose<perm = [1, 2, 0]>(p)
+}"""
+    model = model_from_text(text)
+    out, result = run_pass(CollapseChains(), model)
+    assert result.stats["transposes"] == 2 and _computing(out).count("Transpose") == 2
+    assert_parity(model, out, {"x": rng.normal(size=(2, 3, 4)).astype(np.float32)})
