@@ -23,6 +23,10 @@ Families:
     fetched once with ``pip download --no-binary onnx`` (only onnx itself from source: the build
     tools come as wheels; pip prepares its metadata, about a minute) and kept in
     ``<root>/_downloads/``, checked against a SHA-256.
+``backend``
+    The same sdist's other backend tests (140): ``pytorch-converted`` (82 small models exported
+    from PyTorch), ``pytorch-operator`` (35 single operators) and ``simple`` (23), many at IR 3,
+    with their inputs and expected outputs; named ``<folder>__<test>``.
 ``sklearn``
     scikit-learn pipelines converted with skl2onnx (``ai.onnx.ml`` ops, ZipMap sequence-of-map
     outputs, one string-input model), trained on tiny seeded synthetic data. Expected outputs are
@@ -54,11 +58,13 @@ import onnx
 from onnx import numpy_helper
 
 HERE = Path(__file__).resolve().parent
-FAMILIES = ("node", "sklearn", "arch")
+FAMILIES = ("node", "backend", "sklearn", "arch")
 
 ONNX_SDIST_VERSION = "1.22.0"
 ONNX_SDIST_SHA256 = "ef40c0aaf0b643857ea9306fc7eddce17eaf9fb0407e4801f1fc5758443a38e0"
-_NODE_PREFIX = f"onnx-{ONNX_SDIST_VERSION}/onnx/backend/test/data/node/"
+_DATA_PREFIX = f"onnx-{ONNX_SDIST_VERSION}/onnx/backend/test/data/"
+#: The sdist's backend-test folders beside ``node/``: 82 + 35 + 23 models.
+BACKEND_FOLDERS = ("pytorch-converted", "pytorch-operator", "simple")
 
 #: 150 node tests, one or a few per op family, picked once from the sorted test names so that
 #: the sample covers plain ops, expanded functions (attention, layer norm, softmax-cross-entropy),
@@ -307,36 +313,56 @@ def _onnx_sdist(root: Path) -> Path:
 
 def build_node(root: Path, names: set[str] | None = None) -> int:
     """Extract the node tests (only ``names`` when given) into <root>/node/. Returns models added."""
-    family = root / "node"
-    family.mkdir(parents=True, exist_ok=True)
-    existing = {d.name for d in family.iterdir() if (d / "meta.json").is_file()}
+    return _extract_backend_tests(root, "node", ("node",), names)
+
+
+def build_backend(root: Path) -> int:
+    """Extract the sdist's other backend tests (whole small models exported from PyTorch, single
+    PyTorch operators, and the ``simple`` graphs; many at IR 3) into <root>/backend/, each named
+    ``<folder>__<test>``. Returns models added."""
+    return _extract_backend_tests(root, "backend", BACKEND_FOLDERS, None)
+
+
+def _extract_backend_tests(root: Path, family: str, folders: tuple[str, ...], names: set[str] | None) -> int:
+    """Extract ``onnx/backend/test/data/<folder>/<test>/`` for each of ``folders`` into
+    <root>/<family>/ (a test of a folder other than ``family`` is named ``<folder>__<test>``)."""
+    target = root / family
+    target.mkdir(parents=True, exist_ok=True)
+    existing = {d.name for d in target.iterdir() if (d / "meta.json").is_file()}
     if names is not None and names <= existing:
         return 0
     added = 0
-    with tempfile.TemporaryDirectory(dir=family, prefix=".staging-") as staging_dir:
+    with tempfile.TemporaryDirectory(dir=target, prefix=".staging-") as staging_dir:
         staging = Path(staging_dir)
         with tarfile.open(_onnx_sdist(root)) as tar:
             members = []
             for m in tar.getmembers():
-                if not m.name.startswith(_NODE_PREFIX) or not m.isfile():
+                if not m.name.startswith(_DATA_PREFIX) or not m.isfile():
                     continue
-                test = m.name[len(_NODE_PREFIX):].split("/", 1)[0]
-                if test in existing or (names is not None and test not in names):
+                folder, _, rest = m.name[len(_DATA_PREFIX):].partition("/")
+                test, _, inner = rest.partition("/")
+                if folder not in folders or not inner:
                     continue
-                m.name = m.name[len(_NODE_PREFIX):]
+                name = test if folder == family else f"{folder}__{test}"
+                if name in existing or (names is not None and name not in names):
+                    continue
+                m.name = f"{name}/{inner}"
                 members.append(m)
             tar.extractall(staging, members=members, filter="data")
         for test_dir in sorted(staging.iterdir()):
+            if not (test_dir / "model.onnx").is_file():
+                continue
             model = onnx.load(test_dir / "model.onnx", load_external_data=False)
             tags = model_tags(model)
             if test_dir.name.endswith("_expanded") or "_expanded_" in test_dir.name:
                 tags.append("expanded")
-            write_meta(test_dir, "node", test_dir.name, f"onnx=={ONNX_SDIST_VERSION} sdist, "
-                       f"onnx/backend/test/data/node/{test_dir.name}", tags)
-            added += _install(test_dir, family / test_dir.name)
-    missing = sorted((names or set()) - existing - {d.name for d in family.iterdir()})
+            folder, _, test = test_dir.name.rpartition("__")
+            write_meta(test_dir, family, test_dir.name, f"onnx=={ONNX_SDIST_VERSION} sdist, "
+                       f"onnx/backend/test/data/{folder or family}/{test}", tags)
+            added += _install(test_dir, target / test_dir.name)
+    missing = sorted((names or set()) - existing - {d.name for d in target.iterdir()})
     if missing:
-        raise CorpusError(f"node tests not in the onnx {ONNX_SDIST_VERSION} sdist: {', '.join(missing[:5])}")
+        raise CorpusError(f"{family} tests not in the onnx {ONNX_SDIST_VERSION} sdist: {', '.join(missing[:5])}")
     return added
 
 
@@ -365,6 +391,8 @@ def build(families=FAMILIES, sample: str | None = None, root: Path | None = None
     added = {}
     if "node" in families:
         added["node"] = build_node(root, set(CI_NODE_SAMPLE) if sample == "ci" else None)
+    if "backend" in families and sample != "ci":
+        added["backend"] = build_backend(root)
     if "sklearn" in families:
         from corpus_sklearn import build_sklearn  # noqa: PLC0415 - needs scikit-learn and skl2onnx
 
@@ -379,7 +407,7 @@ def build(families=FAMILIES, sample: str | None = None, root: Path | None = None
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("build", "list"))
-    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated: node,sklearn,arch")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated: node,backend,sklearn,arch")
     parser.add_argument("--sample", choices=("ci",), help="only the fixed CI sample")
     args = parser.parse_args(argv)
     families = tuple(f for f in args.families.split(",") if f)

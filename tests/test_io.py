@@ -129,14 +129,24 @@ def test_load_rejects_non_onnx(tmp_path, content, message):
         ir_io.load_model(bad)
 
 
-def test_load_rejects_old_opset(tmp_path):
+def test_an_opset_onnx_runtime_cannot_run_is_upgraded_and_says_it_is_unchecked(tmp_path, caplog):
+    """Opset 6 at IR 3 with an initializer not listed as an input (as old PyTorch exports wrote
+    them): IR 4 makes it valid, the converter upgrades it, and the warning says ORT cannot check."""
     model = helper.make_model(helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "old",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]), opset_imports=[helper.make_opsetid("", 6)])
+        [helper.make_node("Add", ["x", "b"], ["s"], broadcast=1), helper.make_node("Relu", ["s"], ["y"])], "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(np.array([1, -2, 3], np.float32), "b")]), opset_imports=[helper.make_opsetid("", 6)])
+    model.ir_version = 3
     onnx.save(model, tmp_path / "old.onnx")
-    with pytest.raises(ModelLoadError, match="opset 6 is older than 7"):
-        ir_io.load_model(tmp_path / "old.onnx")
+    with caplog.at_level("WARNING"):
+        upgraded = ir_io.load_model(tmp_path / "old.onnx")
+    assert upgraded.ir_version >= 4 and upgraded.opset_import[0].version == ir_io.MIN_OPSET
+    assert "not against the original's outputs" in caplog.text
+    x = np.array([[0.5, 1.0, -4.0], [-1.0, 2.5, 0.0]], np.float32)
+    import onnxruntime as ort
+    got = ort.InferenceSession(upgraded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, np.maximum(x + np.array([1, -2, 3], np.float32), 0))
 
 
 def test_load_rejects_what_the_checker_rejects(tmp_path):
