@@ -19,17 +19,41 @@ import corpus
 
 def _models(rng: np.random.Generator):
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+    from sklearn.decomposition import PCA, TruncatedSVD
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.neural_network import MLPClassifier
+    from sklearn.linear_model import (
+        BayesianRidge,
+        ElasticNet,
+        Lasso,
+        LinearRegression,
+        LogisticRegression,
+        Ridge,
+        SGDClassifier,
+    )
+    from sklearn.naive_bayes import BernoulliNB, GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import MinMaxScaler, StandardScaler
-    from sklearn.svm import SVC
-    from sklearn.tree import DecisionTreeRegressor
+    from sklearn.preprocessing import (
+        Binarizer,
+        MaxAbsScaler,
+        MinMaxScaler,
+        Normalizer,
+        PolynomialFeatures,
+        RobustScaler,
+        StandardScaler,
+    )
+    from sklearn.svm import SVC, SVR, LinearSVR
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     x = rng.normal(size=(64, 6)).astype(np.float32)
     y_cls = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(np.int64) + (x[:, 3] > 1)
@@ -54,6 +78,28 @@ def _models(rng: np.random.Generator):
          {"zipmap": False}),
         ("knn_classifier", KNeighborsClassifier(n_neighbors=3), x, y_cls, {}),
         ("tfidf_logreg_string_input", make_pipeline(TfidfVectorizer(lowercase=False), LogisticRegression()), texts, y_txt, {}),
+        # added with the backend family, to take the corpus past 2,000 models (not in the CI sample)
+        ("extra_trees", ExtraTreesClassifier(n_estimators=5, max_depth=4, random_state=0), x, y_cls, {}),
+        ("random_forest_regressor", RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0), x, y_reg, {}),
+        ("gradient_boosting_classifier", GradientBoostingClassifier(n_estimators=5, max_depth=2, random_state=0),
+         x, y_cls, {}),
+        ("decision_tree_classifier", DecisionTreeClassifier(max_depth=4, random_state=0), x, y_cls,
+         {"zipmap": False}),
+        ("lasso", Lasso(alpha=0.01), x, y_reg, {}),
+        ("elastic_net", make_pipeline(StandardScaler(), ElasticNet(alpha=0.01)), x, y_reg, {}),
+        ("bayesian_ridge", BayesianRidge(), x, y_reg, {}),
+        ("sgd_classifier", make_pipeline(StandardScaler(), SGDClassifier(random_state=0)), x, y_cls, {}),
+        ("normalizer_logreg", make_pipeline(Normalizer(), LogisticRegression()), x, y_cls, {}),
+        ("linear_svr", make_pipeline(RobustScaler(), LinearSVR(random_state=0, max_iter=5000)), x, y_reg, {}),
+        ("svr", make_pipeline(StandardScaler(), SVR()), x, y_reg, {}),
+        ("gaussian_nb", GaussianNB(), x, y_cls, {}),
+        ("bernoulli_nb", make_pipeline(Binarizer(), BernoulliNB()), x, y_cls, {}),
+        ("knn_regressor", KNeighborsRegressor(n_neighbors=3), x, y_reg, {}),
+        ("mlp_regressor", MLPRegressor(hidden_layer_sizes=(8,), max_iter=300, random_state=0), x, y_reg, {}),
+        ("polynomial_ridge", make_pipeline(PolynomialFeatures(2), Ridge()), x, y_reg, {}),
+        ("maxabs_lda", make_pipeline(MaxAbsScaler(), LinearDiscriminantAnalysis()), x, y_cls, {}),
+        ("truncated_svd_logreg", make_pipeline(TruncatedSVD(n_components=3, random_state=0), LogisticRegression()),
+         x, y_cls, {}),
     ]
 
 

@@ -130,8 +130,8 @@ def test_load_rejects_non_onnx(tmp_path, content, message):
 
 
 def test_an_opset_onnx_runtime_cannot_run_is_upgraded_and_says_it_is_unchecked(tmp_path, caplog):
-    """Opset 6 at IR 3 with an initializer not listed as an input (as old PyTorch exports wrote
-    them): IR 4 makes it valid, the converter upgrades it, and the warning says ORT cannot check."""
+    """Opset 6 at IR 3 (as old PyTorch exports wrote them), with an initializer not listed as an
+    input: IR 4 makes it valid, the converter upgrades it, and the warning says ORT cannot check."""
     model = helper.make_model(helper.make_graph(
         [helper.make_node("Add", ["x", "b"], ["s"], broadcast=1), helper.make_node("Relu", ["s"], ["y"])], "old",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],

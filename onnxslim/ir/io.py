@@ -551,8 +551,8 @@ def upgrade_legacy(model: onnx.ModelProto, path: str | os.PathLike) -> onnx.Mode
       holds: it leaves the graph inputs (no data is asked for it) and the IR version rises to at
       least 4, where that is valid. The user's model file is not touched; the output model
       declares the weights as plain initializers, as current exporters do.
-    * An initializer not listed as an input below IR 4 (invalid there, and what the converter
-      refuses) raises the IR version to 4, where it is valid as it is.
+    * A model to upgrade is raised to IR 4 first, where the initializers the converter adds
+      need not be listed as inputs.
     * An opset under ``MIN_OPSET`` is upgraded with ``onnx.version_converter``; a conversion that
       fails is refused (``ModelLoadError``: exit 2). Under ``ORT_OLDEST_OPSET`` the warning says
       that the upgrade itself is checked by onnx.checker alone: ONNX Runtime cannot run the original.
@@ -566,11 +566,12 @@ def upgrade_legacy(model: onnx.ModelProto, path: str | os.PathLike) -> onnx.Mode
         del model.graph.input[:]
         model.graph.input.extend(kept)
         model.ir_version = max(model.ir_version, INITIALIZERS_APART_IR)
-    elif initializers and model.ir_version < INITIALIZERS_APART_IR:
-        model.ir_version = INITIALIZERS_APART_IR
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
     if opset >= MIN_OPSET:
         return model
+    # IR 4 takes every IR-3 model as it is, and the converter's adapters (Pad 2 -> 11) add
+    # initializers that IR 3 would have to list as inputs.
+    model.ir_version = max(model.ir_version, INITIALIZERS_APART_IR)
     try:
         upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
         onnx.checker.check_model(upgraded)

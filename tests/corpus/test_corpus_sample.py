@@ -1,7 +1,7 @@
 """The CI sample of the issue-12 corpus: a fixed, representative slice run through the real CLI.
 
-150 ONNX node tests, up to 8 architectures (those models/corpus_arch.py builds) and every sklearn
-model go through optimize, inspect, verify and --dry-run; the lossy commands (quantize,
+150 ONNX node tests, up to 8 architectures (those models/corpus_arch.py builds) and 12 sklearn
+models go through optimize, inspect, verify and --dry-run; the lossy commands (quantize,
 prune-weights, prune-channels, svd) run on a fixed quarter of the node sample and the sklearn
 models only (``corpus.ci_lossy_models``), which keeps the test within about 6 minutes on 2 cores.
 
