@@ -138,6 +138,13 @@ CI_ARCH_SAMPLE = ("resnet_legacy_op11", "bert_neg1_legacy_op12", "gpt2_past_lega
 
 
 
+#: Backend tests of the CI sample: IR 3 at opset 6 (BatchNorm, a Pad whose upgrade adds an
+#: initializer, Pow with NaN outputs), an embedding, and a sequence model at a current opset.
+CI_BACKEND_SAMPLE = (
+    "pytorch-converted__test_BatchNorm1d_3d_input_eval", "pytorch-converted__test_ConstantPad2d",
+    "pytorch-converted__test_Embedding", "pytorch-operator__test_operator_pow", "simple__test_sequence_model2",
+)
+
 #: The sklearn models of the CI sample (the family's first twelve; the later ones run in full runs).
 CI_SKLEARN_SAMPLE = (
     "scaler_logreg", "scaler_logreg_nozipmap", "random_forest", "gradient_boosting_regressor", "svc", "kmeans",
@@ -184,7 +191,7 @@ def model_dirs(root: Path, families=None, sample: str | None = None) -> list[Pat
 def _sample_names() -> dict[str, set[str]]:
     """The CI sample by family; a family not listed here (real) is taken whole."""
     return {"node": set(CI_NODE_SAMPLE), "arch": set(CI_ARCH_SAMPLE), "sklearn": set(CI_SKLEARN_SAMPLE),
-            "backend": set()}
+            "backend": set(CI_BACKEND_SAMPLE)}
 
 
 def write_meta(folder: Path, family: str, name: str, source: str, tags: list[str], notes: str = "") -> None:
@@ -320,11 +327,11 @@ def build_node(root: Path, names: set[str] | None = None) -> int:
     return _extract_backend_tests(root, "node", ("node",), names)
 
 
-def build_backend(root: Path) -> int:
+def build_backend(root: Path, names: set[str] | None = None) -> int:
     """Extract the sdist's other backend tests (whole small models exported from PyTorch, single
     PyTorch operators, and the ``simple`` graphs; many at IR 3) into <root>/backend/, each named
-    ``<folder>__<test>``. Returns models added."""
-    return _extract_backend_tests(root, "backend", BACKEND_FOLDERS, None)
+    ``<folder>__<test>`` (only ``names`` when given). Returns models added."""
+    return _extract_backend_tests(root, "backend", BACKEND_FOLDERS, names)
 
 
 def _extract_backend_tests(root: Path, family: str, folders: tuple[str, ...], names: set[str] | None) -> int:
@@ -395,8 +402,8 @@ def build(families=FAMILIES, sample: str | None = None, root: Path | None = None
     added = {}
     if "node" in families:
         added["node"] = build_node(root, set(CI_NODE_SAMPLE) if sample == "ci" else None)
-    if "backend" in families and sample != "ci":
-        added["backend"] = build_backend(root)
+    if "backend" in families:
+        added["backend"] = build_backend(root, set(CI_BACKEND_SAMPLE) if sample == "ci" else None)
     if "sklearn" in families:
         from corpus_sklearn import build_sklearn  # noqa: PLC0415 - needs scikit-learn and skl2onnx
 

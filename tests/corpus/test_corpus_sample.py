@@ -1,7 +1,7 @@
 """The CI sample of the issue-12 corpus: a fixed, representative slice run through the real CLI.
 
-150 ONNX node tests, up to 8 architectures (those models/corpus_arch.py builds) and 12 sklearn
-models go through optimize, inspect, verify and --dry-run; the lossy commands (quantize,
+150 ONNX node tests, 5 other backend tests (old IR and opsets), up to 8 architectures (those
+models/corpus_arch.py builds) and 12 sklearn models go through optimize, inspect, verify and --dry-run; the lossy commands (quantize,
 prune-weights, prune-channels, svd) run on a fixed quarter of the node sample and the sklearn
 models only (``corpus.ci_lossy_models``), which keeps the test within about 6 minutes on 2 cores.
 
@@ -42,7 +42,7 @@ KNOWN_BROKEN: dict[tuple[str, str], str] = {}
 @pytest.mark.slow
 def test_corpus_ci_sample(tmp_path: Path) -> None:
     try:
-        corpus.build(("node", "sklearn", "arch"), "ci")
+        corpus.build(("node", "backend", "sklearn", "arch"), "ci")
     except (corpus.CorpusError, ImportError, OSError) as exc:
         if os.environ.get("CI"):
             pytest.fail(f"the corpus sample could not be built: {exc}")
@@ -54,6 +54,7 @@ def test_corpus_ci_sample(tmp_path: Path) -> None:
     results = json.loads(out.read_text())["results"]
     assert len([m for m in results if m.startswith("node/")]) == len(corpus.CI_NODE_SAMPLE)
     assert any(m.startswith("sklearn/") for m in results)
+    assert len([m for m in results if m.startswith("backend/")]) == len(corpus.CI_BACKEND_SAMPLE)
     stale = sorted(f"{model} {command} ({why})" for (model, command), why in KNOWN_BROKEN.items()
                    if command in results.get(model, {})
                    and not corpus_run.failures({model: {command: results[model][command]}}))
