@@ -184,7 +184,12 @@ class Quantize(Pass):
         # fp32's outputs run anew, not the calibration's first rows: those are the first samples'
         # only where an output's axis 0 is the samples' (not in a sequence-first [T, N, C] output)
         outputs = ctx.run(work, feeds)
-        check = CheckData(feeds, {t.name: outputs[t.name] for t in work.outputs})
+        # a ZipMap's sequence of maps (scikit-learn classifiers) has no cosine: the labels beside it do
+        reference = {t.name: outputs[t.name] for t in work.outputs if _numeric(outputs[t.name])}
+        if not reference:
+            declines.append(Decline("graph", "no output is a numeric tensor: int8 has nothing to be checked on"))
+            return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to check int8 on"])
+        check = CheckData(feeds, reference)
         probes = probe_plan(ctx, work, calibrated.plan, calibrated.activation_params, kept, options, act_type,
                             calibrated.whole)
         _record_speed_choices(ctx, probes)
@@ -408,3 +413,5 @@ def _transplant(graph: gs.Graph, source: gs.Graph) -> None:
     graph.import_domains = source.import_domains
 
 
+def _numeric(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"

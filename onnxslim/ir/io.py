@@ -38,6 +38,9 @@ from onnxslim.ir.nodes import subgraphs as node_subgraphs
 from onnxslim.ir.weightless import _copy_field, _varint, external_reference, iter_tensors, skeleton, subgraphs, value_nbytes
 
 logger = logging.getLogger(__name__)
+# graphsurgeon prints its warnings to stdout, which is the user's ("Could not convert: UNDEFINED"
+# for a ZipMap's map type, "colored module is not installed"): only its errors get through
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
 
 MIN_OPSET = 11
 #: Tensors of at least this many bytes are stubbed out of the weightless copy.

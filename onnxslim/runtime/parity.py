@@ -356,7 +356,13 @@ def _tensor_values(model, names, feeds, provider) -> dict[str, np.ndarray]:
 def _joined(a, b) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Both outputs as arrays. A sequence of tensors of different shapes (SplitToSequence's
     uneven split) cannot be one array: its tensors are compared pairwise by shape, then joined
-    flat; sequences of one shape, of maps or strings stay numpy's view of them."""
+    flat. A sequence of maps (a ZipMap's class probabilities) is a [N, classes] array of values by
+    sorted key, compared as numbers; sequences of one shape, or of strings, stay numpy's view of them."""
+    if isinstance(a, list) and isinstance(b, list) and a and all(isinstance(x, dict) for x in a + b):
+        if [sorted(x) for x in a] != [sorted(x) for x in b]:
+            return np.asarray([]), np.asarray([]), "the maps' keys differ from the reference's"
+        values = lambda seq: np.asarray([[m[k] for k in sorted(m)] for m in seq])  # noqa: E731
+        return values(a), values(b), None
     if not (isinstance(a, list) and isinstance(b, list)) or len({np.shape(x) for x in a + b}) <= 1:
         return np.asarray(a), np.asarray(b), None
     if [np.shape(x) for x in a] != [np.shape(x) for x in b]:

@@ -341,3 +341,20 @@ def test_one_session_at_a_time_gives_the_same_report(chain):
     assert apart.to_dict() == together.to_dict() and apart.batches == 8
     with pytest.raises(DataError, match="no batches"):
         compare_models(chain(), chain(), [], one_at_a_time=True)
+
+
+def test_a_sequence_of_maps_is_compared_by_its_values():
+    """A scikit-learn classifier's ZipMap output: int8 moves each probability a little (cosine
+    near 1, every decision kept); different keys are an error, not a zero cosine."""
+    ref = [{0: 0.5, 1: 0.4, 2: 0.1}, {0: 0.2, 1: 0.7, 2: 0.1}]
+    moved = [{0: 0.49, 1: 0.41, 2: 0.1}, {0: 0.21, 1: 0.69, 2: 0.1}]
+    acc = _Accumulator("output_probability")
+    acc.add(ref, moved)
+    result = acc.result()
+    assert result.shape == (2, 3) and result.cosine > 0.999 and result.top1 == 1.0
+    other = _Accumulator("output_probability")
+    other.add(ref, [{0: 0.5, 1: 0.5}, {0: 0.2, 1: 0.8}])
+    assert other.result().error == "the maps' keys differ from the reference's"
+    same = _Accumulator("output_probability")
+    same.add(ref, [dict(m) for m in ref])
+    assert same.result().max_abs == 0 and same.result().cosine == 1.0
