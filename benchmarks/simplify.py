@@ -187,8 +187,8 @@ def main() -> None:
 def _byte_compile() -> None:
     """Compile our modules to ``__pycache__`` (their sources' folders; git ignores it)."""
     import onnxslim
-    import passes
-    for package in (onnxslim, passes):
+    import onnxslim.passes
+    for package in (onnxslim, onnxslim.passes):
         compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
 
 
