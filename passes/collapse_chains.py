@@ -53,7 +53,7 @@ class CollapseChains(Pass):
                              for n in seconds]
                 continue
             merges = [_merge(first, second, graph, alone=len(seconds) == 1) for second in seconds]
-            refused = [(second, m) for second, m in zip(seconds, merges) if isinstance(m, str) or m is None]
+            refused = [(second, m) for second, m in zip(seconds, merges) if not callable(m)]
             if refused:  # every reader must merge, else the first node stays and nothing is gained
                 declines += [Decline(second.name, m) for second, m in refused if m]
                 continue
@@ -96,7 +96,10 @@ def _merge(first: gs.Node, second: gs.Node, graph: gs.Graph, alone: bool) -> Mer
     if second.op == "Reshape":
         if not _last_target_stands_alone(second):
             return "its target shape may copy dims (0) from the intermediate tensor"
-        return lambda graph, gone: second.inputs.__setitem__(0, source)
+
+        def reshape(graph: gs.Graph, gone: set) -> None:
+            second.inputs[0] = source
+        return reshape
     p, q = first.attrs.get("perm"), second.attrs.get("perm")
     if p is None or q is None or len(p) != len(q):
         return None

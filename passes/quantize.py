@@ -59,13 +59,14 @@ from onnxslim.errors import ParityError, UsageError
 from onnxslim.ir.io import to_graph
 from onnxslim.ir.weights import constant_value
 from onnxslim.quant import calibration, fp16, smooth
-from onnxslim.quant.mixed import Calibration, CheckData, MixedPrecision, Outcome, cosine_similarity
+from onnxslim.quant.mixed import Calibration, CheckData, MixedPrecision, Outcome
 from onnxslim.quant.placement import Placement, mark_from_values, node_key, plan
 from onnxslim.quant.plan import QuantizePlan
 from onnxslim.quant.probe import SLOWER, Probes, probe_plan
 from onnxslim.quant.qdq import MIN_QDQ_OPSET, WeightChoice, materialize, quantize_tables, weight_only_ok
 from onnxslim.quant.samples import LimitedSamples, activations
 from onnxslim.runtime.parity import Tolerance
+from onnxslim.runtime.values import numbers
 
 #: rows of the first calibration batch used for the fp32/int8 latency comparison (batch 1, as deployed
 #: for latency); the comparison runs at most SPEED_CHECK_SECONDS of interleaved runs after warm-up
@@ -184,8 +185,8 @@ class Quantize(Pass):
         # fp32's outputs run anew, not the calibration's first rows: those are the first samples'
         # only where an output's axis 0 is the samples' (not in a sequence-first [T, N, C] output)
         outputs = ctx.run(work, feeds)
-        # a ZipMap's sequence of maps (scikit-learn classifiers) has no cosine: the labels beside it do
-        reference = {t.name: outputs[t.name] for t in work.outputs if _numeric(outputs[t.name])}
+        # a ZipMap's sequence of maps (scikit-learn classifiers) is checked by its values; strings are not
+        reference = {t.name: numbers(outputs[t.name]) for t in work.outputs if numbers(outputs[t.name]) is not None}
         if not reference:
             declines.append(Decline("graph", "no output is a numeric tensor: int8 has nothing to be checked on"))
             return PassResult(False, {"quantized_nodes": 0}, declines, ["nothing to check int8 on"])
@@ -336,8 +337,7 @@ class Quantize(Pass):
         materialize(fallback, Placement(), {}, {}, keys, fold_all=True)
         if self.options.tables:
             quantize_tables(fallback)
-        result = ctx.run(fallback, check.feeds)
-        cosine = min(cosine_similarity(check.reference[k], result[k]) for k in check.reference)
+        cosine = check.cosine(ctx.run(fallback, check.feeds))
         stats["fallback"] = {"to": "weight_only" if cosine >= budget else "fp32", "layers": len(keys),
                              "output_cosine_calibration": round(cosine, 6)}
         if cosine < budget:
@@ -412,6 +412,3 @@ def _transplant(graph: gs.Graph, source: gs.Graph) -> None:
     graph.opset = source.opset
     graph.import_domains = source.import_domains
 
-
-def _numeric(value: object) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"

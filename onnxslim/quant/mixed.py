@@ -40,6 +40,7 @@ from onnxslim.quant.qdq import (
     quantize_tables,
 )
 from onnxslim.quant.qparams import QParams
+from onnxslim.runtime.values import numbers
 
 if TYPE_CHECKING:
     from onnxslim.core.context import PassContext
@@ -82,6 +83,12 @@ class CheckData:
         does not; one feed fed as it is is never cut)."""
         rows = stacked_rows(self.feeds) if self.feeds else None
         return rows is None or all(np.ndim(v) and len(v) == rows for v in self.reference.values())
+
+    def cosine(self, result: dict[str, object], rows: int | None = None) -> float:
+        """The lowest output cosine of ``result`` (a candidate's outputs on the first ``rows`` check
+        samples, None: all) against the reference; a sequence of maps compares by its values."""
+        values = {k: numbers(result[k]) for k in self.reference}
+        return min(cosine_similarity(_rows_run(ref[:rows], values[k]), values[k]) for k, ref in self.reference.items())
 
 
 @dataclasses.dataclass
@@ -144,9 +151,7 @@ class MixedPrecision:
         fold_rescale(g)
         if options.tables:
             quantize_tables(g, self.quantized)
-        result = self.ctx.run(g, take_rows(self.check.feeds, rows))
-        reference = self.check.reference
-        cosine = min(cosine_similarity(_rows_run(reference[k][:rows], result[k]), result[k]) for k in reference)
+        cosine = self.check.cosine(self.ctx.run(g, take_rows(self.check.feeds, rows)), rows)
         logger.debug("quantize: %d layers float (%d weight-only, %d dynamic): output cosine %.5f",
                      len(exclude), len(weight_only_layers), len(dynamic_layers), cosine)
         return Candidate(g, chosen, exclude, cosine, sorted(weight_only_layers), sorted(dynamic_layers), float_channels)

@@ -40,6 +40,7 @@ import onnx
 from onnxslim.errors import DataError, UsageError
 from onnxslim.runtime.session import make_session, run
 from onnxslim.runtime.tolerance import Tolerance
+from onnxslim.runtime.values import is_map_sequence, map_values
 
 logger = logging.getLogger(__name__)
 
@@ -358,11 +359,10 @@ def _joined(a, b) -> tuple[np.ndarray, np.ndarray, str | None]:
     uneven split) cannot be one array: its tensors are compared pairwise by shape, then joined
     flat. A sequence of maps (a ZipMap's class probabilities) is a [N, classes] array of values by
     sorted key, compared as numbers; sequences of one shape, or of strings, stay numpy's view of them."""
-    if isinstance(a, list) and isinstance(b, list) and a and all(isinstance(x, dict) for x in a + b):
+    if is_map_sequence(a) and is_map_sequence(b):
         if [sorted(x) for x in a] != [sorted(x) for x in b]:
             return np.asarray([]), np.asarray([]), "the maps' keys differ from the reference's"
-        values = lambda seq: np.asarray([[m[k] for k in sorted(m)] for m in seq])  # noqa: E731
-        return values(a), values(b), None
+        return map_values(a), map_values(b), None
     if not (isinstance(a, list) and isinstance(b, list)) or len({np.shape(x) for x in a + b}) <= 1:
         return np.asarray(a), np.asarray(b), None
     if [np.shape(x) for x in a] != [np.shape(x) for x in b]:

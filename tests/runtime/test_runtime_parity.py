@@ -358,3 +358,19 @@ def test_a_sequence_of_maps_is_compared_by_its_values():
     same = _Accumulator("output_probability")
     same.add(ref, [dict(m) for m in ref])
     assert same.result().max_abs == 0 and same.result().cosine == 1.0
+
+
+def test_outputs_as_numbers_for_the_int8_check():
+    """quantize's check compares a ZipMap's probabilities by value and leaves string labels out."""
+    from onnxslim.quant.mixed import CheckData
+    from onnxslim.runtime.values import numbers
+
+    ref = [{0: 0.5, 1: 0.4, 2: 0.1}, {0: 0.2, 1: 0.7, 2: 0.1}]
+    np.testing.assert_array_equal(numbers(ref), [[0.5, 0.4, 0.1], [0.2, 0.7, 0.1]])
+    assert numbers(np.array(["cat", "dog"])) is None
+    logits = np.ones((2, 3), np.float32)
+    assert numbers(logits) is logits
+    check = CheckData({}, {"probabilities": numbers(ref)})
+    assert check.cosine({"probabilities": ref}) == pytest.approx(1.0)
+    flipped = [{0: 0.1, 1: 0.4, 2: 0.5}, {0: 0.1, 1: 0.7, 2: 0.2}]
+    assert check.cosine({"probabilities": flipped}) < 0.9
